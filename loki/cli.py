@@ -1,0 +1,83 @@
+"""The ``loki`` command.
+
+``loki fit|validate|test|predict --config experiments/<run>.yaml`` goes to Lightning's
+``LightningCLI`` (model, data, trainer and callbacks from YAML; ``--print_config`` works).
+Every other subcommand is a tool with its own YAML config, dispatched through ``TOOLS``: each
+entry names a module whose ``main(argv)`` parses its arguments with jsonargparse.
+
+A ``LokiError`` raised anywhere below is printed as one line and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+from loki.errors import LokiError
+
+LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+# name -> (module with ``main(argv)``, one-line help)
+TOOLS: dict[str, tuple[str, str]] = {
+    "filter": ("loki.filtering.cli", "run the data filtering pipeline / train the quality classifier"),
+    "tokenizer": ("loki.tokenizer_cli", "prune cl100k_base to a smaller vocabulary; tokenizer stats"),
+    "tokenize": ("loki.data.tokenize", "turn filtered documents into token shards"),
+    "distill": ("loki.distill.cli", "build the teacher candidate cache for distillation"),
+    "eval": ("loki.eval.cli", "one-shot benchmark evaluation of a checkpoint with lm-eval"),
+    "generate": ("loki.eval.generate", "sample continuations from a checkpoint"),
+    "probe": ("loki.eval.probes", "the paper's qualitative, truthfulness and bias probes"),
+    "compare": ("loki.eval.compare", "paired comparison of two checkpoints with bootstrap CIs"),
+    "consolidate": ("loki.sharding", "merge a distributed checkpoint into one file"),
+    "report": ("loki.report", "build the run report (Markdown + plots)"),
+    "demo": ("loki.demo", "the end-to-end demo pipeline (what `make demo` runs)"),
+}
+
+
+def _set_offline_defaults() -> None:
+    # Nothing reaches the network unless the user asked for it: these are defaults, not overrides.
+    for key, value in (
+        ("HF_HUB_OFFLINE", "1"),
+        ("HF_DATASETS_OFFLINE", "1"),
+        ("TRANSFORMERS_OFFLINE", "1"),
+        ("WANDB_MODE", "offline"),
+    ):
+        os.environ.setdefault(key, value)
+
+
+def _usage() -> str:
+    lines = ["usage: loki <command> [options]", "", "training (LightningCLI):"]
+    lines += [f"  {name:<12} --config experiments/<run>.yaml" for name in LIGHTNING_SUBCOMMANDS]
+    lines += ["", "tools (each takes --config and --help):"]
+    lines += [f"  {name:<12} {help_}" for name, (_, help_) in TOOLS.items()]
+    return "\n".join(lines)
+
+
+def lightning_main(args: list[str] | None = None) -> None:
+    from loki.lightning_cli import LokiCLI
+
+    LokiCLI(args=args)
+
+
+def main(argv: list[str] | None = None) -> None:
+    _set_offline_defaults()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return
+    command, rest = argv[0], argv[1:]
+    try:
+        if command in LIGHTNING_SUBCOMMANDS:
+            lightning_main([command, *rest])
+        elif command in TOOLS:
+            importlib.import_module(TOOLS[command][0]).main(rest)
+        else:
+            raise LokiError(f"unknown command {command!r}; choose one of: "
+                            + ", ".join([*LIGHTNING_SUBCOMMANDS, *TOOLS]))
+    except LokiError as err:
+        print(f"loki {command}: error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

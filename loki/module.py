@@ -1,0 +1,253 @@
+"""``LokiLM``: the LightningModule that wraps the plain ``Loki`` model.
+
+It owns the loss, the optimizer's parameter groups and the token-counted learning rate. Data
+order belongs to the DataModule, and distillation, rollback and evaluation live in callbacks that
+use the small surface documented here:
+
+- ``loss_on(micro_batch, objective=None)``: scalar loss of one micro-batch.
+- ``register_objective(kind, fn)``: step batches whose ``"kind"`` is not ``"lm"`` are scored by
+  ``fn(pl_module, micro_batch) -> (loss, metrics)``.
+- ``tokens_seen``: global training tokens so far (saved in checkpoints).
+- ``last_train_loss``: the last plain-LM step's loss, averaged over ranks.
+
+Optimization is manual so that one training step is one optimizer step over a variable number
+of accumulated micro-batches (batch-size warmup grows that number, never the micro-batch).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn as nn
+from lightning.pytorch.cli import OptimizerCallable
+from torchmetrics.text import Perplexity
+
+from loki.config import LokiConfig
+from loki.errors import LokiError
+from loki.model import Loki
+from loki.schedule import TokenCosineSchedule
+
+Objective = Callable[["LokiLM", dict[str, Any]], tuple[torch.Tensor, dict[str, float]]]
+
+
+def default_optimizer(params: Iterable) -> torch.optim.Optimizer:
+    """AdamW as in most 1B-scale recipes; replace it from YAML with any optimizer class."""
+    return torch.optim.AdamW(params, lr=3e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
+
+
+def resolve_config(
+    config: str | LokiConfig | dict, vocab_size: int | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> LokiConfig:
+    """A named size, a dict of fields or a LokiConfig, with overrides and the data's vocab."""
+    if isinstance(config, str):
+        base = LokiConfig.from_name(config).to_dict()
+    elif isinstance(config, LokiConfig):
+        base = config.to_dict()
+    else:
+        base = dict(config)
+    base.update(overrides or {})
+    if vocab_size is not None:
+        base["vocab_size"] = vocab_size
+    return LokiConfig(**base)
+
+
+class LokiLM(L.LightningModule):
+    def __init__(
+        self,
+        config: str | LokiConfig = "tiny",
+        config_overrides: dict[str, Any] | None = None,
+        vocab_size: int | None = None,
+        tokenizer: str | None = None,
+        optimizer: OptimizerCallable = default_optimizer,
+        lr_schedule: TokenCosineSchedule | None = None,
+        grad_clip: float | None = 1.0,
+        no_decay_embeddings: bool = True,
+    ) -> None:
+        """
+        Args:
+            config: a named size ("tiny", "small", "loki-1.4b") or the full model config.
+            config_overrides: fields changed on top of ``config`` (e.g. ``{dropout: 0.1}``).
+            vocab_size: set from the DataModule's tokenizer by ``loki fit``; overrides the config.
+            tokenizer: the tokenizer spec the data was made with (kept for eval and generation).
+            optimizer: optimizer class and arguments; gets two parameter groups (decay, no decay).
+            lr_schedule: warmup and cosine decay counted in tokens (default: constant LR).
+            grad_clip: max global gradient norm (None: no clipping).
+            no_decay_embeddings: exclude the token embedding from weight decay.
+        """
+        super().__init__()
+        self.save_hyperparameters(ignore=["optimizer"])
+        self.automatic_optimization = False
+        self.config = resolve_config(config, vocab_size, config_overrides)
+        self.model = Loki(self.config)
+        self.optimizer_factory = optimizer
+        self.lr_schedule = lr_schedule or TokenCosineSchedule()
+        self.grad_clip = grad_clip
+        self.no_decay_embeddings = no_decay_embeddings
+        self.val_ppl = Perplexity(ignore_index=-100)
+        self.tokens_seen = 0
+        self.last_train_loss: float | None = None
+        self._objectives: dict[str, Objective] = {}
+
+    # ----------------------------------------------------------------- surface for callbacks
+    def register_objective(self, kind: str, fn: Objective) -> None:
+        """Score step batches whose ``"kind"`` is ``kind`` with ``fn`` instead of plain CE."""
+        if kind == "lm":
+            raise ValueError("the 'lm' objective is the model's own cross-entropy")
+        self._objectives[kind] = fn
+
+    def loss_on(self, batch: dict[str, Any], objective: str | None = None) -> torch.Tensor:
+        """Scalar loss of one micro-batch (tensors shaped (B, T)) under ``objective``
+        (default: the batch's own ``"kind"``, plain next-token cross-entropy for ``"lm"``)."""
+        kind = objective or batch.get("kind", "lm")
+        if kind == "lm":
+            _, loss = self.model(batch["input_ids"], batch["labels"])
+            return loss
+        return self._objective(kind)(self, batch)[0]
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.model(idx)[0]
+
+    # ----------------------------------------------------------------- training
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        opt = self.optimizers()
+        kind = batch.get("kind", "lm")
+        micro_batches = list(_split_micro_batches(batch))
+        step_tokens = sum(mb["input_ids"].numel() for mb in micro_batches)
+        self.tokens_seen += step_tokens * self.trainer.world_size
+        self._set_lr(opt)
+
+        total = torch.zeros((), device=self.device)
+        metrics: dict[str, float] = {}
+        for i, micro in enumerate(micro_batches):
+            is_last = i == len(micro_batches) - 1
+            with self._grad_sync(enabled=is_last):
+                if kind == "lm":
+                    loss = self.loss_on(micro)
+                else:
+                    loss, metrics = self._objective(kind)(self, micro)
+                self.manual_backward(loss / len(micro_batches))
+            total += loss.detach()
+        loss = total / len(micro_batches)
+
+        grad_norm = None
+        if self.grad_clip is not None:
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters(), self.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+        self.log("trainer/tokens_seen", float(self.tokens_seen), on_step=True, reduce_fx="max")
+        self.log("train/lr", opt.param_groups[0]["lr"], on_step=True)
+        self.log("train/micro_batches", float(len(micro_batches)), on_step=True)
+        if grad_norm is not None:
+            self.log("train/grad_norm", grad_norm.float(), on_step=True)
+        if kind == "lm":
+            # The plain LM loss only: distillation losses are minima over candidates, biased low.
+            reduced = self.trainer.strategy.reduce(loss, reduce_op="mean")
+            self.last_train_loss = float(reduced)
+            self.log("train/loss", reduced, on_step=True, prog_bar=True)
+        else:
+            self.log(f"train/{kind}_loss", loss, on_step=True, sync_dist=True)
+            for name, value in metrics.items():
+                self.log(f"{kind}/{name}", value, on_step=True, sync_dist=True)
+        return loss
+
+    def _objective(self, kind: str) -> Objective:
+        if kind not in self._objectives:
+            raise LokiError(
+                f"a step batch of kind {kind!r} arrived but no objective is registered for it; "
+                f"known: lm, {', '.join(self._objectives) or '(none)'}"
+            )
+        return self._objectives[kind]
+
+    def _set_lr(self, opt: torch.optim.Optimizer) -> None:
+        factor = self.lr_schedule.factor(self.tokens_seen)
+        for group in opt.param_groups:
+            group.setdefault("peak_lr", group["lr"])
+            group["lr"] = group["peak_lr"] * factor
+
+    @contextlib.contextmanager
+    def _grad_sync(self, enabled: bool) -> Iterator[None]:
+        """Skip the gradient all-reduce on all but the last micro-batch under DDP."""
+        wrapped = self.trainer.model
+        if not enabled and isinstance(wrapped, nn.parallel.DistributedDataParallel):
+            with wrapped.no_sync():
+                yield
+        else:
+            yield
+
+    # ----------------------------------------------------------------- validation
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        logits, loss = self.model(batch["input_ids"], batch["labels"])
+        self.val_ppl.update(logits.float(), batch["labels"])
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True)
+        self.log("val/ppl", self.val_ppl, prog_bar=False)
+        return loss
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        _, loss = self.model(batch["input_ids"], batch["labels"])
+        self.log("test/loss", loss, sync_dist=True)
+        return loss
+
+    # ----------------------------------------------------------------- optimizer
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """Weight decay on matrices; none on norms (and on the embedding by default)."""
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():
+            if not p.requires_grad:
+                continue
+            skip = p.ndim < 2 or (self.no_decay_embeddings and name.startswith("wte."))
+            (no_decay if skip else decay).append(p)
+        return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return self.optimizer_factory(self.parameter_groups())
+
+    # ----------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["loki"] = {"tokens_seen": self.tokens_seen, "config": self.config.to_dict()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.tokens_seen = int(checkpoint.get("loki", {}).get("tokens_seen", 0))
+
+
+def _split_micro_batches(batch: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """A step batch holds tensors with the accumulation axis first: (A, B, ...). Yield the A
+    micro-batches; a plain (B, T) batch is one micro-batch."""
+    if batch["input_ids"].dim() == 2:
+        yield batch
+        return
+    n = batch["input_ids"].size(0)
+    for i in range(n):
+        yield {k: (v[i] if torch.is_tensor(v) and v.dim() > 0 and v.size(0) == n else v)
+               for k, v in batch.items()}
+
+
+def load_model(path: str | Path, map_location: str = "cpu") -> tuple[Loki, LokiConfig, dict]:
+    """The bare ``Loki`` module from a Lightning checkpoint, for tools and notebooks.
+
+    Returns (model in eval mode, its config, the checkpoint's hyper-parameters)."""
+    path = Path(path)
+    if not path.is_file():
+        raise LokiError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as err:  # a truncated or foreign file
+        raise LokiError(f"cannot read checkpoint {path}: {err}") from err
+    hparams = ckpt.get("hyper_parameters", {})
+    if "loki" in ckpt:
+        config = LokiConfig(**ckpt["loki"]["config"])
+    else:
+        config = resolve_config(
+            hparams.get("config", "tiny"), hparams.get("vocab_size"), hparams.get("config_overrides")
+        )
+    model = Loki(config)
+    state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items()
+             if k.startswith("model.")}
+    model.load_state_dict(state)
+    return model.eval(), config, hparams
