@@ -54,9 +54,14 @@ def _usage() -> str:
 
 
 def lightning_main(args: list[str] | None = None) -> None:
+    from unittest import mock
+
     from loki.lightning_cli import LokiCLI
 
-    LokiCLI(args=args)
+    # LightningCLI warns when it gets ``args`` while sys.argv holds other arguments: the args
+    # given here are the whole command line of this run.
+    with mock.patch.object(sys, "argv", sys.argv[:1]):
+        LokiCLI(args=args)
 
 
 def main(argv: list[str] | None = None) -> None:

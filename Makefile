@@ -1,0 +1,46 @@
+# The README's commands. `make demo` is the main job; `make test` is what CI runs.
+# Both create .venv on first use and install the project with a constraints file that pins the
+# CPU build of torch (an unpinned torch would pull a multi-GB CUDA build on these machines).
+
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+EXTRAS := dev,eval,data,distill,wandb,report,eight_bit
+
+# Nothing reaches the network at run time; caches stay inside the project (ignored folders).
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export WANDB_MODE ?= offline
+export HF_HOME ?= $(CURDIR)/.cache/hf
+export TIKTOKEN_CACHE_DIR ?= $(CURDIR)/.cache/tiktoken
+export WANDB_DIR ?= $(CURDIR)/runs
+export WANDB_CACHE_DIR ?= $(CURDIR)/.cache/wandb
+export WANDB_CONFIG_DIR ?= $(CURDIR)/.cache/wandb-config
+export MPLCONFIGDIR ?= $(CURDIR)/.cache/matplotlib
+export TOKENIZERS_PARALLELISM ?= false
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: demo test install lint clean-demo
+
+demo: $(STAMP)
+	$(BIN)/loki demo --config experiments/demo.yaml $(DEMO_ARGS)
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg constraints-cpu.txt
+	test -x $(BIN)/python || python3 -m venv $(VENV)
+	$(BIN)/pip install -q -c constraints-cpu.txt torch==2.13.0
+	$(BIN)/pip install -q -c constraints-cpu.txt -e '.[$(EXTRAS)]'
+	touch $(STAMP)
+
+clean-demo:
+	rm -rf runs/demo data/demo/filtered data/demo/tokenizer data/demo/shards data/demo/distill

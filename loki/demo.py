@@ -1,0 +1,177 @@
+"""``loki demo``: the whole recipe on the embedded demo corpus, one stage after another.
+
+Each stage prints one line when it starts and its wall time when it ends, and leaves a marker in
+``<run_dir>/stages/`` with a summary: a second run skips finished stages (and training resumes
+from its last checkpoint), so an interrupted demo picks up where it stopped. ``--redo`` names
+stages to run again; ``--inject_spike`` arms a fault that the loss-spike rollback must catch.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loki.errors import LokiError
+
+
+@dataclass
+class DemoConfig:
+    """What ``make demo`` runs."""
+
+    root: str = "data/demo"
+    """Demo data: raw corpus, tasks, filtered text, tokenizer, shards, teacher cache."""
+    run_dir: str = "runs/demo"
+    """Training run, evaluation, probes and the report."""
+    stages: list[str] = field(default_factory=lambda: list(STAGES))
+    """Stages to run, in order (a subset of the known stages)."""
+    redo: list[str] = field(default_factory=list)
+    """Stages to run again even when their marker says they are done."""
+    tokenizer_config: str = "experiments/tokenizer/demo.yaml"
+    """``loki tokenizer prune`` config of the demo tokenizer."""
+    fit_config: str = "experiments/small-cpu.yaml"
+    """LightningCLI config of the training run."""
+    fit_args: list[str] = field(default_factory=list)
+    """Extra ``loki fit`` arguments, e.g. ``["--trainer.max_steps", "50"]``."""
+    inject_spike: bool = False
+    """Arm the fault-injection callback: a loss spike the rollback must detect and undo."""
+    sample_prompt: str = "The history of the"
+    """Prompt of the sample printed after training."""
+
+
+def _stage_corpus(cfg: DemoConfig) -> dict[str, Any]:
+    from loki.data.demo_corpus import fetch_demo_corpus
+
+    paths = fetch_demo_corpus(cfg.root)
+    docs = sum(1 for p in paths for _ in p.open())
+    mb = sum(p.stat().st_size for p in paths) / 1e6
+    print(f"  {docs} documents, {mb:.1f} MB of JSONL in {Path(cfg.root) / 'raw'}")
+    return {"documents": docs, "megabytes": round(mb, 2), "files": [str(p) for p in paths]}
+
+
+def _stage_tokenizer(cfg: DemoConfig) -> dict[str, Any]:
+    from loki.tokenizer_cli import main as tokenizer_main
+
+    tokenizer_main(["prune", "--config", cfg.tokenizer_config])
+    report = json.loads((Path(cfg.root) / "tokenizer" / "prune_report.json").read_text())
+    return {k: report[k] for k in ("vocab_size", "vocab_hash") if k in report}
+
+
+def _stage_fit(cfg: DemoConfig) -> dict[str, Any]:
+    from loki.cli import lightning_main
+
+    run = Path(cfg.run_dir)
+    args = ["fit", "--config", cfg.fit_config, "--trainer.default_root_dir", str(run)]
+    last = run / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        print(f"  resuming from {last}")
+        args += ["--ckpt_path", str(last)]
+    lightning_main(args + list(cfg.fit_args))
+    if not last.is_file():
+        raise LokiError(f"training finished without writing {last}; check the checkpoint "
+                        f"callback in {cfg.fit_config}")
+    val = _val_losses(run)
+    if val:
+        print("  validation loss by step: "
+              + ", ".join(f"{step}: {loss:.3f}" for step, loss in val))
+    sample = _sample(last, cfg.sample_prompt)
+    print(f"  sample: {sample!r}")
+    return {"checkpoint": str(last), "val_loss": val, "sample": sample}
+
+
+def _val_losses(run: Path) -> list[tuple[int, float]]:
+    """(step, val/loss) pairs from the CSV logger's metrics files under the run folder."""
+    out: dict[int, float] = {}
+    for path in sorted(run.rglob("metrics.csv")):
+        with path.open() as f:
+            for row in csv.DictReader(f):
+                if row.get("val/loss"):
+                    out[int(row["step"])] = float(row["val/loss"])
+    return sorted(out.items())
+
+
+def _sample(checkpoint: Path, prompt: str, max_new_tokens: int = 40) -> str:
+    import torch
+
+    from loki.module import load_model
+    from loki.tokenizer import LokiTokenizer
+
+    model, _, hparams = load_model(checkpoint)
+    tokenizer = LokiTokenizer.from_spec(hparams.get("tokenizer") or "cl100k_base")
+    idx = torch.tensor([tokenizer.encode(prompt)])
+    gen = torch.Generator().manual_seed(0)
+    out = model.generate(idx, max_new_tokens, temperature=0.8, top_k=40, generator=gen)
+    return prompt + tokenizer.decode(out[0, idx.size(1):].tolist())
+
+
+STAGES: dict[str, Callable[[DemoConfig], dict[str, Any]]] = {
+    "corpus": _stage_corpus,
+    "tokenizer": _stage_tokenizer,
+    "fit": _stage_fit,
+}
+
+
+def run_demo(cfg: DemoConfig) -> dict[str, Any]:
+    unknown = [s for s in [*cfg.stages, *cfg.redo] if s not in STAGES]
+    if unknown:
+        raise LokiError(f"unknown demo stage(s) {', '.join(unknown)}; known: {', '.join(STAGES)}")
+    markers = Path(cfg.run_dir) / "stages"
+    markers.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    summaries: dict[str, Any] = {}
+    for i, name in enumerate(cfg.stages, 1):
+        marker = markers / f"{name}.json"
+        header = f"[{i}/{len(cfg.stages)}] {name}"
+        if marker.is_file() and name not in cfg.redo:
+            done = json.loads(marker.read_text())
+            print(f"{header}: done earlier ({done['seconds']:.0f} s), skipped")
+            summaries[name] = done["summary"]
+            continue
+        print(f"{header} ...", flush=True)
+        started = time.perf_counter()
+        summary = STAGES[name](cfg)
+        seconds = time.perf_counter() - started
+        timings[name] = seconds
+        summaries[name] = summary
+        marker.write_text(json.dumps({"seconds": seconds, "summary": summary}, indent=2))
+        print(f"{header}: {seconds:.1f} s", flush=True)
+    print("time per stage: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
+          + f"; total {sum(timings.values()):.0f} s")
+    return summaries
+
+
+def _parser():
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    parser = ArgumentParser(prog="loki demo", description=__doc__.split("\n\n")[0],
+                            exit_on_error=False)
+    parser.add_argument("--config", action=ActionConfigFile)
+    parser.add_class_arguments(DemoConfig, nested_key=None, as_group=False)
+    return parser
+
+
+def parse_config(path: str | Path) -> DemoConfig:
+    """Read a demo YAML (used by the tests that check every experiment file)."""
+    return _to_config(_parser().parse_args(["--config", str(path)]))
+
+
+def _to_config(ns) -> DemoConfig:
+    values = ns.as_dict()
+    values.pop("config", None)
+    values.pop("__path__", None)
+    return DemoConfig(**values)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from jsonargparse import ArgumentError
+
+    try:
+        cfg = _to_config(_parser().parse_args(argv))
+    except ArgumentError as err:
+        raise LokiError(" ".join(str(err).split())) from None
+    print("loki demo: " + json.dumps(asdict(cfg)))
+    run_demo(cfg)
