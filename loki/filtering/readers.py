@@ -1,0 +1,143 @@
+"""Readers that never lose good documents: bad lines are counted with a reason and skipped.
+
+datatrove's ``JsonlReader`` stops reading a file at the first non-UTF-8 byte and logs malformed
+lines without counting them; ``RobustJsonlReader`` decodes line by line instead, so one bad line
+costs one line. ``InputGuard`` follows any reader and drops empty and huge documents with a reason.
+Counters land in the stage's datatrove stats as ``skipped_<reason>``.
+"""
+
+from __future__ import annotations
+
+import glob as globlib
+import os
+import re
+
+from datatrove.data import Document, DocumentsPipeline
+from datatrove.pipeline.base import PipelineStep
+from datatrove.pipeline.readers.base import BaseDiskReader
+from datatrove.pipeline.readers.jsonl import JsonlReader
+
+from loki.errors import LokiError
+from loki.filtering.config import InputConfig
+
+
+class RobustJsonlReader(JsonlReader):
+    """JSONL reader that skips non-UTF-8, malformed and non-object lines one at a time."""
+
+    name = "🐿 Jsonl (robust)"
+
+    def read_file(self, filepath: str) -> DocumentsPipeline:
+        import orjson
+
+        with self.data_folder.open(filepath, "rb", compression=self.compression) as f:
+            for li, raw in enumerate(f):
+                if not raw.strip():
+                    continue  # blank separator lines are not documents
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    self.stat_update("skipped_non_utf8")
+                    continue
+                try:
+                    data = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    self.stat_update("skipped_malformed_json")
+                    continue
+                if not isinstance(data, dict):
+                    self.stat_update("skipped_not_an_object")
+                    continue
+                text = data.get(self.text_key)
+                if not isinstance(text, str) or not text.strip():
+                    self.stat_update("skipped_empty")
+                    continue
+                document = self.get_document_from_dict(data, filepath, li)
+                if document is not None:
+                    yield document
+
+
+class PlainTextReader(BaseDiskReader):
+    """One document per text file; a file that is not UTF-8 is skipped with a reason."""
+
+    name = "📄 Plain text"
+
+    def read_file(self, filepath: str) -> DocumentsPipeline:
+        with self.data_folder.open(filepath, "rb") as f:
+            raw = f.read()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            self.stat_update("skipped_non_utf8")
+            return
+        if not text.strip():
+            self.stat_update("skipped_empty")
+            return
+        yield Document(text=text, id=filepath, metadata={})
+
+
+class InputGuard(PipelineStep):
+    """Drops empty and huge documents (any reader), tags the source, counts docs/bytes read."""
+
+    type = "🛡 - GUARD"
+    name = "input guard"
+
+    def __init__(self, max_doc_bytes: int, default_source: str):
+        super().__init__()
+        self.max_doc_bytes = max_doc_bytes
+        self.default_source = default_source
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        for doc in data:
+            text = doc.text if isinstance(doc.text, str) else ""
+            if not text.strip():
+                self.stat_update("skipped_empty")
+                continue
+            size = len(text.encode("utf-8", errors="replace"))
+            if size > self.max_doc_bytes:
+                self.stat_update("skipped_huge")
+                continue
+            # the mixture schedule reads `source`; keep one the input already carries
+            doc.metadata["source"] = str(doc.metadata.get("source") or self.default_source)
+            yield doc
+
+
+_GLOB_CHARS = re.compile(r"[*?\[]")
+
+
+def split_glob(path: str) -> tuple[str, str | None]:
+    """``data/raw/*.jsonl`` -> (``data/raw``, ``*.jsonl``); a folder -> (folder, None)."""
+    parts = path.split("/")
+    for i, part in enumerate(parts):
+        if _GLOB_CHARS.search(part):
+            return "/".join(parts[:i]) or ".", "/".join(parts[i:])
+    if "://" not in path and os.path.isfile(path):
+        return os.path.dirname(path) or ".", os.path.basename(path)
+    return path, None
+
+
+def make_readers(cfg: InputConfig) -> list[PipelineStep]:
+    """One datatrove reader per configured path (they chain: each yields its shard after the last)."""
+    if not cfg.paths:
+        raise LokiError("input.paths is empty: name at least one folder, file, glob or dataset")
+    readers: list[PipelineStep] = []
+    for path in cfg.paths:
+        if cfg.format == "hf":
+            from datatrove.pipeline.readers import HuggingFaceDatasetReader
+
+            local = os.path.isdir(path)
+            readers.append(HuggingFaceDatasetReader(
+                path, dataset_options=None if local else {"split": cfg.hf_split},
+                load_from_disk=local, text_key=cfg.text_key, id_key=cfg.id_key))
+            continue
+        folder, pattern = split_glob(path)
+        if "://" not in folder and not globlib.glob(os.path.join(folder, pattern or "*")):
+            raise LokiError(f"input path {path!r} matches no files")
+        kwargs = dict(glob_pattern=pattern, text_key=cfg.text_key, id_key=cfg.id_key)
+        if cfg.format == "jsonl":
+            readers.append(RobustJsonlReader(folder, **kwargs))
+        elif cfg.format == "parquet":
+            from datatrove.pipeline.readers import ParquetReader
+
+            readers.append(ParquetReader(folder, **kwargs))
+        else:
+            readers.append(PlainTextReader(folder, **kwargs))
+    return readers

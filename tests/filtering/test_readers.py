@@ -1,0 +1,74 @@
+"""Inputs: bad lines are counted with a reason and never cost good documents; other formats."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import filter_config, prose, run_filter, stage_row, write_jsonl
+
+
+def test_bad_input_is_counted_and_good_documents_survive(tmp_path, rng):
+    good = [{"id": f"g{i}", "text": prose(rng)} for i in range(6)]
+    raw = tmp_path / "raw" / "mixed.jsonl"
+    raw.parent.mkdir()
+    with open(raw, "wb") as f:
+        f.write(json.dumps(good[0]).encode() + b"\n")
+        f.write(b'{"id": "bad-bytes", "text": "caf\xe9 \xff\xfe broken"}\n')  # latin-1, not UTF-8
+        f.write(json.dumps(good[1]).encode() + b"\n")
+        f.write(b'{"id": "truncated", "text": "no closing\n')  # malformed JSON
+        f.write(json.dumps({"id": "empty", "text": "   "}).encode() + b"\n")
+        f.write(json.dumps({"id": "none", "body": "text under the wrong key"}).encode() + b"\n")
+        f.write(b"[1, 2, 3]\n")  # valid JSON, not an object
+        f.write(json.dumps({"id": "huge", "text": "word " * 40_000}).encode() + b"\n")
+        for row in good[2:]:
+            f.write(json.dumps(row).encode() + b"\n")
+    cfg = filter_config(tmp_path, [str(tmp_path / "raw" / "*.jsonl")])
+    cfg.input.max_doc_bytes = 100_000
+    report, out = run_filter(cfg)
+    assert sorted(d["id"] for d in out) == sorted(d["id"] for d in good)
+    assert {d["text"] for d in out} == {d["text"] for d in good}
+    assert all(d["metadata"]["source"] == "web" for d in out)
+    reasons = stage_row(report, "clean")["reasons"]
+    assert reasons == {"skipped_empty": 2, "skipped_huge": 1, "skipped_malformed_json": 1,
+                       "skipped_non_utf8": 1, "skipped_not_an_object": 1}
+
+
+def test_local_datasets_directory_parquet_and_text(tmp_path, rng):
+    import datasets
+
+    texts = [prose(rng) for _ in range(5)]
+    ds = datasets.Dataset.from_dict({"text": texts[:3], "id": ["a", "b", "c"],
+                                     "source": ["synthetic"] * 3})
+    ds.save_to_disk(str(tmp_path / "hfdir"))
+    cfg = filter_config(tmp_path / "hf", [str(tmp_path / "hfdir")], input={"format": "hf"})
+    _, out = run_filter(cfg)
+    assert sorted(d["text"] for d in out) == sorted(texts[:3])
+    assert {d["metadata"]["source"] for d in out} == {"synthetic"}  # the input's tag is kept
+
+    pq = tmp_path / "pq"
+    pq.mkdir()
+    datasets.Dataset.from_dict({"text": texts[3:], "id": ["d", "e"]}).to_parquet(str(pq / "x.parquet"))
+    _, out = run_filter(filter_config(tmp_path / "p", [str(pq)], input={"format": "parquet"}))
+    assert sorted(d["text"] for d in out) == sorted(texts[3:])
+
+    txt = tmp_path / "txt"
+    txt.mkdir()
+    (txt / "one.txt").write_text(texts[0])
+    (txt / "bad.txt").write_bytes(b"\xff\xfe\xfa not utf-8")
+    report, out = run_filter(filter_config(tmp_path / "t", [str(txt)], input={"format": "text"}))
+    assert [d["text"] for d in out] == [texts[0]]
+    assert stage_row(report, "clean")["reasons"] == {"skipped_non_utf8": 1}
+
+
+def test_clean_stage_removes_boilerplate_and_short_docs(tmp_path, rng):
+    body = prose(rng, 15)
+    rows = [{"id": "page", "text": "Home | About | Contact\nWe use cookies to improve this site.\n"
+             f"{body}\x07\r\nAll rights reserved."},
+            {"id": "tiny", "text": "Too short to keep."}]
+    write_jsonl(tmp_path / "raw" / "a.jsonl", rows)
+    report, out = run_filter(filter_config(tmp_path, [str(tmp_path / "raw")], clean=True))
+    assert [d["id"] for d in out] == ["page"]
+    assert out[0]["text"] == body
+    row = stage_row(report, "clean")
+    assert row["docs_in"] == 2 and row["docs_out"] == 1 and row["bytes_out"] == len(body)
+    assert row["reasons"]["boilerplate_lines"] == 3
