@@ -33,6 +33,11 @@ def parse(cls, argv: list[str], prog: str):
         raise LokiError(f"bad {prog} config: {err}") from err
 
 
+def parse_config(path) -> FilterConfig:
+    """Read a filter YAML (the tests check every file under experiments/data with it)."""
+    return parse(FilterConfig, ["--config", str(path)], "loki filter")
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "train-quality":
