@@ -1,0 +1,173 @@
+"""loki report: tables in REPORT.md match report.json; missing stages say "not run"."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from loki.report import NOT_RUN, build_report, cell, main
+
+pytest.importorskip("matplotlib")
+
+
+def _write_metrics(path: Path) -> None:
+    """12 logged steps of a run with a rollback at step 6 (tokens go back) and distillation
+    on every 4th step, laid out like Lightning's CSVLogger (sparse rows, 'step' column)."""
+    cols = ["step", "trainer/tokens_seen", "train/loss", "train/micro_batches",
+            "batch/sequences", "rollback/count", "rollback/spike_step", "rollback/target_step",
+            "distill/win_rate/ground_truth", "distill/win_rate/smollm", "distill/loss/smollm",
+            "distill/loss/ground_truth", "distill/samples", "val/loss", "val/ppl"]
+    rows, tokens = [], 0
+    for step in range(12):
+        tokens = 640 * (step - 2) if step >= 7 else tokens + 64 * (1 + step // 4) * 4 // 4
+        row = {"step": step, "trainer/tokens_seen": tokens, "train/loss": 5.0 - 0.1 * step,
+               "train/micro_batches": 1 + step // 4, "batch/sequences": 4 * (1 + step // 4),
+               "rollback/count": 1 if step >= 6 else 0}
+        if step == 6:
+            row.update({"rollback/spike_step": 6, "rollback/target_step": 4})
+        if step % 4 == 3:
+            row.update({"distill/win_rate/ground_truth": 0.25, "distill/win_rate/smollm": 0.75,
+                        "distill/loss/smollm": 1.5, "distill/loss/ground_truth": 2.5,
+                        "distill/samples": 4 if step == 3 else 12})
+        rows.append(row)
+        if step % 5 == 4:
+            rows.append({"step": step, "val/loss": 4.5, "val/ppl": 90.0})
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _fixtures(tmp_path: Path) -> tuple[Path, Path]:
+    run, data = tmp_path / "runs" / "demo", tmp_path / "data"
+    (data / "filtered").mkdir(parents=True)
+    (data / "tokenizer").mkdir()
+    (data / "filtered" / "filter_report.json").write_text(json.dumps({
+        "output_dir": "x", "total_seconds": 3.0, "benchmark_hits_per_task": {"demo_tasks": 2},
+        "stages": [
+            {"stage": "clean", "seconds": 1.5, "docs_in": 100, "docs_out": 80,
+             "bytes_in": 100000, "bytes_out": 70000, "reasons": {}, "removed_examples": []},
+            {"stage": "dedup", "seconds": 1.5, "docs_in": 80, "docs_out": 60,
+             "bytes_in": 70000, "bytes_out": 50000, "reasons": {}, "removed_examples": []},
+            {"stage": "decontam", "seconds": None, "reasons": {}, "removed_examples": []}]}))
+    (data / "tokenizer" / "prune_report.json").write_text(json.dumps({
+        "vocab_size": 16384, "vocab_hash": "abc", "base": "cl100k_base", "corpus_bytes": 50000,
+        "corpus_docs": 60, "distinct_tokens_used": 9000, "kept_unused": 12,
+        "filled_unranked": 0, "bytes_per_token_held_out": {"base": 4.2, "pruned": 4.0,
+                                                           "ratio": 4.0 / 4.2}}))
+    logs = run / "logs" / "csv" / "version_0"
+    logs.mkdir(parents=True)
+    _write_metrics(logs / "metrics.csv")
+    (run / "rollback").mkdir()
+    (run / "rollback" / "rollback-events.jsonl").write_text(json.dumps({
+        "rollback": 1, "spike_step": 6, "spike_tokens": 1856, "loss": 9.5,
+        "reason": "loss 9.5 > 6", "target_step": 4, "target_tokens": 1280,
+        "target": "memory", "seed": 123, "skipped_samples": [1, 2, 3]}) + "\n")
+    (run / "eval").mkdir()
+    (run / "eval" / "results.json").write_text(json.dumps({"results": {
+        "loki_demo_cloze": {"alias": "cloze", "acc,none": 0.5, "acc_stderr,none": 0.05,
+                            "acc_norm,none": 0.55, "acc_norm_stderr,none": 0.04},
+        "loki_demo_lastword": {"acc,none": 0.25, "acc_stderr,none": "N/A"}}}))
+    (run / "probes").mkdir()
+    (run / "probes" / "probes.json").write_text(json.dumps({
+        "samples": [{"name": "fibonacci", "prompt": "The closed form | of F_n", "output": "is"},
+                    {"name": "story", "prompt": "Once", "completion": "upon a\ntime"}],
+        "summary": {"stereotype_consistent_share": 0.5, "items": 8}}))
+    return run, data
+
+
+def _md_tables(md: str) -> list[list[list[str]]]:
+    """Every Markdown table in the page as rows of cells (header and separator dropped)."""
+    tables, current = [], []
+    for line in md.splitlines() + [""]:
+        if line.startswith("| "):
+            cells = [c.strip().replace("\\|", "|")
+                     for c in line.strip()[2:-2].split(" | ")]
+            current.append(cells)
+        elif current:
+            tables.append(current[2:])
+            current = []
+    return tables
+
+
+def _json_tables(report: dict) -> list[list[list]]:
+    out = []
+    for sec in report["sections"].values():
+        for key in ("table", "hits", "summary"):
+            if key in sec and sec[key]["rows"]:
+                out.append(sec[key]["rows"])
+    return out
+
+
+def test_tables_match_json_and_plots_exist(tmp_path: Path) -> None:
+    run, data = _fixtures(tmp_path)
+    report = build_report(run, data)
+    md = (run / "REPORT.md").read_text()
+    on_disk = json.loads((run / "report.json").read_text())
+    assert all(s["status"] == "ok" for s in on_disk["sections"].values()), on_disk["sections"]
+    md_tables, js_tables = _md_tables(md), _json_tables(on_disk)
+    assert len(md_tables) == len(js_tables) == 9
+    for md_rows, js_rows in zip(md_tables, js_tables, strict=True):
+        assert len(md_rows) == len(js_rows)
+        for md_row, js_row in zip(md_rows, js_rows, strict=True):
+            assert len(md_row) == len(js_row)
+            for text, value in zip(md_row, js_row, strict=True):
+                if isinstance(value, float):
+                    assert float(text) == pytest.approx(value, abs=1e-4)
+                else:
+                    assert text == cell(value).replace("\\|", "|")
+    # numbers come from the artifacts, not from the builder
+    sections = report["sections"]
+    assert sections["filter"]["table"]["rows"][0][:3] == ["clean", 100, 80]
+    assert sections["filter"]["table"]["rows"][2][1] is None  # decontam had no tally: no number
+    gt, smollm = sections["distillation"]["table"]["rows"]
+    # sample-weighted: (4 * 0.25 + 12 * 0.25 + ...) / total = 0.25 and 0.75
+    assert gt[0] == "ground_truth" and gt[1] == pytest.approx(0.25)
+    assert smollm[1] == pytest.approx(0.75) and smollm[3] == 3
+    assert sections["rollbacks"]["table"]["rows"][0][:3] == [1, 6, 1856]
+    evals = {(r[0], r[1]): r for r in sections["eval"]["table"]["rows"]}
+    assert evals[("loki_demo_cloze", "acc_norm")][2:] == [0.55, 0.04]
+    assert evals[("loki_demo_lastword", "acc")][3] is None  # "N/A" stderr is not a number
+    assert sections["probes"]["table"]["rows"][1] == ["story", "Once", "upon a\ntime"]
+    for name in ("loss_vs_tokens", "batch_size_vs_tokens", "kd_win_rate",
+                 "kept_per_filter_stage"):
+        png = run / report["plots"][name]
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"]({png.name})" in md
+
+
+def test_missing_artifacts_say_not_run(tmp_path: Path, capsys) -> None:
+    main(["--run_dir", str(tmp_path / "run"), "--data_root", str(tmp_path / "nodata")])
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    md = (tmp_path / "run" / "REPORT.md").read_text()
+    for key, sec in report["sections"].items():
+        assert sec["status"] == NOT_RUN, key
+        assert sec["reason"] in md
+    assert report["plots"] == {} and "|" not in md
+    assert "not run: filter" in capsys.readouterr().out
+
+
+def test_metrics_without_distill_or_rollback(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.csv").write_text("step,trainer/tokens_seen,train/loss\n0,64,5.0\n1,128,4.0\n")
+    report = build_report(run, tmp_path / "nodata")
+    s = report["sections"]
+    assert s["training"]["status"] == "ok"
+    assert s["distillation"]["status"] == NOT_RUN and "did not run" in s["distillation"]["reason"]
+    assert s["rollbacks"]["status"] == NOT_RUN
+    assert set(report["plots"]) == {"loss_vs_tokens"}
+
+
+def test_malformed_artifact_is_reported_not_raised(tmp_path: Path) -> None:
+    run, data = _fixtures(tmp_path)
+    (data / "filtered" / "filter_report.json").write_text(json.dumps({"stages": [{"x": 1}]}))
+    (run / "eval" / "results.json").write_text("{not json")
+    report = build_report(run, data)
+    s = report["sections"]
+    assert s["filter"]["status"] == NOT_RUN and "unexpected layout" in s["filter"]["reason"]
+    assert s["eval"]["status"] == NOT_RUN and "cannot read" in s["eval"]["reason"]
+    assert s["tokenizer"]["status"] == "ok" and "kept_per_filter_stage" not in report["plots"]
