@@ -1,0 +1,74 @@
+"""``loki tokenize``: filter output -> per-source token shards; corpus mode of the DataModule."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import numpy as np
+import pytest
+
+from loki.data.datamodule import LokiDataModule
+from loki.data.shards import TokenShardSet
+from loki.data.tokenize import main
+from loki.errors import LokiError
+from loki.tokenizer import LokiTokenizer
+
+DOCS = [("web", "The quick brown fox jumps over the lazy dog. " * 3),
+        ("synthetic", "A cat is an animal. A dog is an animal too."),
+        ("web", "Whether 'tis nobler in the mind to suffer the slings and arrows.")]
+
+
+def _filter_output(folder):
+    folder.mkdir()
+    with gzip.open(folder / "00000.jsonl.gz", "wt") as f:
+        for k, (source, text) in enumerate(DOCS):
+            f.write(json.dumps({"id": str(k), "text": text, "metadata": {"source": source}}) + "\n")
+    return folder
+
+
+def test_tokenize_writes_one_shard_set_per_source(tmp_path):
+    inputs = _filter_output(tmp_path / "filtered")
+    config = tmp_path / "tok.yaml"
+    config.write_text(f"inputs: [{inputs}/*.jsonl.gz]\noutput: {tmp_path / 'shards'}\n"
+                      "tokenizer: cl100k_base\n")
+    main(["--config", str(config)])
+    tok = LokiTokenizer.from_spec("cl100k_base")
+    web = TokenShardSet.open(str(tmp_path / "shards" / "web"))
+    assert web.source == "web" and web.vocab_hash == tok.vocab_hash
+    assert web.dtype == np.uint32 and web.manifest["num_documents"] == 2  # cl100k > 65,536 ids
+    ids = web.reader(0).read(0, web.shard_tokens[0]).tolist()
+    expected = tok.encode(DOCS[0][1]) + [tok.eot_id] + tok.encode(DOCS[2][1]) + [tok.eot_id]
+    assert ids == expected
+    web.check("full")
+    synthetic = TokenShardSet.open(str(tmp_path / "shards" / "synthetic"))
+    assert synthetic.manifest["num_tokens"] == len(tok.encode(DOCS[1][1])) + 1
+
+
+def test_unreadable_input_names_the_file(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine"}\n{not json\n')
+    with pytest.raises(LokiError, match="bad.jsonl"):
+        main(["--inputs", f"[{bad}]", "--output", str(tmp_path / "out")])
+    with pytest.raises(LokiError, match="input not found: .*missing.jsonl"):
+        main(["--inputs", f"[{tmp_path / 'missing.jsonl'}]", "--output", str(tmp_path / "o")])
+
+
+def test_corpus_mode_tokenizes_once_into_cached_shards(tmp_path):
+    text = tmp_path / "book.txt"
+    text.write_text("It was the best of times, it was the worst of times. " * 200)
+    dm = LokiDataModule(corpus=[str(text)], block_size=32, micro_batch_size=2,
+                        cache_dir=str(tmp_path / "cache"), val_fraction=0.1)
+    assert dm.vocab_size == 100277 and dm.tokenizer_spec == "cl100k_base"
+    dm.setup("fit")
+    batch = dm.on_before_batch_transfer(next(iter(dm.train_dataloader())), 0)
+    assert batch["input_ids"].shape == (1, 2, 32)
+    window = LokiTokenizer.from_spec("cl100k_base").decode(batch["input_ids"][0, 0].tolist())
+    assert len(window) > 50 and window in text.read_text()
+    folder = next((tmp_path / "cache").glob("corpus-*"))
+    mtime = (folder / "web" / "manifest.json").stat().st_mtime_ns
+    again = LokiDataModule(corpus=[str(text)], block_size=32, micro_batch_size=2,
+                           cache_dir=str(tmp_path / "cache"))
+    again.setup("fit")
+    assert (folder / "web" / "manifest.json").stat().st_mtime_ns == mtime  # not redone
+    assert len(list(dm.val_dataloader())) > 0
