@@ -1,0 +1,474 @@
+"""``LossSpikeRollback``: on a loss spike, go back to the last good state, reseed, continue.
+
+The paper: "Whenever a loss spike occurs, we revert the model to the most recent checkpoint and
+restart training with a different random seed." Here that is:
+
+1. **Detect** on plain ``"lm"`` steps only (distillation losses are minima over candidates and
+   live on another scale): ``pl_module.last_train_loss`` (already averaged over ranks) is a spike
+   when it is non-finite, or, after ``warmup_steps``, above ``mean + sigma * std`` of the last
+   ``window`` normal losses, or above ``ratio * mean``, by at least ``min_increase`` nats, for
+   ``persistence`` consecutive LM steps. The decision is or-reduced over ranks, so all ranks
+   roll back together.
+2. **Targets**: an in-memory snapshot every ``snapshot_every_n_steps`` (CPU copies of model and
+   optimizer state, ``tokens_seen``, DataModule state, detector statistics) and/or a Lightning
+   checkpoint every ``checkpoint_every_n_steps`` (written to a temp file and renamed; older good
+   ones are deleted only after a newer one is confirmed). A target taken at step s is only a
+   *candidate* until ``persistence`` later LM losses are normal (the loss at s + 1 is the first
+   that shows the weights of step s); one taken while losses are abnormal is never made.
+   Checkpoints are loaded and checked for the keys a rollback needs before use; a truncated or
+   half-written file is skipped (and reported), and the next older target is used.
+3. **Roll back** to the most recent good target: parameters (bit-identical), optimizer state
+   (also bitsandbytes 8-bit state), ``tokens_seen`` (which sets the LR and batch-size warmup),
+   the DataModule state and the trainer's step counters. ``global_step`` is rewound to the
+   target's step, so ``max_steps`` counts surviving optimizer steps and the LR schedule, the
+   step counters and the tokens agree; the logger's step axis keeps counting, so the discarded
+   steps stay visible in the curves.
+4. **Reseed**: seed = hash(base seed, rollback count) goes to ``datamodule.reseed`` and to the
+   torch/numpy/python RNGs. The sample ids of the steps between the target and the spike are
+   logged, stored in the state and skipped: the DataModule is told they are consumed.
+5. **Limit**: more than ``max_rollbacks`` spikes within ``rollback_window_tokens`` stop the run
+   with a ``LokiError`` that says where the run is and what was tried.
+
+Logged: ``rollback/count`` every step (``callbacks/wandb_dashboard.py`` puts ``rollback/*`` on
+the ``trainer/tokens_seen`` axis); ``rollback/spike_step``, ``target_step`` and ``spike_loss``
+at each rollback, written to the loggers at once (not held for ``log_every_n_steps``); one JSON line per rollback in ``<dirpath>/rollback-events.jsonl`` (for reports); on
+wandb also a ``rollback/event`` entry and an alert. Count, history (with the skipped sample ids)
+and detector statistics are in the callback's ``state_dict``, so a resumed run continues them.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import os
+import random
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.distributed.tensor import DTensor
+
+from loki.data.order import key_of
+from loki.data.schedules import parse_tokens
+from loki.errors import LokiError
+
+log = logging.getLogger(__name__)
+REQUIRED_KEYS = ("state_dict", "optimizer_states", "global_step", "loki")
+
+
+class SpikeDetector:
+    """Trailing statistics of normal LM losses and the spike rule (no Lightning in here)."""
+
+    def __init__(self, sigma: float = 6.0, window: int = 128, ratio: float | None = 2.0,
+                 min_increase: float = 0.1, warmup_steps: int = 100,
+                 persistence: int = 1) -> None:
+        if window < 2 or persistence < 1 or warmup_steps < 0:
+            raise LokiError("spike detection needs window >= 2, persistence >= 1, "
+                            "warmup_steps >= 0")
+        self.sigma, self.ratio, self.min_increase = sigma, ratio, min_increase
+        self.warmup_steps, self.persistence = warmup_steps, persistence
+        self.losses: deque[float] = deque(maxlen=window)
+        self.seen = 0  # normal LM losses so far (the warm-up counts these)
+        self.abnormal: list[float] = []  # the current run of abnormal losses
+
+    def threshold(self) -> float | None:
+        """The loss above which a step is abnormal (None during warm-up)."""
+        if self.seen < max(self.warmup_steps, 2) or len(self.losses) < 2:
+            return None
+        values = np.asarray(self.losses, dtype=np.float64)
+        mean = float(values.mean())
+        limits = [mean + self.sigma * float(values.std())]
+        if self.ratio is not None:
+            limits.append(self.ratio * mean)
+        return max(min(limits), mean + self.min_increase)
+
+    def observe(self, loss: float) -> tuple[str, str]:
+        """("normal" | "abnormal" | "spike", reason) for the next LM loss."""
+        if not math.isfinite(loss):
+            self.abnormal.append(loss)
+            return "spike", f"non-finite loss {loss}"
+        limit = self.threshold()
+        if limit is None or loss <= limit:
+            self.losses.append(loss)
+            self.seen += 1
+            self.abnormal.clear()
+            return "normal", ""
+        self.abnormal.append(loss)
+        reason = (f"loss {loss:.4g} > {limit:.4g} (mean {np.mean(self.losses):.4g} over "
+                  f"{len(self.losses)} steps) for {len(self.abnormal)} step(s)")
+        return ("spike" if len(self.abnormal) >= self.persistence else "abnormal"), reason
+
+    @property
+    def calm(self) -> bool:
+        return not self.abnormal
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"losses": list(self.losses), "seen": self.seen, "abnormal": list(self.abnormal)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.losses.clear()
+        self.losses.extend(state["losses"])
+        self.seen, self.abnormal = int(state["seen"]), list(state["abnormal"])
+
+
+def _to_cpu(obj: Any) -> Any:
+    """A deep copy with every tensor cloned to the CPU (snapshots must not alias live state).
+
+    Sharded DTensors (FSDP2) are cloned where they live: each rank keeps only its shard."""
+    if isinstance(obj, DTensor):
+        return obj.detach().clone()
+    if torch.is_tensor(obj):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return copy.deepcopy(obj)
+
+
+def derive_seed(base_seed: int, rollbacks: int) -> int:
+    """The seed after the ``rollbacks``-th rollback (stable across runs and processes)."""
+    return key_of("loss-spike-rollback", int(base_seed), int(rollbacks)) % (2**31 - 1)
+
+
+class LossSpikeRollback(L.Callback):
+    def __init__(
+        self,
+        sigma: float = 6.0,
+        window: int = 128,
+        ratio: float | None = 2.0,
+        min_increase: float = 0.1,
+        warmup_steps: int = 100,
+        persistence: int = 1,
+        snapshot_every_n_steps: int | None = 50,
+        checkpoint_every_n_steps: int | None = None,
+        dirpath: str | None = None,
+        keep_checkpoints: int = 2,
+        max_rollbacks: int = 3,
+        rollback_window_tokens: int | str | None = None,
+        seed: int | None = None,
+        skip_spike_samples: bool = True,
+    ) -> None:
+        """
+        Args:
+            sigma: a loss above mean + sigma * std of the trailing window is abnormal.
+            window: LM steps in the trailing window (abnormal losses never enter it).
+            ratio: a loss above ratio * trailing mean is abnormal too (None: off).
+            min_increase: an abnormal loss also exceeds the mean by at least this many nats
+                (keeps tiny-variance stretches late in training from firing).
+            warmup_steps: normal LM steps seen before anything but non-finite losses counts.
+            persistence: consecutive abnormal LM steps that make a spike (non-finite: always 1).
+            snapshot_every_n_steps: in-memory (CPU) snapshot interval in optimizer steps.
+            checkpoint_every_n_steps: on-disk rollback checkpoint interval (None: none).
+            dirpath: folder of the rollback checkpoints (default: <default_root_dir>/rollback).
+            keep_checkpoints: good rollback checkpoints kept on disk (at least 1).
+            max_rollbacks: rollbacks allowed within ``rollback_window_tokens``; one more stops
+                the run with an error.
+            rollback_window_tokens: token window of that limit, e.g. ``20B`` (None: whole run).
+            seed: base of the reseeding seeds (default: Lightning's ``seed_everything`` seed).
+            skip_spike_samples: never serve again the samples of the steps that led to a spike.
+        """
+        super().__init__()
+        if snapshot_every_n_steps is None and checkpoint_every_n_steps is None:
+            raise LokiError("LossSpikeRollback needs snapshot_every_n_steps and/or "
+                            "checkpoint_every_n_steps: there is nothing to roll back to")
+        if keep_checkpoints < 1 or max_rollbacks < 0:
+            raise LokiError("LossSpikeRollback: keep_checkpoints >= 1 and max_rollbacks >= 0")
+        self.detector = SpikeDetector(sigma, window, ratio, min_increase, warmup_steps,
+                                      persistence)
+        self.snapshot_every = snapshot_every_n_steps
+        self.checkpoint_every = checkpoint_every_n_steps
+        self.dirpath, self.keep_checkpoints = dirpath, keep_checkpoints
+        self.max_rollbacks = max_rollbacks
+        self.window_tokens = (None if rollback_window_tokens is None
+                              else parse_tokens(rollback_window_tokens))
+        self.seed, self.skip_spike_samples = seed, skip_spike_samples
+        # state saved with the run
+        self.count = 0
+        self.history: list[dict[str, Any]] = []
+        self.good_checkpoints: list[dict[str, Any]] = []  # {"step", "path"}, oldest first
+        self.step_indices: list[tuple[int, torch.Tensor]] = []  # (step, sample ids) since targets
+        # in memory only
+        self.snapshot: dict[str, Any] | None = None  # the good one
+        self.candidates: list[dict[str, Any]] = []  # {"step", "kind", "normal", ...}
+        self.last_target: dict[str, Any] | None = None  # what the last rollback restored
+
+    # ------------------------------------------------------------------ set-up
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(snapshot=self.snapshot_every, ckpt=self.checkpoint_every)
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        dm = trainer.datamodule
+        missing = [m for m in ("state_dict", "load_state_dict", "reseed")
+                   if not callable(getattr(dm, m, None))]
+        if dm is None or missing:
+            raise LokiError(
+                f"LossSpikeRollback needs a DataModule with state_dict/load_state_dict/reseed "
+                f"(got {type(dm).__name__}, missing {', '.join(missing) or 'the DataModule'}); "
+                "use loki.data.LokiDataModule or drop the callback")
+        if not hasattr(pl_module, "tokens_seen") or pl_module.automatic_optimization:
+            raise LokiError("LossSpikeRollback works with LokiLM (manual optimization, "
+                            "tokens_seen); got " + type(pl_module).__name__)
+        if self.skip_spike_samples and "consumed" not in dm.state_dict().get("stream", {}):
+            raise LokiError(f"{type(dm).__name__}.state_dict() has no stream.consumed counters, "
+                            "so the spike window cannot be skipped; set "
+                            "skip_spike_samples: false to only reseed")
+        strategy = type(trainer.strategy).__name__
+        if self.checkpoint_every and strategy in ("FSDPStrategy", "ModelParallelStrategy"):
+            raise LokiError(f"LossSpikeRollback: on-disk rollback checkpoints are read as one "
+                            f"file, but {strategy} writes sharded ones; set "
+                            "checkpoint_every_n_steps: null and use snapshot_every_n_steps")
+        if self.seed is None:
+            self.seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+        if self.dirpath is None:
+            self.dirpath = os.path.join(trainer.default_root_dir, "rollback")
+
+    # ------------------------------------------------------------------ every step
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                           outputs: Any, batch: dict, batch_idx: int) -> None:
+        step = trainer.global_step
+        if batch.get("kind", "lm") == "lm":
+            if "index" in batch:
+                self.step_indices.append((step, batch["index"].detach().reshape(-1).cpu()))
+            loss = pl_module.last_train_loss
+            verdict, reason = self.detector.observe(float("nan") if loss is None else loss)
+            # last_train_loss is already the mean over ranks; the or-reduce makes a
+            # non-finite value on any rank (or any disagreement) a spike on all of them.
+            spike = trainer.strategy.reduce_boolean_decision(verdict == "spike", all=False)
+            if spike:
+                self._roll_back(trainer, pl_module, step, loss, reason or "spike on another rank")
+                return
+            self._update_candidates(trainer, verdict == "normal")
+        pl_module.log("rollback/count", float(self.count), on_step=True, reduce_fx="max")
+        if self.detector.calm:
+            if self.snapshot_every and step % self.snapshot_every == 0:
+                self.candidates.append(self._take_snapshot(trainer, pl_module, step))
+            if self.checkpoint_every and step % self.checkpoint_every == 0:
+                self.candidates.append(self._write_checkpoint(trainer, step))
+
+    def _update_candidates(self, trainer: L.Trainer, normal: bool) -> None:
+        """A candidate becomes good after ``persistence`` normal LM losses; any abnormal loss
+        before that discards it (its weights may be where the spike began)."""
+        keep = []
+        for cand in self.candidates:
+            if not normal:
+                self._discard(trainer, cand)
+                continue
+            cand["normal"] += 1
+            if cand["normal"] < self.detector.persistence:
+                keep.append(cand)
+            elif cand["kind"] == "memory":
+                self.snapshot = cand
+            else:
+                self.good_checkpoints.append({"step": cand["step"], "path": cand["path"]})
+                while len(self.good_checkpoints) > self.keep_checkpoints:
+                    self._discard(trainer, self.good_checkpoints.pop(0))
+        self.candidates = keep
+        oldest = min([t["step"] for t in self._targets()], default=None)
+        if oldest is not None:
+            self.step_indices = [(s, i) for s, i in self.step_indices if s > oldest]
+
+    def _targets(self) -> list[dict[str, Any]]:
+        return ([self.snapshot] if self.snapshot else []) + list(self.good_checkpoints)
+
+    # ------------------------------------------------------------------ targets
+    def _take_snapshot(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                       step: int) -> dict[str, Any]:
+        return {
+            "kind": "memory", "step": step, "normal": 0,
+            "state_dict": _to_cpu(pl_module.state_dict()),
+            "optimizer_states": [_to_cpu(o.state_dict()) for o in trainer.optimizers],
+            "tokens_seen": int(pl_module.tokens_seen),
+            "datamodule": _to_cpu(trainer.datamodule.state_dict()),
+            "detector": self.detector.state_dict(),
+        }
+
+    def _write_checkpoint(self, trainer: L.Trainer, step: int) -> dict[str, Any]:
+        """Write to ``<name>.tmp`` and rename: a killed writer leaves only a ``.tmp`` that no
+        rollback ever looks at, and no good file is ever overwritten (names carry the count)."""
+        final = Path(self.dirpath) / f"rollback-step={step:08d}-r{self.count}.ckpt"
+        tmp = final.with_name(final.name + ".tmp")
+        trainer.save_checkpoint(tmp)  # collective: every rank calls it, rank 0 writes
+        if trainer.is_global_zero:
+            os.replace(tmp, final)
+        trainer.strategy.barrier("LossSpikeRollback.write")
+        return {"kind": "disk", "step": step, "normal": 0, "path": str(final)}
+
+    def _discard(self, trainer: L.Trainer, target: dict[str, Any]) -> None:
+        if "path" in target and trainer.is_global_zero:
+            Path(target["path"]).unlink(missing_ok=True)
+
+    def _load_checkpoint(self, path: str, trainer: L.Trainer) -> dict[str, Any] | None:
+        """The checkpoint if it loads and holds what a rollback restores, else None."""
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as err:  # truncated, half-written, deleted: never used
+            log.warning("rollback checkpoint %s is unreadable (%s); not using it", path, err)
+            return None
+        missing = [k for k in REQUIRED_KEYS if k not in ckpt]
+        dm_key = type(trainer.datamodule).__qualname__
+        if dm_key not in ckpt:
+            missing.append(dm_key)
+        if missing:
+            log.warning("rollback checkpoint %s lacks %s; not using it", path, missing)
+            return None
+        own = ckpt.get("callbacks", {}).get(self.state_key, {})
+        return {"kind": "disk", "step": int(ckpt["global_step"]), "path": path,
+                "state_dict": ckpt["state_dict"], "optimizer_states": ckpt["optimizer_states"],
+                "tokens_seen": int(ckpt["loki"]["tokens_seen"]), "datamodule": ckpt[dm_key],
+                "detector": own.get("detector")}
+
+    def _best_target(self, trainer: L.Trainer) -> dict[str, Any] | None:
+        """The most recent good target that loads (memory wins a tie: it is faster)."""
+        while True:
+            disk = self.good_checkpoints[-1] if self.good_checkpoints else None
+            if self.snapshot and (disk is None or self.snapshot["step"] >= disk["step"]):
+                return self.snapshot
+            if disk is None:
+                return None
+            # every rank must agree on whether the file loads
+            target = self._load_checkpoint(disk["path"], trainer)
+            if trainer.strategy.reduce_boolean_decision(target is not None, all=True):
+                return target
+            self.good_checkpoints.pop()
+
+    # ------------------------------------------------------------------ rollback
+    def _roll_back(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int,
+                   loss: float | None, reason: str) -> None:
+        tokens = int(pl_module.tokens_seen)
+        recent = [h for h in self.history if self.window_tokens is None
+                  or h["spike_tokens"] > tokens - self.window_tokens]
+        for cand in self.candidates:
+            self._discard(trainer, cand)
+        self.candidates = []
+        target = self._best_target(trainer) if len(recent) < self.max_rollbacks else None
+        if target is None:
+            tried = "; ".join(f"step {h['spike_step']} -> {h['target_step']} seed {h['seed']}"
+                              for h in recent) or "none"
+            why = (f"{len(recent)} rollbacks within the last "
+                   f"{self.window_tokens or 'run'} tokens (max_rollbacks={self.max_rollbacks})"
+                   if len(recent) >= self.max_rollbacks else
+                   "no good rollback target yet (raise warmup_steps or snapshot more often)")
+            raise LokiError(
+                f"loss spike at step {step} ({tokens} tokens): {reason}; {why}; rollbacks "
+                f"tried: {tried}; lower the LR or inspect the logged sample ids, then resume "
+                "from an earlier checkpoint")
+
+        self.count += 1
+        new_seed = derive_seed(self.seed or 0, self.count)
+        window = [i for s, i in self.step_indices if s > target["step"]]
+        window_ids = torch.cat(window) if window else torch.zeros(0, dtype=torch.long)
+        if trainer.world_size > 1:  # every rank trained on other samples
+            window_ids = trainer.strategy.all_gather(window_ids).reshape(-1).cpu()
+        window_ids = torch.unique(window_ids)
+        spike_data = trainer.datamodule.state_dict()
+
+        # 1. weights, optimizer (copies: the optimizer must never alias the snapshot), tokens
+        pl_module.load_state_dict(target["state_dict"])
+        for opt, state in zip(trainer.optimizers, target["optimizer_states"]):
+            opt.load_state_dict(copy.deepcopy(state))
+            opt.zero_grad(set_to_none=True)
+        pl_module.tokens_seen = int(target["tokens_seen"])
+        if target["detector"] is not None:
+            self.detector.load_state_dict(target["detector"])
+        else:
+            self.detector.abnormal.clear()
+        # 2. data: the target's stream state, minus the spike window's samples, then a new order
+        data = copy.deepcopy(target["datamodule"])
+        if self.skip_spike_samples:
+            data["stream"]["consumed"] = copy.deepcopy(spike_data["stream"]["consumed"])
+        trainer.datamodule.load_state_dict(data)
+        trainer.datamodule.reseed(new_seed)
+        random.seed(new_seed)
+        np.random.seed(new_seed)
+        torch.manual_seed(new_seed)
+        # 3. the trainer's counters and the data iterator
+        self._rewind_loops(trainer, target["step"])
+        self._restart_data(trainer)
+        self.step_indices = [(s, i) for s, i in self.step_indices if s <= target["step"]]
+        self.last_target = target
+
+        event = {"rollback": self.count, "spike_step": step, "spike_tokens": tokens,
+                 "loss": None if loss is None else float(loss), "reason": reason,
+                 "target_step": target["step"], "target_tokens": int(target["tokens_seen"]),
+                 "target": target.get("path", "memory"), "seed": new_seed,
+                 # the loggers' step of this step's metrics (x axis of metrics.csv plots)
+                 "log_step": trainer.fit_loop.epoch_loop._batches_that_stepped,
+                 "skipped_samples": window_ids.tolist()}
+        self.history.append(event)
+        self._report(trainer, pl_module, event)
+
+    def _rewind_loops(self, trainer: L.Trainer, step: int) -> None:
+        """Put Lightning's counters back to where they were at the end of step ``step``.
+
+        ``global_step`` under manual optimization is ``optim_step_progress.total.completed``;
+        batch progress moves with it (one batch is one optimizer step). ``_batches_that_stepped``
+        (the loggers' step axis) is left alone so that logged curves never go back in time."""
+        loop = trainer.fit_loop.epoch_loop
+        delta = trainer.global_step - step
+        progress = loop.manual_optimization.optim_step_progress
+        for tracker in (progress.total, progress.current, loop.batch_progress.total,
+                        loop.batch_progress.current):
+            for name in ("ready", "started", "processed", "completed"):
+                if hasattr(tracker, name):
+                    setattr(tracker, name, max(0, getattr(tracker, name) - delta))
+
+    @staticmethod
+    def _restart_data(trainer: L.Trainer) -> None:
+        """A fresh iterator over the train loader: it (and fresh workers) starts from the
+        restored, reseeded DataModule state; the batch already prefetched is dropped unused."""
+        fetcher = trainer.fit_loop._data_fetcher
+        if fetcher is not None:
+            iter(fetcher)
+
+    def _report(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                event: dict[str, Any]) -> None:
+        n = len(event["skipped_samples"])
+        log.warning(
+            "loss spike at step %d (%s): rollback %d to step %d (%s), seed %d, %d samples "
+            "skipped: %s", event["spike_step"], event["reason"], event["rollback"],
+            event["target_step"], event["target"], event["seed"], n,
+            event["skipped_samples"][:32])
+        pl_module.log("rollback/count", float(self.count), on_step=True, reduce_fx="max")
+        if not trainer.is_global_zero:
+            return
+        # Straight to the loggers: a rollback step need not be a log_every_n_steps step.
+        metrics = {"rollback/count": float(self.count),
+                   "rollback/spike_step": float(event["spike_step"]),
+                   "rollback/target_step": float(event["target_step"]),
+                   "rollback/spike_loss": math.nan if event["loss"] is None else event["loss"],
+                   "trainer/tokens_seen": float(event["spike_tokens"])}
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=event["log_step"])
+        os.makedirs(self.dirpath, exist_ok=True)
+        with open(Path(self.dirpath) / "rollback-events.jsonl", "a") as f:
+            f.write(json.dumps(event) + "\n")
+        for logger in trainer.loggers:
+            if type(logger).__name__ == "WandbLogger":
+                wandb = logger.experiment
+                wandb.log({"rollback/event": {k: v for k, v in event.items()
+                                              if k != "skipped_samples"}}, commit=False)
+                wandb.alert(title="loss spike rollback", text=json.dumps(event)[:1000])
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        return {"count": self.count, "history": copy.deepcopy(self.history),
+                "detector": self.detector.state_dict(),
+                "good_checkpoints": list(self.good_checkpoints),
+                "step_indices": [(s, i.clone()) for s, i in self.step_indices]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.count = int(state_dict["count"])
+        self.history = list(state_dict["history"])
+        self.detector.load_state_dict(state_dict["detector"])
+        self.good_checkpoints = [c for c in state_dict.get("good_checkpoints", [])
+                                 if Path(c["path"]).is_file()]
+        self.step_indices = list(state_dict.get("step_indices", []))
