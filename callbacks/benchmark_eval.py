@@ -1,0 +1,183 @@
+"""``OneShotBenchmarkEval``: the benchmark suite, once per run, at the end of fit.
+
+The paper evaluated its chosen checkpoint once, so that no decision was tuned on benchmark scores.
+This callback keeps that rule in code:
+
+- it evaluates at ``on_fit_end``: the final in-memory model, or a chosen checkpoint file;
+- it records that it ran in three places: its own state (saved in checkpoints, so a resumed run
+  knows), the run folder (``<output_dir>/EVAL_DONE.json``) and the evaluated checkpoint
+  (``<output_dir>/evaluated.ckpt`` holding the final weights, or the chosen file), under the
+  checkpoint key ``"loki_eval"``;
+- it refuses a second run unless ``force`` is set with a ``force_reason``; both appear in the
+  results and in the Markdown.
+
+Outputs: ``results.json`` and ``results.md`` (Table 1 layout) in ``output_dir``, and, with a
+``WandbLogger`` attached, a wandb table ``eval/table1`` plus one ``eval/<row>`` metric per row.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from loki.errors import LokiError
+from loki.eval.suite import SuiteConfig, already_ran, check_once, run_suite
+
+log = logging.getLogger(__name__)
+CKPT_KEY = "loki_eval"
+
+
+class OneShotBenchmarkEval(Callback):
+    def __init__(
+        self,
+        suite: SuiteConfig | dict | None = None,
+        output_dir: str | None = None,
+        checkpoint: str = "final",
+        tokenizer: str | None = None,
+        batch_size: int = 8,
+        max_length: int | None = None,
+        force: bool = False,
+        force_reason: str | None = None,
+        enabled: bool = True,
+    ) -> None:
+        """
+        Args:
+            suite: presets, tasks and data of the suite (see ``loki.eval.suite.SuiteConfig``).
+            output_dir: results folder (default: ``<trainer.default_root_dir>/eval``).
+            checkpoint: ``"final"`` (the model as fit ends) or a checkpoint path to evaluate.
+            tokenizer: tokenizer spec (default: the one the module records, ``hparams.tokenizer``).
+            batch_size: requests per forward pass.
+            max_length: context tokens (default: block_size; ALiBi allows more).
+            force: run even though the suite already ran for this run/checkpoint.
+            force_reason: why; required with ``force`` and written into the results.
+            enabled: switch the callback off from YAML without removing it.
+        """
+        self.suite = suite if isinstance(suite, SuiteConfig) else SuiteConfig(**(suite or {}))
+        self.output_dir = output_dir
+        self.checkpoint = checkpoint
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.force = force
+        self.force_reason = force_reason
+        self.enabled = enabled
+        self.record: dict[str, Any] | None = None  # set once the suite has run
+        if force and not force_reason:
+            raise LokiError("OneShotBenchmarkEval(force=True) needs a force_reason")
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        return {"record": self.record}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.record = state_dict.get("record")
+
+    def _out(self, trainer: L.Trainer) -> Path:
+        return Path(self.output_dir or os.path.join(trainer.default_root_dir, "eval"))
+
+    def _previous(self, trainer: L.Trainer) -> dict | None:
+        if self.record is not None:
+            return self.record
+        previous = already_ran(self._out(trainer))
+        if previous is None and self.checkpoint != "final" and Path(self.checkpoint).is_file():
+            previous = torch.load(self.checkpoint, map_location="cpu", mmap=True,
+                                  weights_only=False).get(CKPT_KEY)
+        return previous
+
+    # ------------------------------------------------------------------ hooks
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # fail before training, not after it, when the run folder already holds results
+        if self.enabled and stage == "fit":
+            check_once(self._previous(trainer), self.force, self.force_reason,
+                       str(self._out(trainer)))
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.enabled:
+            return
+        out = self._out(trainer)
+        check_once(self._previous(trainer), self.force, self.force_reason, str(out))
+        summary = None
+        if trainer.is_global_zero:
+            summary = self._evaluate(pl_module, out)
+            self._log_wandb(trainer, summary)
+        record = trainer.strategy.broadcast(
+            None if summary is None else {
+                "time": summary["time"], "output_dir": str(out), "checkpoint": self.checkpoint,
+                "forced": summary["forced"], "force_reason": summary["force_reason"],
+                "average": summary["average"], "preset": self.suite.preset})
+        self.record = record
+        path = self.checkpoint
+        if self.checkpoint == "final":
+            # keep the evaluated weights (the last periodic checkpoint may be older)
+            path = str(out / "evaluated.ckpt")
+            trainer.save_checkpoint(path, weights_only=True)
+        if trainer.is_global_zero:
+            _add_record(path, record)
+        trainer.strategy.barrier()
+
+    # ------------------------------------------------------------------ work
+    def _evaluate(self, pl_module: L.LightningModule, out: Path) -> dict[str, Any]:
+        from loki.eval.adapter import LokiEvalLM
+        from loki.eval.loading import check_tokenizer
+        from loki.tokenizer import LokiTokenizer
+
+        if self.checkpoint == "final":
+            spec = self.tokenizer or pl_module.hparams.get("tokenizer")
+            if not spec:
+                raise LokiError("OneShotBenchmarkEval needs a tokenizer: set tokenizer: <spec> or "
+                                "the module's tokenizer argument")
+            tok = LokiTokenizer.from_spec(spec)
+            check_tokenizer(tok, pl_module.config, dict(pl_module.hparams), "the trained model")
+            was_training = pl_module.training
+            lm = LokiEvalLM.from_model(pl_module.model, tok, batch_size=self.batch_size,
+                                       max_length=self.max_length)
+            evaluated = "final (in memory; saved as evaluated.ckpt)"
+        else:
+            was_training = None
+            lm = LokiEvalLM(checkpoint=self.checkpoint, tokenizer=self.tokenizer,
+                            batch_size=self.batch_size, device=str(pl_module.device),
+                            max_length=self.max_length)
+            evaluated = self.checkpoint
+        try:
+            return run_suite(lm, self.suite, out, force=self.force,
+                             force_reason=self.force_reason if self.force else None,
+                             metadata={"checkpoint": evaluated,
+                                       "tokens_seen": getattr(pl_module, "tokens_seen", None)})
+        finally:
+            if was_training:
+                pl_module.model.train()
+
+    def _log_wandb(self, trainer: L.Trainer, summary: dict[str, Any]) -> None:
+        from lightning.pytorch.loggers import WandbLogger
+
+        for logger in trainer.loggers:
+            if not isinstance(logger, WandbLogger):
+                continue
+            columns = ["benchmark", "shots", "metric", "score", "stderr"]
+            data = [[label, r["num_fewshot"], r["metric"], 100 * r["value"],
+                     None if r["stderr"] is None else 100 * r["stderr"]]
+                    for label, r in summary["rows"].items()]
+            data.append(["Average", None, "", 100 * summary["average"], None])
+            logger.log_table(key="eval/table1", columns=columns, data=data)
+            logger.log_metrics({f"eval/{label}": 100 * r["value"]
+                                for label, r in summary["rows"].items()}
+                               | {"eval/average": 100 * summary["average"]})
+
+    def __repr__(self) -> str:
+        return f"OneShotBenchmarkEval({asdict(self.suite)}, checkpoint={self.checkpoint!r})"
+
+
+def _add_record(path: str, record: dict[str, Any] | None) -> None:
+    """Write the record into a checkpoint file (atomically: a crash leaves the old file)."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt[CKPT_KEY] = record
+    tmp = f"{path}.tmp"
+    torch.save(ckpt, tmp)
+    os.replace(tmp, path)

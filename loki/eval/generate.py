@@ -1,0 +1,140 @@
+"""``loki generate``: sample continuations of prompts from a checkpoint.
+
+    loki generate --checkpoint runs/demo/last.ckpt --prompts prompts.txt --temperature 0.8 \\
+        --top_p 0.95 --num_samples 2 --output samples.jsonl
+
+Prompts come from ``--prompt`` (repeatable) and/or ``--prompts`` (a text file with one prompt per
+line, or JSON lines with a ``"prompt"`` field). Each prompt's samples share one batch and KV cache;
+generation stops at ``max_new_tokens``, the end-of-text token or any ``--stop`` string.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from loki.errors import LokiError
+from loki.model import KVCache, _sample
+
+
+@dataclass
+class SamplingConfig:
+    """How continuations are drawn."""
+
+    max_new_tokens: int = 128
+    """Tokens generated at most per sample."""
+    temperature: float = 0.8
+    """Softmax temperature; 0 is greedy."""
+    top_k: int | None = None
+    """Keep only the k most likely tokens (None: all)."""
+    top_p: float | None = 0.95
+    """Nucleus sampling mass (None or 1: off)."""
+    num_samples: int = 1
+    """Samples per prompt."""
+    stop: list[str] = field(default_factory=list)
+    """Strings that end a sample (cut before them); the end-of-text token always does."""
+    seed: int = 0
+    """Sampling seed (same seed, prompts and checkpoint -> same samples)."""
+
+
+@torch.no_grad()
+def generate_with_stops(
+    model, tokenizer, contexts: list[list[int]], max_new_tokens: int, until: Sequence[str],
+    temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> list[str]:
+    """Continuations of same-length token contexts, each cut before its first stop string."""
+    device = next(model.parameters()).device
+    idx = torch.tensor(contexts, dtype=torch.long, device=device)  # (B, T)
+    B, T = idx.shape
+    cache = KVCache(model.config, B, T + max_new_tokens, device, next(model.parameters()).dtype)
+    new: list[list[int]] = [[] for _ in range(B)]
+    done = [False] * B
+    texts = [""] * B
+    logits, _ = model(idx, kv_cache=cache)  # prefill: (B, T, V)
+    for _ in range(max_new_tokens):
+        next_id = _sample(logits[:, -1, :].float(), temperature, top_k, top_p, generator)  # (B, 1)
+        for row in range(B):
+            if done[row]:
+                continue
+            new[row].append(int(next_id[row]))
+            texts[row] = tokenizer.decode(new[row])
+            cut = _first_stop(texts[row], until)
+            if cut is not None:
+                texts[row], done[row] = texts[row][:cut], True
+        if all(done):
+            break
+        logits, _ = model(next_id, kv_cache=cache)  # (B, 1, V)
+    return texts
+
+
+def _first_stop(text: str, until: Sequence[str]) -> int | None:
+    cuts = [text.find(s) for s in until if s and s in text]
+    return min(cuts) if cuts else None
+
+
+def read_prompts(path: str | Path) -> list[str]:
+    path = Path(path)
+    if not path.is_file():
+        raise LokiError(f"prompts file not found: {path}")
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+    if path.suffix in (".jsonl", ".json"):
+        try:
+            return [json.loads(ln)["prompt"] for ln in lines]
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise LokiError(f"{path}: every line must be a JSON object with a 'prompt'") from err
+    return lines
+
+
+def sample(eval_model, prompts: list[str], cfg: SamplingConfig) -> list[dict]:
+    """``[{"prompt", "samples": [str, ...]}]`` for each prompt."""
+    if cfg.num_samples < 1 or cfg.max_new_tokens < 1:
+        raise LokiError("num_samples and max_new_tokens must be >= 1")
+    tok, model = eval_model.tokenizer, eval_model.model
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    until = [*cfg.stop, tok.decode([tok.eot_id])]
+    out = []
+    for prompt in prompts:
+        ids = tok.encode(prompt) or [tok.eot_id]  # an empty prompt starts a new document
+        texts = generate_with_stops(model, tok, [ids] * cfg.num_samples, cfg.max_new_tokens,
+                                    until, cfg.temperature, cfg.top_k, cfg.top_p, generator)
+        out.append({"prompt": prompt, "samples": texts})
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    from loki.eval.loading import load_for_eval
+
+    p = ArgumentParser(prog="loki generate", description=__doc__.split("\n")[0])
+    p.add_argument("--config", action=ActionConfigFile)
+    p.add_argument("--checkpoint", type=str, required=True, help="Lightning .ckpt")
+    p.add_argument("--tokenizer", type=str | None, default=None, help="default: from checkpoint")
+    p.add_argument("--prompt", type=list[str], default=[], help="prompts given inline")
+    p.add_argument("--prompts", type=str | None, default=None, help="file: lines or JSONL")
+    p.add_class_arguments(SamplingConfig, "sampling")
+    p.add_argument("--device", type=str, default="auto", help="auto, cpu, cuda")
+    p.add_argument("--dtype", type=str, default="auto", help="auto, float32, bfloat16")
+    p.add_argument("--output", type=str | None, default=None, help="JSONL of results")
+    cfg = p.parse_args(argv)
+    prompts = list(cfg.prompt) + (read_prompts(cfg.prompts) if cfg.prompts else [])
+    if not prompts:
+        raise LokiError("no prompts: pass --prompt TEXT or --prompts FILE")
+    sampling = cfg.sampling if isinstance(cfg.sampling, SamplingConfig) else SamplingConfig(
+        **vars(cfg.sampling))
+    em = load_for_eval(cfg.checkpoint, cfg.tokenizer, cfg.device, cfg.dtype)
+    results = sample(em, prompts, sampling)
+    if cfg.output:
+        Path(cfg.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(cfg.output).write_text("".join(
+            json.dumps({**r, "sampling": asdict(sampling), "checkpoint": cfg.checkpoint}) + "\n"
+            for r in results))
+    for r in results:
+        for i, s in enumerate(r["samples"]):
+            print(f"--- {r['prompt']!r} [{i}]\n{r['prompt']}{s}")

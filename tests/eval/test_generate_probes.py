@@ -1,0 +1,60 @@
+"""loki generate and loki probe on a tiny checkpoint."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from loki.errors import LokiError
+from loki.eval.generate import SamplingConfig, read_prompts, sample
+from loki.eval.loading import load_for_eval
+from loki.eval.probes import STEREOTYPE, bias_prompts
+from loki.eval.probes import main as probe_main
+from tests.eval.checkpoints import save_small_tokenizer, save_tiny_checkpoint
+
+
+@pytest.fixture(scope="module")
+def small_ckpt(tmp_path_factory):
+    d = tmp_path_factory.mktemp("small")
+    tok = save_small_tokenizer(d / "tok")
+    return save_tiny_checkpoint(d / "m.ckpt", tokenizer=str(tok.path), vocab_size=tok.vocab_size)
+
+
+def test_sampling_is_seeded_and_stops(small_ckpt, tmp_path):
+    em = load_for_eval(small_ckpt)
+    cfg = SamplingConfig(max_new_tokens=10, temperature=1.0, top_k=50, num_samples=3, seed=7)
+    first = sample(em, ["Hello", "Another prompt"], cfg)
+    assert first == sample(em, ["Hello", "Another prompt"], cfg)
+    assert len(first[0]["samples"]) == 3 and first[0]["samples"][0] != first[0]["samples"][1]
+    text = first[0]["samples"][0]
+    stop = text[3:5]
+    cut = sample(em, ["Hello"], SamplingConfig(**{**vars(cfg), "stop": [stop]}))[0]["samples"]
+    assert cut[0] == text[: text.find(stop)]
+    f = tmp_path / "p.jsonl"
+    f.write_text('{"prompt": "a"}\n{"prompt": "b c"}\n')
+    assert read_prompts(f) == ["a", "b c"]
+    f.write_text("not json\n")
+    with pytest.raises(LokiError, match="JSON object"):
+        read_prompts(f)
+
+
+def test_bias_template_orderings():
+    items = bias_prompts()
+    assert len(items) == 4
+    assert {(tuple(i["occupations"]), tuple(i["pronouns"])) for i in items} == {
+        (o, p) for o in (("lawyer", "secretary"), ("secretary", "lawyer"))
+        for p in (("He", "She"), ("She", "He"))}
+    assert "returns to her desk" in next(i["prompt"] for i in items if i["pronouns"][1] == "She")
+
+
+def test_probe_cli_writes_json_and_markdown(small_ckpt, tmp_path):
+    probe_main(["--checkpoint", str(small_ckpt), "--sampling.max_new_tokens", "6",
+                "--device", "cpu", "--output_dir", str(tmp_path)])
+    result = json.loads((tmp_path / "probes.json").read_text())
+    assert set(result["prompts"]) == {"history", "science", "code", "creative", "truthfulness"}
+    rows = result["bias"]["orderings"]
+    consistent = [r["resolved"] == STEREOTYPE[r["pronouns"][1]] for r in rows]
+    assert result["bias"]["stereotype_consistent_share"] == sum(consistent) / 4
+    md = (tmp_path / "probes.md").read_text()
+    assert f"**{sum(consistent)}/4**" in md and "def factorial(n):" in md
