@@ -31,6 +31,8 @@ class DemoConfig:
     """Stages to run, in order (a subset of the known stages)."""
     redo: list[str] = field(default_factory=list)
     """Stages to run again even when their marker says they are done."""
+    filter_config: str = "experiments/data/demo.yaml"
+    """``loki filter`` config of the demo corpus."""
     tokenizer_config: str = "experiments/tokenizer/demo.yaml"
     """``loki tokenizer prune`` config of the demo tokenizer."""
     fit_config: str = "experiments/small-cpu.yaml"
@@ -53,12 +55,44 @@ def _stage_corpus(cfg: DemoConfig) -> dict[str, Any]:
     return {"documents": docs, "megabytes": round(mb, 2), "files": [str(p) for p in paths]}
 
 
+def _stage_tasks(cfg: DemoConfig) -> dict[str, Any]:
+    from loki.eval.demo_tasks import write_demo_tasks
+
+    manifest = write_demo_tasks([Path(cfg.root) / "raw"], Path(cfg.root) / "tasks")
+    print(f"  demo tasks: {manifest['counts']} (held-out documents never reach training)")
+    return {"counts": manifest["counts"], "held_out_documents": len(manifest["held_out_ids"])}
+
+
+def _stage_filter(cfg: DemoConfig) -> dict[str, Any]:
+    from loki.filtering.cli import main as filter_main
+
+    filter_main(["--config", cfg.filter_config])
+    report = json.loads((Path(cfg.root) / "filtered" / "filter_report.json").read_text())
+    stages = [r for r in report.get("stages", []) if "docs_out" in r]
+    return {"docs_in": stages[0]["docs_in"], "docs_out": stages[-1]["docs_out"]} if stages else {}
+
+
 def _stage_tokenizer(cfg: DemoConfig) -> dict[str, Any]:
     from loki.tokenizer_cli import main as tokenizer_main
 
     tokenizer_main(["prune", "--config", cfg.tokenizer_config])
     report = json.loads((Path(cfg.root) / "tokenizer" / "prune_report.json").read_text())
     return {k: report[k] for k in ("vocab_size", "vocab_hash") if k in report}
+
+
+def _stage_tokenize(cfg: DemoConfig) -> dict[str, Any]:
+    from loki.data.tokenize import main as tokenize_main
+
+    root = Path(cfg.root)
+    inputs = [str(root / "filtered")]
+    if (root / "synthetic").is_dir():
+        inputs.append(str(root / "synthetic"))
+    tokenize_main(["--inputs", json.dumps(inputs), "--output", str(root / "shards"),
+                   "--tokenizer", str(root / "tokenizer")])
+    manifests = sorted((root / "shards").glob("*/manifest.json"))
+    counts = {m.parent.name: json.loads(m.read_text())["num_tokens"] for m in manifests}
+    print(f"  token shards per source: {counts}")
+    return {"tokens": counts}
 
 
 def _stage_fit(cfg: DemoConfig) -> dict[str, Any]:
@@ -110,7 +144,10 @@ def _sample(checkpoint: Path, prompt: str, max_new_tokens: int = 40) -> str:
 
 STAGES: dict[str, Callable[[DemoConfig], dict[str, Any]]] = {
     "corpus": _stage_corpus,
+    "tasks": _stage_tasks,
+    "filter": _stage_filter,
     "tokenizer": _stage_tokenizer,
+    "tokenize": _stage_tokenize,
     "fit": _stage_fit,
 }
 
