@@ -41,6 +41,8 @@ class DemoConfig:
     """Extra ``loki fit`` arguments, e.g. ``["--trainer.max_steps", "50"]``."""
     inject_spike: bool = False
     """Arm the fault-injection callback: a loss spike the rollback must detect and undo."""
+    spike_step: int = 60
+    """Step at which ``inject_spike`` perturbs the weights."""
     sample_prompt: str = "The history of the"
     """Prompt of the sample printed after training."""
 
@@ -104,6 +106,11 @@ def _stage_fit(cfg: DemoConfig) -> dict[str, Any]:
     if last.is_file():
         print(f"  resuming from {last}")
         args += ["--ckpt_path", str(last)]
+    if cfg.inject_spike:
+        # A real fault for the real detector: noise on the weights at step 60 (see
+        # callbacks/fault_injection.py); the rollback callback in the config must catch it.
+        args += ["--trainer.callbacks+=callbacks.fault_injection.InjectLossSpike",
+                 f"--trainer.callbacks.at_steps=[{cfg.spike_step}]"]
     lightning_main(args + list(cfg.fit_args))
     if not last.is_file():
         raise LokiError(f"training finished without writing {last}; check the checkpoint "
@@ -142,6 +149,29 @@ def _sample(checkpoint: Path, prompt: str, max_new_tokens: int = 40) -> str:
     return prompt + tokenizer.decode(out[0, idx.size(1):].tolist())
 
 
+def _stage_probe(cfg: DemoConfig) -> dict[str, Any]:
+    from loki.eval.probes import main as probe_main
+
+    run = Path(cfg.run_dir)
+    evaluated = run / "eval" / "evaluated.ckpt"
+    checkpoint = evaluated if evaluated.is_file() else run / "checkpoints" / "last.ckpt"
+    probe_main(["--checkpoint", str(checkpoint), "--output_dir", str(run / "probes"),
+                "--device", "cpu"])
+    result = json.loads((run / "probes" / "probes.json").read_text())
+    share = result["bias"]["stereotype_consistent_share"]
+    print(f"  bias template: {share:.0%} of orderings resolved the stereotyped way")
+    return {"checkpoint": str(checkpoint), "stereotype_consistent_share": share}
+
+
+def _stage_report(cfg: DemoConfig) -> dict[str, Any]:
+    from loki.report import build_report
+
+    run = Path(cfg.run_dir)
+    build_report(run, cfg.root, table1_md=str(run / "eval" / "results.md"))
+    print(f"  report: {run / 'REPORT.md'}")
+    return {"report": str(run / "REPORT.md")}
+
+
 STAGES: dict[str, Callable[[DemoConfig], dict[str, Any]]] = {
     "corpus": _stage_corpus,
     "tasks": _stage_tasks,
@@ -149,6 +179,8 @@ STAGES: dict[str, Callable[[DemoConfig], dict[str, Any]]] = {
     "tokenizer": _stage_tokenizer,
     "tokenize": _stage_tokenize,
     "fit": _stage_fit,
+    "probe": _stage_probe,
+    "report": _stage_report,
 }
 
 
