@@ -23,14 +23,20 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.nn as nn
 from lightning.pytorch.cli import OptimizerCallable
 from torchmetrics.text import Perplexity
 
 from loki.config import LokiConfig
 from loki.errors import LokiError
+from loki.flops import forward_flops, training_flops
 from loki.model import Loki
+from loki.precision import check_optimizer
 from loki.schedule import TokenCosineSchedule
+from loki.sharding import ShardingConfig, configure_loki, full_tensor, gradient_sync
+
+# Init arguments are saved in checkpoints; distributed (FSDP2) checkpoints are resumed with
+# weights-only loading, which refuses classes that are not allow-listed.
+torch.serialization.add_safe_globals([LokiConfig, TokenCosineSchedule])
 
 Objective = Callable[["LokiLM", dict[str, Any]], tuple[torch.Tensor, dict[str, float]]]
 
@@ -68,6 +74,7 @@ class LokiLM(L.LightningModule):
         lr_schedule: TokenCosineSchedule | None = None,
         grad_clip: float | None = 1.0,
         no_decay_embeddings: bool = True,
+        sharding: ShardingConfig | None = None,
     ) -> None:
         """
         Args:
@@ -79,6 +86,8 @@ class LokiLM(L.LightningModule):
             lr_schedule: warmup and cosine decay counted in tokens (default: constant LR).
             grad_clip: max global gradient norm (None: no clipping).
             no_decay_embeddings: exclude the token embedding from weight decay.
+            sharding: FSDP2 mixed precision, activation checkpointing and compilation, applied
+                in ``configure_model`` (see ``loki.sharding``).
         """
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer"])
@@ -89,10 +98,14 @@ class LokiLM(L.LightningModule):
         self.lr_schedule = lr_schedule or TokenCosineSchedule()
         self.grad_clip = grad_clip
         self.no_decay_embeddings = no_decay_embeddings
+        self.sharding = sharding or ShardingConfig()
+        # Read by Lightning's ThroughputMonitor after each batch: FLOPs this rank just did.
+        self.flops_per_batch = 0
         self.val_ppl = Perplexity(ignore_index=-100)
         self.tokens_seen = 0
         self.last_train_loss: float | None = None
         self._objectives: dict[str, Objective] = {}
+        self._peak_lrs: list[float] = []
 
     # ----------------------------------------------------------------- surface for callbacks
     def register_objective(self, kind: str, fn: Objective) -> None:
@@ -113,12 +126,21 @@ class LokiLM(L.LightningModule):
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         return self.model(idx)[0]
 
+    def configure_model(self) -> None:
+        """FSDP2 per block under ModelParallelStrategy (its device mesh); checkpointing and
+        compilation options under any strategy. Idempotent."""
+        configure_loki(self.model, self.sharding, self.device_mesh)
+
     # ----------------------------------------------------------------- training
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         opt = self.optimizers()
         kind = batch.get("kind", "lm")
         micro_batches = list(_split_micro_batches(batch))
         step_tokens = sum(mb["input_ids"].numel() for mb in micro_batches)
+        self.flops_per_batch = sum(
+            training_flops(self.config, mb["input_ids"].numel(), mb["input_ids"].size(-1))
+            for mb in micro_batches
+        )
         self.tokens_seen += step_tokens * self.trainer.world_size
         self._set_lr(opt)
 
@@ -137,7 +159,10 @@ class LokiLM(L.LightningModule):
 
         grad_norm = None
         if self.grad_clip is not None:
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters(), self.grad_clip)
+            # Sharded (DTensor) gradients give a DTensor norm: the global norm, made plain to log.
+            grad_norm = full_tensor(
+                torch.nn.utils.clip_grad_norm_(self.parameters(), self.grad_clip)
+            )
         opt.step()
         opt.zero_grad(set_to_none=True)
 
@@ -166,24 +191,27 @@ class LokiLM(L.LightningModule):
         return self._objectives[kind]
 
     def _set_lr(self, opt: torch.optim.Optimizer) -> None:
+        # Peaks come from the optimizer as configured, not from its param groups: a distributed
+        # (FSDP2) checkpoint restores only the standard group keys, so a peak stored there would
+        # be lost on resume and the already-decayed LR taken as the new peak.
         factor = self.lr_schedule.factor(self.tokens_seen)
-        for group in opt.param_groups:
-            group.setdefault("peak_lr", group["lr"])
-            group["lr"] = group["peak_lr"] * factor
+        for group, peak in zip(opt.param_groups, self._peak_lrs):
+            if torch.is_tensor(group["lr"]):
+                group["lr"].fill_(peak * factor)  # torchao's 8-bit AdamW wants a tensor LR
+            else:
+                group["lr"] = peak * factor
 
     @contextlib.contextmanager
     def _grad_sync(self, enabled: bool) -> Iterator[None]:
-        """Skip the gradient all-reduce on all but the last micro-batch under DDP."""
-        wrapped = self.trainer.model
-        if not enabled and isinstance(wrapped, nn.parallel.DistributedDataParallel):
-            with wrapped.no_sync():
-                yield
-        else:
+        """Skip the gradient reduction on all but the last micro-batch (DDP and FSDP2)."""
+        with gradient_sync(self.trainer.model, self.model, enabled):
             yield
 
     # ----------------------------------------------------------------- validation
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         logits, loss = self.model(batch["input_ids"], batch["labels"])
+        ids = batch["input_ids"]
+        self.flops_per_batch = forward_flops(self.config, ids.numel(), ids.size(-1))
         self.val_ppl.update(logits.float(), batch["labels"])
         self.log("val/loss", loss, prog_bar=True, sync_dist=True)
         self.log("val/ppl", self.val_ppl, prog_bar=False)
@@ -206,7 +234,10 @@ class LokiLM(L.LightningModule):
         return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.optimizer_factory(self.parameter_groups())
+        optimizer = self.optimizer_factory(self.parameter_groups())
+        check_optimizer(optimizer)  # e.g. bitsandbytes 8-bit state cannot hold FSDP2 shards
+        self._peak_lrs = [float(group["lr"]) for group in optimizer.param_groups]
+        return optimizer
 
     # ----------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

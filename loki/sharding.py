@@ -1,0 +1,237 @@
+"""FSDP2 sharding of a ``Loki`` model, per-block activation checkpointing and compilation, and
+``loki consolidate`` (a distributed checkpoint folder -> one ``.ckpt`` file).
+
+The cluster path is Lightning's ``ModelParallelStrategy`` (FSDP2 ``fully_shard`` on a device
+mesh): ``LokiLM.configure_model`` calls :func:`configure_loki`, which shards every ``Block`` and
+then the root, so each block's parameters are all-gathered just before it runs and freed after.
+DDP stays the simple path; there :func:`configure_loki` only applies checkpointing/compilation.
+
+Neither option renames parameters: checkpointing replaces the block's ``forward`` on the instance
+and compilation uses ``nn.Module.compile`` (in place), so state-dict keys stay ``blocks.0.attn...``
+and every checkpoint loads into a plain ``Loki``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from loki.errors import LokiError
+from loki.model import Block, Loki
+
+_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+LIGHTNING_META = "meta.pt"  # the non-tensor part of a Lightning distributed checkpoint
+
+
+@dataclass
+class ShardingConfig:
+    """How ``LokiLM.configure_model`` prepares the model for the strategy it runs under."""
+
+    param_dtype: str | None = "bfloat16"
+    """FSDP2: dtype parameters are all-gathered in and compute runs in (fp32 master copies stay
+    sharded); ``None`` keeps the stored dtype. Ignored without FSDP2 (use trainer precision)."""
+    reduce_dtype: str | None = "float32"
+    """FSDP2: dtype of the gradient reduce-scatter; fp32 so that small per-rank gradients of a
+    bf16 model are not rounded away when averaged."""
+    reshard_after_forward: bool = True
+    """FSDP2: free each block's gathered parameters after forward (ZeRO-3); False keeps them
+    until backward (ZeRO-2 like: more memory, one all-gather less per step)."""
+    activation_checkpointing: bool = False
+    """Recompute each block's activations in backward instead of storing them."""
+    compile: bool = False
+    """``torch.compile`` each block (in place; one graph per block, not across blocks)."""
+    float8: bool = False
+    """Train the blocks' linear layers in FP8 with torchao (H100/H200); refuses other devices."""
+
+    def __post_init__(self) -> None:
+        for name in ("param_dtype", "reduce_dtype"):
+            value = getattr(self, name)
+            if value is not None and value not in _DTYPES:
+                raise LokiError(
+                    f"sharding.{name} must be one of {', '.join(_DTYPES)} or null, got {value!r}"
+                )
+
+
+# LokiLM saves its init arguments in every checkpoint; let weights-only loading (Lightning's
+# default when resuming) accept this config instead of refusing the checkpoint.
+torch.serialization.add_safe_globals([ShardingConfig])
+
+
+def mixed_precision_policy(config: ShardingConfig) -> Any:
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    return MixedPrecisionPolicy(
+        param_dtype=_DTYPES[config.param_dtype] if config.param_dtype else None,
+        reduce_dtype=_DTYPES[config.reduce_dtype] if config.reduce_dtype else None,
+    )
+
+
+def is_sharded(model: nn.Module) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+def checkpoint_block(block: Block) -> None:
+    """Recompute ``block``'s activations in backward (non-reentrant, so it composes with FSDP2's
+    hooks around the block and with a KV cache, which only exists at inference)."""
+    from torch.utils.checkpoint import checkpoint
+
+    if getattr(block, "_loki_checkpointed", False):
+        return
+    forward = block.forward
+
+    @functools.wraps(forward)
+    def checkpointed(*args: Any, **kwargs: Any) -> torch.Tensor:
+        if not (block.training and torch.is_grad_enabled()):
+            return forward(*args, **kwargs)
+        return checkpoint(forward, *args, use_reentrant=False, **kwargs)
+
+    block.forward = checkpointed  # instance attribute: parameter names do not change
+    block._loki_checkpointed = True
+
+
+def shard_model(
+    model: Loki,
+    device_mesh: Any | None,
+    mp_policy: Any | None = None,
+    activation_checkpointing: bool = False,
+    compile: bool = False,
+    reshard_after_forward: bool = True,
+    compile_backend: str = "inductor",
+) -> Loki:
+    """Apply checkpointing and compilation per block, then FSDP2 per block and on the root.
+
+    ``device_mesh`` is a 1-D data-parallel mesh (``None``: do not shard). Order matters: the
+    FSDP2 hooks must wrap the checkpointed/compiled block so that backward's recomputation sees
+    gathered parameters. The root is sharded last so the embedding, final norm and LM head form
+    one extra group; the last block is not resharded after forward because backward starts there.
+    """
+    for block in model.blocks:
+        if activation_checkpointing:
+            checkpoint_block(block)
+        if compile and not getattr(block, "_loki_compiled", False):
+            block.compile(backend=compile_backend)
+            block._loki_compiled = True
+    if device_mesh is None or is_sharded(model):
+        return model
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    mp_policy = mp_policy or MixedPrecisionPolicy()
+    last = len(model.blocks) - 1
+    for i, block in enumerate(model.blocks):
+        fully_shard(block, mesh=device_mesh, mp_policy=mp_policy,
+                    reshard_after_forward=reshard_after_forward and i < last)
+    fully_shard(model, mesh=device_mesh, mp_policy=mp_policy, reshard_after_forward=False)
+    return model
+
+
+def configure_loki(model: Loki, config: ShardingConfig | None, device_mesh: Any | None) -> Loki:
+    """What ``LokiLM.configure_model`` does: shard under ``ModelParallelStrategy`` (its mesh has a
+    ``data_parallel`` dimension), otherwise only checkpointing/compilation. Idempotent, since
+    Lightning may call ``configure_model`` again (fit, then validate)."""
+    config = config or ShardingConfig()
+    if config.float8 and not getattr(model, "_loki_float8", False):
+        from loki.precision import convert_to_float8
+
+        convert_to_float8(model)  # before sharding: FSDP2 then all-gathers in FP8
+        model._loki_float8 = True
+    mesh = None
+    if device_mesh is not None:
+        names = device_mesh.mesh_dim_names or ()
+        if "tensor_parallel" in names and device_mesh["tensor_parallel"].size() > 1:
+            raise LokiError("Loki has no tensor-parallel plan; set tensor_parallel_size: 1")
+        mesh = device_mesh["data_parallel"] if "data_parallel" in names else device_mesh
+    return shard_model(
+        model, mesh, mixed_precision_policy(config) if mesh is not None else None,
+        config.activation_checkpointing, config.compile, config.reshard_after_forward,
+    )
+
+
+@contextlib.contextmanager
+def gradient_sync(wrapped: nn.Module | None, model: nn.Module, enabled: bool) -> Iterator[None]:
+    """Skip the gradient reduction on all but the last accumulated micro-batch.
+
+    DDP: ``no_sync()`` on the wrapper Lightning made (``trainer.model``). FSDP2: the sharded
+    model itself, ``set_requires_gradient_sync(False)`` (its gradients then accumulate unsharded
+    until the last micro-batch reduce-scatters them)."""
+    if enabled:
+        if is_sharded(model):
+            model.set_requires_gradient_sync(True)
+        yield
+    elif isinstance(wrapped, nn.parallel.DistributedDataParallel):
+        with wrapped.no_sync():
+            yield
+    elif is_sharded(model):
+        model.set_requires_gradient_sync(False)
+        yield
+    else:
+        yield
+
+
+def full_tensor(value: torch.Tensor) -> torch.Tensor:
+    """A DTensor (e.g. the grad norm of sharded gradients) as a plain tensor; others unchanged."""
+    return value.full_tensor() if hasattr(value, "full_tensor") else value
+
+
+# ----------------------------------------------------------------- consolidation
+def consolidate(checkpoint: str | Path, output: str | Path, keep_optimizer: bool = False) -> Path:
+    """Merge a Lightning distributed checkpoint folder (``*.distcp`` + ``meta.pt``) into one
+    ``.ckpt`` that ``LokiLM.load_from_checkpoint`` and ``loki.module.load_model`` read.
+
+    Runs in one process without a process group. Optimizer state is dropped unless asked for
+    (the file is for inspection and evaluation; resume from the folder itself)."""
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    src, dst = Path(checkpoint), Path(output)
+    if not (src.is_dir() and (src / ".metadata").is_file()):
+        raise LokiError(f"{src} is not a distributed checkpoint folder (no .metadata inside)")
+    if dst.exists() and dst.is_dir():
+        raise LokiError(f"output {dst} is a folder; give a file name such as last.ckpt")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + ".partial")
+    try:
+        dcp_to_torch_save(src, tmp)
+        tensors = torch.load(tmp, map_location="cpu", weights_only=False)
+    finally:
+        tmp.unlink(missing_ok=True)
+    meta_path = src / LIGHTNING_META
+    merged: dict[str, Any] = (
+        torch.load(meta_path, map_location="cpu", weights_only=False) if meta_path.is_file() else {}
+    )
+    merged["state_dict"] = {k: _plain(v) for k, v in tensors.pop("state_dict").items()}
+    if keep_optimizer:
+        merged["optimizer_states"] = [
+            tensors[k] for k in sorted(tensors) if k.startswith("optimizer_")
+        ]
+    torch.save(merged, dst)
+    return dst
+
+
+def _plain(value: Any) -> Any:
+    return value.detach().clone() if torch.is_tensor(value) else value
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``loki consolidate CHECKPOINT_DIR --output FILE.ckpt``."""
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    parser = ArgumentParser(prog="loki consolidate", description=consolidate.__doc__)
+    parser.add_argument("--config", action=ActionConfigFile)
+    parser.add_argument("checkpoint", type=str, help="distributed checkpoint folder (*.distcp)")
+    parser.add_argument("--output", type=str | None, default=None,
+                        help="output file (default: <checkpoint>.consolidated.ckpt beside it)")
+    parser.add_argument("--keep_optimizer", type=bool, default=False,
+                        help="also keep the optimizer state (large; not needed for eval)")
+    args = parser.parse_args(argv)
+    src = Path(args.checkpoint)
+    output = Path(args.output) if args.output else src.with_name(src.name + ".consolidated.ckpt")
+    dst = consolidate(src, output, args.keep_optimizer)
+    print(f"wrote {dst} ({dst.stat().st_size / 2**20:.1f} MiB)")
