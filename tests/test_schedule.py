@@ -28,3 +28,8 @@ def test_rejects_bad_values():
         TokenCosineSchedule(warmup_tokens=10, decay_tokens=5)
     with pytest.raises(ValueError, match="min_lr_ratio"):
         TokenCosineSchedule(min_lr_ratio=2)
+
+
+def test_token_counts_accept_suffixes():
+    s = TokenCosineSchedule(warmup_tokens="1B", decay_tokens="500B")
+    assert (s.warmup_tokens, s.decay_tokens) == (10**9, 5 * 10**11)
