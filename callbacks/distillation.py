@@ -1,0 +1,275 @@
+"""``TeacherDistillation``: every Nth training batch is a distillation batch.
+
+The DataModule owns data order, so the callback does not swap batches itself: in ``setup`` it
+hands the DataModule a step builder (``attach_interleave("distill", every_n, DistillSteps)``),
+and step ``s`` (0-based global step, the same on every rank) is a distillation step when
+``(s + 1) % every_n == 0``. The builder is a pure function of the distillation step's index,
+which the DataModule counts in its own checkpointed state, so resuming at any step (a multiple
+of N or not) continues the same sequence of batches; the callback's ``state_dict`` keeps the
+cache cursor and the running per-source totals as well, and checks the cache on resume.
+
+A distillation step has ``accumulation`` micro-batches of P prompts x k candidates, with P picked
+so that a micro-batch holds about as many tokens as an LM micro-batch (B x T ~ P x k x T_c).
+The objective (``loki.distill.objective``) is registered with the module under kind "distill".
+``LokiLM`` logs ``train/loss`` from LM steps only; the min over candidates is biased low.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from loki.distill.cache import CandidateCache
+from loki.distill.objective import MinCEConfig, candidate_metrics, min_ce_loss
+from loki.distill.teachers import LokiTeacher
+from loki.errors import LokiError
+
+log = logging.getLogger(__name__)
+KIND = "distill"
+
+
+@dataclass
+class DistillSteps:
+    """``make_step(index)`` for the DataModule: this rank's index-th distillation step batch.
+
+    Picklable (the cache opens lazily in each process) and deterministic: prompts of step
+    ``index`` on rank ``r`` are stream positions ``[(index * W + r) * A * P, ... + A * P)`` of the
+    cache's endless shuffled order, so ranks never share prompts and resume needs only index."""
+
+    cache: str
+    prompts: int
+    accumulation: int = 1
+    rank: int = 0
+    world_size: int = 1
+    seed: int = 0
+    _cache: CandidateCache | None = field(default=None, repr=False)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_cache": None}
+
+    def open(self) -> CandidateCache:
+        if self._cache is None:
+            self._cache = CandidateCache.open(self.cache)
+        return self._cache
+
+    def start(self, index: int) -> int:
+        return (index * self.world_size + self.rank) * self.accumulation * self.prompts
+
+    def __call__(self, index: int) -> dict[str, Any]:
+        cache = self.open()
+        n = self.accumulation * self.prompts
+        rows = cache.rows(self.start(index), n, self.seed)
+        micro = [cache.micro_batch(rows[a * self.prompts:(a + 1) * self.prompts])
+                 for a in range(self.accumulation)]
+        batch: dict[str, Any] = {k: torch.stack([m[k] for m in micro]) for k in micro[0]}
+        batch["kind"] = KIND
+        batch["distill_index"] = int(index)
+        return batch  # tensors (A, P, k, ...)
+
+
+class TeacherDistillation(Callback):
+    def __init__(
+        self,
+        cache: str,
+        every_n_batches: int = 4,
+        prompts_per_micro_batch: int | None = None,
+        accumulation: int = 1,
+        normalize: Literal["byte", "token"] = "byte",
+        softmin_temperature: float = 0.0,
+        softmin_anneal_steps: int = 0,
+        online_teachers: list[LokiTeacher] | None = None,
+        seed: int = 0,
+        summary_file: str | None = "distill_summary.json",
+    ) -> None:
+        """
+        Args:
+            cache: folder of a candidate cache built by ``loki distill build``.
+            every_n_batches: every Nth optimizer step is a distillation step (the paper: 4).
+            prompts_per_micro_batch: prompts P per micro-batch; default keeps the tokens of a
+                micro-batch close to an LM one: round(B x T / (k x T_c)), at least 1.
+            accumulation: micro-batches per distillation step.
+            normalize: candidate loss per UTF-8 byte ("byte", default: short candidates do not
+                win for being short) or per token.
+            softmin_temperature: > 0 replaces the hard minimum by a softmin at this temperature
+                (nats per byte/token), annealed linearly to 0 over ``softmin_anneal_steps``.
+            softmin_anneal_steps: distillation steps of the anneal (0: constant temperature).
+            online_teachers: Loki checkpoints sharing the student's tokenizer that add one
+                candidate each per prompt during training (sampled on the training device).
+            seed: order of the cache's prompts (independent of the data seed).
+            summary_file: per-source totals written at the end of fit into the trainer's log
+                folder (None: not written).
+        """
+        super().__init__()
+        if every_n_batches < 2:
+            raise LokiError("TeacherDistillation.every_n_batches must be >= 2")
+        if accumulation < 1 or (prompts_per_micro_batch is not None and prompts_per_micro_batch < 1):
+            raise LokiError("TeacherDistillation accumulation and prompts_per_micro_batch must "
+                            "be >= 1")
+        self.cache_path, self.every_n = str(cache), every_n_batches
+        self.prompts, self.accumulation, self.seed = prompts_per_micro_batch, accumulation, seed
+        self.objective_config = MinCEConfig(normalize, softmin_temperature, softmin_anneal_steps)
+        self.online_teachers = list(online_teachers or [])
+        self.summary_file = summary_file
+        self.cache: CandidateCache | None = None
+        self.steps: DistillSteps | None = None
+        self.names: list[str] = []
+        self.distill_steps = 0
+        self.cursor = 0
+        self.totals: dict[str, list[float]] = {}
+        self._loaded: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------------ wiring
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        dm = trainer.datamodule
+        if dm is None or not hasattr(dm, "attach_interleave"):
+            raise LokiError("TeacherDistillation needs a DataModule with attach_interleave "
+                            "(LokiDataModule): it decides which steps are distillation steps")
+        self.cache = CandidateCache.open(self.cache_path, getattr(dm, "vocab_hash", None))
+        self.names = self.cache.sources + [t.name for t in self.online_teachers]
+        for teacher in self.online_teachers:
+            self._check_online(teacher, pl_module)
+        if self.prompts is None:
+            k, tc = len(self.names), self.cache.seq_len
+            self.prompts = max(1, round(dm.micro_batch_size * dm.block_size / (k * tc)))
+        self.steps = DistillSteps(self.cache_path, self.prompts, self.accumulation,
+                                  trainer.global_rank, trainer.world_size, self.seed)
+        dm.attach_interleave(KIND, self.every_n, self.steps)
+        pl_module.register_objective(KIND, self.objective)
+        for name in self.names:
+            self.totals.setdefault(name, [0.0, 0, 0])
+        if self._loaded is not None:
+            self._check_resume(self._loaded)
+
+    def _check_online(self, teacher: LokiTeacher, pl_module: L.LightningModule) -> None:
+        model = teacher.load()
+        if model.config.vocab_size != pl_module.model.config.vocab_size:
+            raise LokiError(f"online teacher {teacher.name} has vocab_size "
+                            f"{model.config.vocab_size}, the student "
+                            f"{pl_module.model.config.vocab_size}: online teachers must share the "
+                            "student's tokenizer (use it offline through the cache instead)")
+        if self.cache.token_bytes is None:
+            raise LokiError(f"cache {self.cache_path} has no token_bytes.npy (needed to "
+                            "normalize online candidates per byte); rebuild it")
+        teacher.eot_id = self.cache.manifest["student"]["eot_id"]
+        teacher.device = str(pl_module.device)
+        model.to(pl_module.device)
+
+    # ------------------------------------------------------------------ the objective
+    def objective(self, pl_module: L.LightningModule, micro: dict[str, Any],
+                  ) -> tuple[torch.Tensor, dict[str, float]]:
+        if self.online_teachers:
+            micro = self._add_online_candidates(micro, pl_module.device)
+        ids = micro["input_ids"]  # (P, k, T)
+        P, k, T = ids.shape
+        logits, _ = pl_module.model(ids.reshape(P * k, T))  # (P*k, T, V)
+        logits = logits.view(P, k, T, -1)
+        index = int(micro.get("distill_index", self.distill_steps))
+        result = min_ce_loss(logits, micro, self.objective_config,
+                             self.objective_config.temperature(index))
+        metrics, counts = candidate_metrics(result, micro["source"], self.names)
+        for name, (loss_sum, n, wins) in counts.items():
+            slot = self.totals.setdefault(name, [0.0, 0, 0])
+            slot[0] += loss_sum
+            slot[1] += n
+            slot[2] += wins
+        self.totals.setdefault("_samples", [0.0, 0, 0])[1] += int(metrics["samples"])
+        samples = max(1, self.totals["_samples"][1])
+        for name in self.names:
+            metrics[f"win_rate_total/{name}"] = self.totals[name][2] / samples
+        return result.loss, metrics
+
+    def _add_online_candidates(self, micro: dict[str, Any], device: torch.device) -> dict:
+        """One more candidate per online teacher, sampled now from the shared prompt."""
+        ids = micro["input_ids"]  # (P, k, T)
+        P, k, T = ids.shape
+        Lp = self.cache.manifest["prompt_tokens"]
+        C = T + 1 - Lp
+        token_bytes = torch.as_tensor(self.cache.token_bytes, device=device)
+        out = {key: [micro[key]] for key in ("input_ids", "labels", "n_bytes", "source")}
+        prompt = ids[:, 0, :Lp]  # (P, Lp)
+        for t, teacher in enumerate(self.online_teachers):
+            teacher.sampling.max_new_tokens = C
+            seed = self.seed * 7919 + int(micro.get("distill_index", 0)) * 31 + t
+            gens = teacher.generate_ids(prompt.tolist(), seed)
+            cand = torch.full((P, C), teacher.eot_id or 0, dtype=torch.long, device=device)
+            lab = torch.full((P, T), -100, dtype=torch.long, device=device)
+            n_bytes = torch.zeros(P, dtype=torch.long, device=device)
+            for p, g in enumerate(gens):
+                toks = torch.tensor(g.token_ids[:C], dtype=torch.long, device=device)
+                cand[p, : len(toks)] = toks
+                lab[p, Lp - 1: Lp - 1 + len(toks)] = toks
+                n_bytes[p] = token_bytes[toks].sum() if len(toks) else 0
+            full = torch.cat([prompt, cand], dim=1)[:, :-1]  # (P, T)
+            out["input_ids"].append(full[:, None])
+            out["labels"].append(lab[:, None])
+            out["n_bytes"].append(n_bytes[:, None])
+            src = torch.full((P, 1), len(self.cache.sources) + t, dtype=torch.long, device=device)
+            out["source"].append(torch.where(n_bytes[:, None] > 0, src, -1))
+        merged = {**micro, **{key: torch.cat(v, dim=1) for key, v in out.items()}}
+        merged.pop("soft_ids", None)  # soft targets cover cached candidates only
+        merged.pop("soft_logprobs", None)
+        return merged
+
+    # ------------------------------------------------------------------ bookkeeping
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
+                           batch: Any, batch_idx: int) -> None:
+        if isinstance(batch, dict) and batch.get("kind") == KIND:
+            index = int(batch.get("distill_index", self.distill_steps))
+            self.distill_steps = index + 1
+            self.cursor = self.steps.start(index + 1) if self.steps else self.cursor
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.summary_file or not self.names:
+            return
+        names = self.names + ["_samples"]
+        local = torch.tensor([self.totals.get(n, [0.0, 0, 0]) for n in names],
+                             dtype=torch.float64, device=pl_module.device)
+        total = trainer.strategy.reduce(local, reduce_op="sum")
+        if not trainer.is_global_zero:
+            return
+        samples = max(1.0, float(total[-1, 1]))
+        summary = {"every_n_batches": self.every_n, "distill_steps": self.distill_steps,
+                   "samples": int(total[-1, 1]), "cache": self.cache_path, "sources": {
+                       n: {"mean_candidate_loss": float(total[i, 0] / max(1.0, total[i, 1])),
+                           "candidates": int(total[i, 1]), "wins": int(total[i, 2]),
+                           "win_rate": float(total[i, 2] / samples)}
+                       for i, n in enumerate(self.names)}}
+        folder = Path(trainer.log_dir or trainer.default_root_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / self.summary_file).write_text(json.dumps(summary, indent=1) + "\n")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"every_n_batches": self.every_n, "distill_steps": self.distill_steps,
+                "cursor": self.cursor, "prompts": self.prompts,
+                "accumulation": self.accumulation, "seed": self.seed,
+                "cache_fingerprint": self.cache.fingerprint if self.cache else None,
+                "totals": self.totals}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._loaded = dict(state_dict)
+        self.distill_steps = int(state_dict.get("distill_steps", 0))
+        self.cursor = int(state_dict.get("cursor", 0))
+        self.totals = {k: list(v) for k, v in state_dict.get("totals", {}).items()}
+        if self.cache is not None:
+            self._check_resume(self._loaded)
+
+    def _check_resume(self, saved: dict[str, Any]) -> None:
+        changed = [key for key, now in (("every_n_batches", self.every_n),
+                                        ("prompts", self.prompts),
+                                        ("accumulation", self.accumulation), ("seed", self.seed),
+                                        ("cache_fingerprint", self.cache.fingerprint))
+                   if saved.get(key) is not None and saved.get(key) != now]
+        if changed:
+            warnings.warn(f"TeacherDistillation resumed with changed {', '.join(changed)}: the "
+                          "distillation batches after resume differ from an uninterrupted run",
+                          stacklevel=2)

@@ -1,0 +1,78 @@
+"""``loki distill``: build the teacher candidate cache, and prepare the demo teacher.
+
+    loki distill build --config experiments/distill/demo.yaml
+    loki distill finalize --config experiments/distill/demo.yaml   # after cluster jobs end
+    loki distill prepare-smollm --root data/teachers
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from typing import TYPE_CHECKING
+
+from loki.errors import LokiError
+
+if TYPE_CHECKING:
+    from loki.distill.build import BuildConfig
+
+USAGE = "usage: loki distill {build,finalize,prepare-smollm} [--config FILE] [options]"
+
+
+def parse_build(argv: list[str], prog: str):
+    """argv (``--config X.yaml`` plus dotted overrides) -> a ``BuildConfig``."""
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    from loki.distill.build import BuildConfig
+
+    parser = ArgumentParser(prog=prog, description=(BuildConfig.__doc__ or "").strip())
+    parser.add_argument("--config", action=ActionConfigFile, help="YAML config file")
+    parser.add_class_arguments(BuildConfig, nested_key=None, fail_untyped=False)
+    init = parser.instantiate(parser.parse_args(argv))
+    try:
+        return BuildConfig(**{f.name: init.get(f.name) for f in dataclasses.fields(BuildConfig)})
+    except (TypeError, ValueError) as err:
+        raise LokiError(f"bad {prog} config: {err}") from err
+
+
+def parse_config(path: str) -> BuildConfig:
+    """A ``loki distill build`` YAML -> ``BuildConfig`` (what the experiments test calls)."""
+    return parse_build(["--config", str(path)], "loki distill build")
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return
+    command, rest = argv[0], argv[1:]
+    if command == "prepare-smollm":
+        from jsonargparse import ArgumentParser
+
+        from loki.distill.smollm import prepare_smollm
+
+        parser = ArgumentParser(prog="loki distill prepare-smollm")
+        parser.add_argument("--root", default="data/teachers", help="teacher folder")
+        print(prepare_smollm(parser.parse_args(rest).root))
+        return
+    if command not in ("build", "finalize"):
+        raise LokiError(f"unknown distill command {command!r}; {USAGE}")
+    from loki.distill.build import build, finalize_cache
+
+    cfg = parse_build(rest, f"loki distill {command}")
+    manifest = build(cfg) if command == "build" else finalize_cache(cfg)
+    if manifest.get("submitted"):
+        print("submitted; run `loki distill finalize` with the same config when the jobs end")
+        return
+    print(json.dumps({"output": cfg.output, "prompts": manifest["prompts"],
+                      "sources": [s["name"] for s in manifest["sources"]],
+                      "report": manifest["report"]}, indent=1))
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except LokiError as err:
+        print(f"loki distill: error: {err}", file=sys.stderr)
+        sys.exit(2)
