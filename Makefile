@@ -43,4 +43,4 @@ $(STAMP): setup.cfg constraints-cpu.txt
 	touch $(STAMP)
 
 clean-demo:
-	rm -rf runs/demo data/demo/filtered data/demo/tokenizer data/demo/shards data/demo/distill
+	rm -rf runs/demo runs/demo-teacher data/demo/tasks data/demo/filtered data/demo/filter_work data/demo/quality data/demo/tokenizer data/demo/synthetic data/demo/shards data/demo/distill

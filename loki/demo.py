@@ -35,6 +35,16 @@ class DemoConfig:
     """``loki filter`` config of the demo corpus."""
     tokenizer_config: str = "experiments/tokenizer/demo.yaml"
     """``loki tokenizer prune`` config of the demo tokenizer."""
+    teachers_root: str = "data/teachers"
+    """Where the registry-shipped teacher (SmolLM2-135M-Instruct) is converted to."""
+    synthetic_docs: int = 48
+    """Machine-generated passages written by the demo teacher (tagged ``synthetic``)."""
+    synthetic_tokens: int = 160
+    """Teacher tokens per synthetic passage."""
+    teacher_config: str = "experiments/distill/demo-teacher.yaml"
+    """``loki fit`` config of the Loki teacher (trained before the student)."""
+    distill_config: str = "experiments/distill/demo.yaml"
+    """``loki distill build`` config of the candidate cache."""
     fit_config: str = "experiments/small-cpu.yaml"
     """LightningCLI config of the training run."""
     fit_args: list[str] = field(default_factory=list)
@@ -95,6 +105,59 @@ def _stage_tokenize(cfg: DemoConfig) -> dict[str, Any]:
     counts = {m.parent.name: json.loads(m.read_text())["num_tokens"] for m in manifests}
     print(f"  token shards per source: {counts}")
     return {"tokens": counts}
+
+
+def _stage_teachers(cfg: DemoConfig) -> dict[str, Any]:
+    from loki.distill.smollm import prepare_smollm
+
+    folder = prepare_smollm(Path(cfg.teachers_root))
+    print(f"  SmolLM2-135M-Instruct (Apache-2.0) converted to {folder}")
+    return {"smollm2": str(folder)}
+
+
+def _stage_synthetic(cfg: DemoConfig) -> dict[str, Any]:
+    from loki.distill.synthetic import topics_from_documents, write_synthetic
+    from loki.distill.teachers import HFTeacher, Sampling
+    from loki.filtering.decontam import BenchmarkIndex
+
+    root = Path(cfg.root)
+    teacher = HFTeacher(
+        str(Path(cfg.teachers_root) / "smollm2-135m-instruct"), name="smollm2-135m",
+        dtype="float32", batch_size=16,
+        sampling=Sampling(max_new_tokens=cfg.synthetic_tokens, temperature=0.7, top_p=0.9),
+    )
+    index_path = root / "filter_work" / "decontam" / "index.npz"
+    index = BenchmarkIndex.load(str(index_path)) if index_path.is_file() else None
+    topics = topics_from_documents(sorted((root / "raw").glob("enwiki*.jsonl")),
+                                   cfg.synthetic_docs)
+    report = write_synthetic(teacher, topics, root / "synthetic", index=index)
+    print(f"  {report['written']} synthetic documents from {teacher.name} "
+          f"({report['benchmark_copy']} benchmark copies and {report['too_short']} short dropped)")
+    return {k: report[k] for k in ("written", "benchmark_copy", "too_short")}
+
+
+def _stage_teacher(cfg: DemoConfig) -> dict[str, Any]:
+    from loki.cli import lightning_main
+
+    run = Path("runs/demo-teacher")
+    last = run / "checkpoints" / "last.ckpt"
+    args = ["fit", "--config", cfg.teacher_config]
+    if last.is_file():
+        args += ["--ckpt_path", str(last)]
+    lightning_main(args)
+    val = _val_losses(run)
+    if val:
+        print(f"  teacher validation loss: {val[0][1]:.3f} -> {val[-1][1]:.3f}")
+    return {"checkpoint": str(last), "val_loss": val}
+
+
+def _stage_distill(cfg: DemoConfig) -> dict[str, Any]:
+    from loki.distill.cli import main as distill_main
+
+    distill_main(["build", "--config", cfg.distill_config])
+    report = json.loads((Path(cfg.root) / "distill" / "cache" / "report.json").read_text())
+    print("  candidate cache: " + json.dumps(report)[:300])
+    return {"report": report}
 
 
 def _stage_fit(cfg: DemoConfig) -> dict[str, Any]:
@@ -177,7 +240,11 @@ STAGES: dict[str, Callable[[DemoConfig], dict[str, Any]]] = {
     "tasks": _stage_tasks,
     "filter": _stage_filter,
     "tokenizer": _stage_tokenizer,
+    "teachers": _stage_teachers,
+    "synthetic": _stage_synthetic,
     "tokenize": _stage_tokenize,
+    "teacher": _stage_teacher,
+    "distill": _stage_distill,
     "fit": _stage_fit,
     "probe": _stage_probe,
     "report": _stage_report,
