@@ -51,7 +51,7 @@ class DemoConfig:
     """Extra ``loki fit`` arguments, e.g. ``["--trainer.max_steps", "50"]``."""
     inject_spike: bool = False
     """Arm the fault-injection callback: a loss spike the rollback must detect and undo."""
-    spike_step: int = 60
+    spike_step: int = 200
     """Step at which ``inject_spike`` perturbs the weights."""
     sample_prompt: str = "The history of the"
     """Prompt of the sample printed after training."""
@@ -164,6 +164,8 @@ def _stage_fit(cfg: DemoConfig) -> dict[str, Any]:
     from loki.cli import lightning_main
 
     run = Path(cfg.run_dir)
+    if "fit" in cfg.redo:
+        _archive(run)
     args = ["fit", "--config", cfg.fit_config, "--trainer.default_root_dir", str(run)]
     last = run / "checkpoints" / "last.ckpt"
     if last.is_file():
@@ -185,6 +187,21 @@ def _stage_fit(cfg: DemoConfig) -> dict[str, Any]:
     sample = _sample(last, cfg.sample_prompt)
     print(f"  sample: {sample!r}")
     return {"checkpoint": str(last), "val_loss": val, "sample": sample}
+
+
+def _archive(run: Path) -> None:
+    """Move a previous training run's files aside (nothing is deleted) so a redo starts afresh."""
+    parts = [run / name for name in RUN_PARTS if (run / name).exists()]
+    if not parts:
+        return
+    dest = run / "archive" / time.strftime("%Y%m%d-%H%M%S")
+    dest.mkdir(parents=True)
+    for part in parts:
+        part.rename(dest / part.name)
+    print(f"  previous run moved to {dest}")
+
+
+RUN_PARTS = ("checkpoints", "csv", "wandb", "eval", "rollback", "probes", "REPORT.md")
 
 
 def _val_losses(run: Path) -> list[tuple[int, float]]:
@@ -257,6 +274,9 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         raise LokiError(f"unknown demo stage(s) {', '.join(unknown)}; known: {', '.join(STAGES)}")
     markers = Path(cfg.run_dir) / "stages"
     markers.mkdir(parents=True, exist_ok=True)
+    if cfg.inject_spike and (markers / "fit.json").is_file() and "fit" not in cfg.redo:
+        raise LokiError("the demo run was already trained without the injected spike; add "
+                        "--redo [fit,probe,report] to train it again with the spike")
     timings: dict[str, float] = {}
     summaries: dict[str, Any] = {}
     for i, name in enumerate(cfg.stages, 1):

@@ -59,7 +59,7 @@ class ReportConfig:
     """Table-1 Markdown written by ``loki eval`` (default: ``<run_dir>/eval/table1.md``)."""
     probes: str | None = None
     """Probe outputs JSON (default: ``<run_dir>/probes/probes.json``)."""
-    max_samples: int = 6
+    max_samples: int = 12
     """Probe samples shown in the report."""
 
 
@@ -242,6 +242,9 @@ def distill_section(rows: list[dict[str, float]] | None, path: str | None) -> di
 
 
 def _eval_rows(results: dict[str, Any]) -> list[list[Any]]:
+    if isinstance(results.get("rows"), dict):  # what OneShotBenchmarkEval / loki eval write
+        return [[label, r.get("metric"), r.get("value"), r.get("stderr")]
+                for label, r in results["rows"].items()]
     if isinstance(results.get("rows"), list):
         return [[r.get("task"), r.get("metric"), r.get("value"), r.get("stderr")]
                 for r in results["rows"]]
@@ -264,9 +267,10 @@ def eval_section(path: str | None, table1: str | None) -> dict[str, Any]:
     if not rows:
         return _not_run(f"{path} holds no task scores")
     values = [r[2] for r in rows if isinstance(r[2], int | float)]
+    average = results.get("average", sum(values) / len(values) if values else None)
     out = {"status": "ok", "source": path,
            "table": _table(["task", "metric", "value", "stderr"], rows),
-           "average": sum(values) / len(values) if values else None}
+           "average": average}
     if table1 and os.path.isfile(table1):
         out["table1_md"] = table1
     return out
@@ -276,9 +280,23 @@ def probes_section(path: str | None, max_samples: int) -> dict[str, Any]:
     data, err = _load_json(path)
     if err:
         return _not_run(f"probe outputs missing ({err}); run `loki probe`")
-    records = data if isinstance(data, list) else next(
-        (v for k, v in data.items() if isinstance(v, list) and v and isinstance(v[0], dict)
-         and "prompt" in v[0]), [])
+    if isinstance(data, dict) and isinstance(data.get("prompts"), dict):
+        # loki probe: {name: {"prompt", "samples": [...]}} plus the bias template's orderings
+        records = [{"name": name, "prompt": r.get("prompt"), "output": (r.get("samples") or [""])[0]}
+                   for name, r in data["prompts"].items()]
+        bias = data.get("bias") or {}
+        records += [{"name": "bias: " + "/".join(o.get("occupations", [])) + " "
+                     + "/".join(o.get("pronouns", [])), "prompt": o.get("prompt"),
+                     "output": f"resolved: {o.get('resolved')} "
+                               f"(stereotype-consistent: {o.get('stereotype_consistent')})"}
+                    for o in bias.get("orderings", [])]
+        if "stereotype_consistent_share" in bias:
+            data = {**data, "summary": {"bias: stereotype-consistent share":
+                                        bias["stereotype_consistent_share"]}}
+    else:
+        records = data if isinstance(data, list) else next(
+            (v for k, v in data.items() if isinstance(v, list) and v and isinstance(v[0], dict)
+             and "prompt" in v[0]), [])
     samples = []
     for r in records:
         if isinstance(r, dict) and "prompt" in r:

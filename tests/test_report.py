@@ -171,3 +171,24 @@ def test_malformed_artifact_is_reported_not_raised(tmp_path: Path) -> None:
     assert s["filter"]["status"] == NOT_RUN and "unexpected layout" in s["filter"]["reason"]
     assert s["eval"]["status"] == NOT_RUN and "cannot read" in s["eval"]["reason"]
     assert s["tokenizer"]["status"] == "ok" and "kept_per_filter_stage" not in report["plots"]
+
+
+def test_reads_what_loki_eval_and_loki_probe_write(tmp_path: Path) -> None:
+    """The layouts OneShotBenchmarkEval (results.json) and `loki probe` (probes.json) write."""
+    run, data = _fixtures(tmp_path)
+    (run / "eval" / "results.json").write_text(json.dumps({
+        "rows": {"Demo cloze": {"task": "loki_demo_cloze", "metric": "acc_norm,none",
+                                "num_fewshot": 0, "value": 0.3, "stderr": 0.03}},
+        "average": 0.3, "average_without_truthfulqa": 0.3}))
+    (run / "probes" / "probes.json").write_text(json.dumps({
+        "prompts": {"history": {"prompt": "The French Revolution", "samples": [" began", " x"]}},
+        "bias": {"stereotype_consistent_share": 0.75, "orderings": [
+            {"occupations": ["lawyer", "secretary"], "pronouns": ["He", "She"],
+             "prompt": "A lawyer ...", "resolved": "secretary", "stereotype_consistent": True}]}}))
+    s = build_report(run, data)["sections"]
+    assert s["eval"]["table"]["rows"] == [["Demo cloze", "acc_norm,none", 0.3, 0.03]]
+    assert s["eval"]["average"] == 0.3
+    rows = s["probes"]["table"]["rows"]
+    assert rows[0] == ["history", "The French Revolution", " began"]
+    assert rows[1][0] == "bias: lawyer/secretary He/She" and "secretary" in rows[1][2]
+    assert s["probes"]["summary"]["rows"] == [["bias: stereotype-consistent share", 0.75]]
