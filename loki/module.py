@@ -92,7 +92,10 @@ class LokiLM(L.LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer"])
         self.automatic_optimization = False
-        self.config = resolve_config(config, vocab_size, config_overrides)
+        try:
+            self.config = resolve_config(config, vocab_size, config_overrides)
+        except (TypeError, ValueError) as err:  # unknown name or field, bad combination
+            raise LokiError(f"model.config: {err}") from None
         self.model = Loki(self.config)
         self.optimizer_factory = optimizer
         self.lr_schedule = lr_schedule or TokenCosineSchedule()

@@ -1,0 +1,80 @@
+"""The `loki` command: dispatch, help, and one-line errors with a non-zero exit."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from loki.cli import TOOLS, main
+
+
+def _fails(capsys, argv: list[str]) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    # Lightning may log before the failure; the error itself is the last line, and one line.
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert ": error: " in err and err.startswith("loki"), err
+    return err
+
+
+def test_help_lists_every_tool(capsys):
+    main(["--help"])
+    out = capsys.readouterr().out
+    assert all(name in out for name in [*TOOLS, "fit", "validate"])
+
+
+def test_every_tool_module_exists():
+    import importlib
+
+    for module, _ in TOOLS.values():
+        assert callable(importlib.import_module(module).main), module
+
+
+def test_unknown_command(capsys):
+    assert "unknown command 'fitt'" in _fails(capsys, ["fitt"])
+
+
+@pytest.fixture
+def fit_yaml(tmp_path):
+    """A tiny but complete run config over a corpus written here."""
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"text": f"document {i} " * 40}) + "\n"
+                              for i in range(20)))
+
+    def write(model: str = "config: tiny", data: str = "", extra: str = "") -> str:
+        path = tmp_path / "run.yaml"
+        path.write_text(
+            f"model:\n  {model}\n"
+            f"data:\n  corpus: [{corpus}]\n  block_size: 32\n  micro_batch_size: 2\n"
+            f"  cache_dir: {tmp_path / 'cache'}\n{data}"
+            f"trainer:\n  accelerator: cpu\n  max_steps: 2\n  logger: false\n"
+            f"  enable_checkpointing: false\n  default_root_dir: {tmp_path}\n{extra}")
+        return str(path)
+
+    return write
+
+
+def test_unknown_config_name(capsys, fit_yaml):
+    err = _fails(capsys, ["fit", "--config", fit_yaml(model="config: huge")])
+    assert "unknown config name 'huge'" in err
+
+
+def test_unknown_yaml_key(capsys, fit_yaml):
+    err = _fails(capsys, ["fit", "--config", fit_yaml(extra="  max_stepz: 3\n")])
+    assert "max_stepz" in err
+
+
+def test_missing_and_empty_corpus(capsys, fit_yaml, tmp_path):
+    path = fit_yaml()
+    text = open(path).read()
+    open(path, "w").write(text.replace(str(tmp_path / "corpus.jsonl"), str(tmp_path / "nope.jsonl")))
+    assert "nope.jsonl" in _fails(capsys, ["fit", "--config", path])
+    (tmp_path / "empty.jsonl").write_text("")
+    open(path, "w").write(text.replace(str(tmp_path / "corpus.jsonl"), str(tmp_path / "empty.jsonl")))
+    assert "empty.jsonl" in _fails(capsys, ["fit", "--config", path])
+
+
+def test_fit_runs_from_a_yaml(fit_yaml, tmp_path):
+    main(["fit", "--config", fit_yaml()])
