@@ -51,8 +51,9 @@ class DemoConfig:
     """Extra ``loki fit`` arguments, e.g. ``["--trainer.max_steps", "50"]``."""
     inject_spike: bool = False
     """Arm the fault-injection callback: a loss spike the rollback must detect and undo."""
-    spike_step: int = 200
-    """Step at which ``inject_spike`` perturbs the weights."""
+    spike_step: int = 202
+    """Step at which ``inject_spike`` perturbs the weights (not a multiple of 4: distillation
+    steps are scored by another objective and not watched for spikes)."""
     sample_prompt: str = "The history of the"
     """Prompt of the sample printed after training."""
 
@@ -184,9 +185,15 @@ def _stage_fit(cfg: DemoConfig) -> dict[str, Any]:
     if val:
         print("  validation loss by step: "
               + ", ".join(f"{step}: {loss:.3f}" for step, loss in val))
+    events = sorted(run.rglob("rollback-events.jsonl"))
+    rollbacks = [json.loads(line) for p in events for line in p.read_text().splitlines()]
+    for e in rollbacks:
+        print(f"  rollback {e['rollback']}: spike at step {e['spike_step']} ({e['reason']}) -> "
+              f"back to step {e['target_step']}, new data seed {e['seed']}")
     sample = _sample(last, cfg.sample_prompt)
     print(f"  sample: {sample!r}")
-    return {"checkpoint": str(last), "val_loss": val, "sample": sample}
+    return {"checkpoint": str(last), "val_loss": val, "sample": sample,
+            "rollbacks": len(rollbacks)}
 
 
 def _archive(run: Path) -> None:
