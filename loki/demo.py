@@ -185,7 +185,7 @@ def _stage_fit(cfg: DemoConfig) -> dict[str, Any]:
     if val:
         print("  validation loss by step: "
               + ", ".join(f"{step}: {loss:.3f}" for step, loss in val))
-    events = sorted(run.rglob("rollback-events.jsonl"))
+    events = _current(run, "rollback-events.jsonl")
     rollbacks = [json.loads(line) for p in events for line in p.read_text().splitlines()]
     for e in rollbacks:
         print(f"  rollback {e['rollback']}: spike at step {e['spike_step']} ({e['reason']}) -> "
@@ -211,10 +211,15 @@ def _archive(run: Path) -> None:
 RUN_PARTS = ("checkpoints", "csv", "wandb", "eval", "rollback", "probes", "REPORT.md")
 
 
+def _current(run: Path, name: str) -> list[Path]:
+    """Files called ``name`` under the run folder, leaving out archived earlier runs."""
+    return sorted(p for p in run.rglob(name) if "archive" not in p.relative_to(run).parts)
+
+
 def _val_losses(run: Path) -> list[tuple[int, float]]:
     """(step, val/loss) pairs from the CSV logger's metrics files under the run folder."""
     out: dict[int, float] = {}
-    for path in sorted(run.rglob("metrics.csv")):
+    for path in _current(run, "metrics.csv"):
         with path.open() as f:
             for row in csv.DictReader(f):
                 if row.get("val/loss"):

@@ -65,7 +65,9 @@ class ReportConfig:
 
 # --------------------------------------------------------------------------- reading
 def _newest(pattern: str) -> str | None:
-    found = glob.glob(pattern, recursive=True)
+    # `loki demo --redo [fit]` moves an earlier run under <run_dir>/archive/: never read from it
+    found = [p for p in glob.glob(pattern, recursive=True)
+             if "archive" not in Path(p).parts]
     return max(found, key=os.path.getmtime) if found else None
 
 
