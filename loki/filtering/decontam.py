@@ -32,6 +32,7 @@ from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.writers.disk_base import DiskWriter
 
 from loki.errors import LokiError
+from loki.filtering.steps import exclusions
 
 log = logging.getLogger(__name__)
 _WORD = re.compile(r"[^\W_]+")
@@ -281,10 +282,7 @@ class Decontaminate(PipelineStep):
         index = BenchmarkIndex.load(self.index_path)
         ignore = self._too_common()
         self.stat_update("ignored_common_ngrams", value=len(ignore), unit="task")
-        writer = self.exclusion_writer
-        if writer:
-            writer.__enter__()
-        try:
+        with exclusions(self.exclusion_writer) as writer:
             for doc in data:
                 with self.track_time():
                     hits = index.find(doc.text, ignore)
@@ -310,6 +308,3 @@ class Decontaminate(PipelineStep):
                 for k, fragment in enumerate(fragments):
                     yield Document(text=fragment, id=f"{doc.id}/part{k}",
                                    metadata=doc.metadata | {"decontam_part": k})
-        finally:
-            if writer:
-                writer.__exit__(None, None, None)

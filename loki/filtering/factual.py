@@ -30,6 +30,8 @@ from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.writers.disk_base import DiskWriter
 
+from loki.filtering.steps import exclusions
+
 _MONTH = (r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?|"
           r"Sep(?:t(?:ember)?)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)")
 _YEAR = r"(?:1[0-9]{3}|20[0-9]{2})"
@@ -120,10 +122,7 @@ class FactualPruner(PipelineStep):
         self.exclusion_writer = exclusion_writer
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        writer = self.exclusion_writer
-        if writer:
-            writer.__enter__()
-        try:
+        with exclusions(self.exclusion_writer) as writer:
             for doc in data:
                 with self.track_time():
                     text, removed = prune_facts(doc.text, self.strength)
@@ -137,6 +136,3 @@ class FactualPruner(PipelineStep):
                     continue
                 doc.text = text
                 yield doc
-        finally:
-            if writer:
-                writer.__exit__(None, None, None)

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import unicodedata
+from collections.abc import Iterator
 
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.filters.base_filter import BaseFilter
 from datatrove.pipeline.writers.disk_base import DiskWriter
+
+
+@contextlib.contextmanager
+def exclusions(writer: DiskWriter | None) -> Iterator[DiskWriter | None]:
+    """A modifying step's exclusion writer (what it removed, for the report), open for one run."""
+    if writer is None:
+        yield None
+        return
+    with writer:
+        yield writer
 
 
 class Tally(PipelineStep):
@@ -82,10 +94,7 @@ class TextNormalizer(PipelineStep):
         return _BLANKS.sub("\n\n", "\n".join(kept)).strip(), removed
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        writer = self.exclusion_writer
-        if writer:
-            writer.__enter__()
-        try:
+        with exclusions(self.exclusion_writer) as writer:
             for doc in data:
                 with self.track_time():
                     doc.text, removed = self.normalize(doc.text)
@@ -95,9 +104,6 @@ class TextNormalizer(PipelineStep):
                         writer.write(Document(text="\n".join(removed), id=doc.id,
                                               metadata={"filter_reason": "boilerplate_lines"}), rank)
                 yield doc
-        finally:
-            if writer:
-                writer.__exit__(None, None, None)
 
 
 class LengthFilter(BaseFilter):
