@@ -307,8 +307,12 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         summaries[name] = summary
         marker.write_text(json.dumps({"seconds": seconds, "summary": summary}, indent=2))
         print(f"{header}: {seconds:.1f} s", flush=True)
-    print("time per stage: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
-          + f"; total {sum(timings.values()):.0f} s")
+    if timings:
+        print("time per stage: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
+              + f"; total {sum(timings.values()):.0f} s")
+    else:
+        print(f"every stage was done earlier; the report is {Path(cfg.run_dir) / 'REPORT.md'} "
+              "(--redo [stage,...] runs stages again)")
     return summaries
 
 
