@@ -38,7 +38,9 @@ def alibi_slopes(n_head: int) -> torch.Tensor:
     slopes = geometric(m)
     if m < n_head:
         slopes += geometric(2 * m)[0::2][: n_head - m]
-    return torch.tensor(slopes, dtype=torch.float32)
+    # always on the CPU (also under a meta or CUDA default device): the bias cache keys on the
+    # values, and reading them from a CUDA tensor would synchronize every layer of every step
+    return torch.tensor(slopes, dtype=torch.float32, device="cpu")
 
 
 def alibi_bias(

@@ -54,7 +54,9 @@ class CausalSelfAttention(nn.Module):
         self.dropout = config.dropout
         self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=False)
         self.proj = nn.Linear(config.n_embd, config.n_embd, bias=False)
-        self.register_buffer("slopes", alibi_slopes(config.n_head), persistent=False)
+        # A plain CPU tensor, not a buffer: it stays on the CPU when the module moves, so building
+        # the (cached) bias never reads a GPU tensor back; flash-attn gets a copy on its device.
+        self.slopes = alibi_slopes(config.n_head)
 
     def forward(
         self, x: torch.Tensor, kv_cache: KVCache | None = None, layer: int = 0
