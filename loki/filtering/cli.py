@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
         for row in report["stages"]:
             if "docs_out" in row:
                 print(f"{row['stage']:<14} {row['docs_in']:>7} -> {row['docs_out']:>7} docs "
-                      f"{row['seconds']:>8} s")
+                      f"{row['seconds'] if row['seconds'] is not None else '-':>8} s")
         print(f"report: {cfg.output_dir}/filter_report.md")
 
 

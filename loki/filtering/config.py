@@ -172,15 +172,17 @@ class FactualConfig:
 
 @dataclass
 class BenchmarkTask:
-    """One benchmark's local data for the decontamination index."""
+    """One custom benchmark file for the decontamination index (lm-eval tasks: ``lm_eval_tasks``)."""
 
     name: str = ""
-    """Task name used in the hits report."""
+    """Task name used in the report."""
     path: str = ""
-    """JSONL file with one item per line."""
+    """JSONL file with one item per line, in the dataset's own schema."""
     fields: list[str] = field(default_factory=lambda: ["query", "context", "question", "choices",
                                                        "answer"])
-    """Fields indexed (prompts and answers); lists are indexed item by item."""
+    """Fields indexed: strings, lists and dicts of them (ARC ``choices: {text, label}``). The
+    prompt fields are also joined with the gold answer, read from ``answer``/``answerKey``/
+    ``label``/``gold`` as text, an index (int or digit string) or a choice label."""
     optional: bool = False
     """Skip (and count) the task when its file is absent instead of failing."""
 
@@ -191,10 +193,20 @@ class DecontamConfig:
 
     enabled: bool = True
     """Run this stage."""
+    lm_eval_tasks: list[str] = field(default_factory=list)
+    """lm-eval task or group names (a group such as ``mmlu`` expands to every subtask). Each item
+    is indexed as lm-eval renders it: prompt joined with each gold target, and every choice, over
+    the eval and few-shot splits."""
+    offline: bool = False
+    """Read ``lm_eval_tasks`` through the packaged ``<name>_local`` variants bound to data_dir."""
+    data_dir: str = ""
+    """Local benchmark data for offline tasks: ``<data_dir>/<dataset>/<split>.jsonl``."""
     tasks: list[BenchmarkTask] = field(default_factory=list)
-    """Benchmark task files indexed (prompts and reference answers)."""
+    """Custom benchmark files indexed besides lm_eval_tasks."""
     n: int = 13
-    """n-gram size (lowercased, punctuation-stripped words)."""
+    """n-gram size in normalised words (loki.text_normalize)."""
+    fold_confusables: bool = True
+    """Fold Cyrillic/Greek look-alike letters and strip added diacritics before matching."""
     window: int = 200
     """Characters removed on each side of a match."""
     min_fragment: int = 200
@@ -202,7 +214,20 @@ class DecontamConfig:
     max_hits: int = 10
     """Documents with more than this many matches are dropped whole."""
     max_corpus_docs: int = 10
-    """n-grams found in more corpus documents than this are too common and ignored."""
+    """Least document count above which a benchmark n-gram counts as frequent in the corpus."""
+    frequent_fraction: float = 1e-5
+    """Share of corpus documents above which an n-gram is frequent (the threshold is the larger
+    of this and max_corpus_docs). A frequent n-gram is exempt only where it matches alone; any
+    longer match is removed however many documents copy it."""
+
+    def __post_init__(self) -> None:
+        if self.n < 1 or self.window < 0 or self.min_fragment < 0 or self.max_hits < 0:
+            raise LokiError("decontam.n must be >= 1 and window, min_fragment, max_hits >= 0")
+        if not 0.0 <= self.frequent_fraction <= 1.0:
+            raise LokiError("decontam.frequent_fraction must be in [0, 1]")
+        if self.enabled and self.offline and self.lm_eval_tasks and not self.data_dir:
+            raise LokiError("decontam.offline needs decontam.data_dir "
+                            "(<data_dir>/<dataset>/<split>.jsonl)")
 
 
 @dataclass

@@ -78,7 +78,7 @@ class FilterPipeline:
             from loki.filtering.decontam import BuildBenchmarkIndex
 
             out.append(Stage("decontam_index", [("build", [BuildBenchmarkIndex(
-                cfg.decontam.tasks, cfg.decontam.n, f"{work}/decontam/index.npz")], 1)]))
+                cfg.decontam, work)], 1)]))
         if cfg.quality.enabled and not os.path.exists(cfg.quality.model_path):
             out.append(Stage("quality_train", [("train", [self._train_quality_step()], 1)]))
 
@@ -169,14 +169,16 @@ class FilterPipeline:
             prev = dst
         final = cfg.output_dir.rstrip("/")
         if cfg.decontam.enabled:
-            from loki.filtering.decontam import DecontamCount, Decontaminate
+            from loki.filtering.decontam import DecontamCount, DecontamFrequent, Decontaminate
 
             d, index = cfg.decontam, f"{work}/decontam/index.npz"
-            counts = f"{work}/decontam/counts"
+            counts, frequent = f"{work}/decontam/counts", f"{work}/decontam/frequent.json"
             out.append(Stage("decontam", [
                 ("count", [self._reader(prev), DecontamCount(index, counts)], cfg.executor.tasks),
+                ("frequent", [DecontamFrequent(counts, frequent, d.max_corpus_docs,
+                                               d.frequent_fraction)], 1),
                 self._sharded("decontam", "filter", prev, [Decontaminate(
-                    index, counts, d.window, d.min_fragment, d.max_hits, d.max_corpus_docs,
+                    index, frequent, d.window, d.min_fragment, d.max_hits,
                     self._removed("decontam", "benchmark"))], final, final=True)], final))
         else:
             out.append(Stage("write", [self._sharded("write", "write", prev, [], final, final=True)],
@@ -259,11 +261,10 @@ class FilterPipeline:
 
     def run(self) -> dict:
         """Runs every stage (local: in order, timed; cluster: submits the chain) and the report."""
-        if self.cfg.decontam.enabled:  # fail before any work on a missing required task file
-            for task in self.cfg.decontam.tasks:
-                if not task.optional and "://" not in task.path and not os.path.exists(task.path):
-                    raise LokiError(f"benchmark task file {task.path!r} for task {task.name!r} "
-                                    "does not exist (mark the task optional: true to skip it)")
+        if self.cfg.decontam.enabled:  # a bad task fails here, before any stage runs
+            from loki.filtering.decontam import build_index
+
+            build_index(self.cfg.decontam, self.work)
         stages = self.stages()
         if self.cfg.quality.enabled and os.path.exists(self.cfg.quality.model_path):
             self._check_quality_head()

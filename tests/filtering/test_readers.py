@@ -28,8 +28,9 @@ def test_bad_input_is_counted_and_good_documents_survive(tmp_path, rng):
     assert sorted(d["id"] for d in out) == sorted(d["id"] for d in good)
     assert {d["text"] for d in out} == {d["text"] for d in good}
     assert all(d["metadata"]["source"] == "web" for d in out)
-    reasons = stage_row(report, "clean")["reasons"]
-    assert reasons == {"skipped_empty": 2, "skipped_huge": 1, "skipped_malformed_json": 1,
+    read = stage_row(report, "read")
+    assert read["adds_up"] and read["docs_out"] == stage_row(report, "clean")["docs_in"] == 6
+    assert read["reasons"] == {"skipped_empty": 2, "skipped_huge": 1, "skipped_malformed_json": 1,
                        "skipped_non_utf8": 1, "skipped_not_an_object": 1}
 
 
@@ -57,7 +58,8 @@ def test_local_datasets_directory_parquet_and_text(tmp_path, rng):
     (txt / "bad.txt").write_bytes(b"\xff\xfe\xfa not utf-8")
     report, out = run_filter(filter_config(tmp_path / "t", [str(txt)], input={"format": "text"}))
     assert [d["text"] for d in out] == [texts[0]]
-    assert stage_row(report, "clean")["reasons"] == {"skipped_non_utf8": 1}
+    assert stage_row(report, "read")["reasons"] == {"skipped_non_utf8": 1}
+    assert stage_row(report, "read")["adds_up"]
 
 
 def test_clean_stage_removes_boilerplate_and_short_docs(tmp_path, rng):
@@ -71,4 +73,4 @@ def test_clean_stage_removes_boilerplate_and_short_docs(tmp_path, rng):
     assert out[0]["text"] == body
     row = stage_row(report, "clean")
     assert row["docs_in"] == 2 and row["docs_out"] == 1 and row["bytes_out"] == len(body)
-    assert row["reasons"]["boilerplate_lines"] == 3
+    assert row["counters"]["boilerplate_lines"] == 3 and row["adds_up"]
