@@ -204,18 +204,14 @@ class BenchmarkIndex:
         return bool(self.find(text))
 
     def ngrams_in(self, text: str) -> dict[int, str]:
-        """Indexed n-grams present in ``text``: hash -> the normalised words (corpus counts)."""
+        """Indexed n-grams matching *alone* in ``text`` (no neighbouring n-gram matches): hash ->
+        the normalised words. These are what the corpus frequency counts: a phrase is common
+        when documents use it on its own, not when copies of a whole item repeat it."""
         words = [w for w, _, _ in self.words(text)]
-        found = {}
-        for i in range(len(words) - self.n + 1):
-            h = ngram_hash(words[i:i + self.n])
-            if h in self._table:
-                found[h] = " ".join(words[i:i + self.n])
-        return found
-
-    def ngram_hashes(self, text: str) -> set[int]:
-        """Indexed n-gram hashes present in ``text``."""
-        return set(self.ngrams_in(text))
+        hashes = [ngram_hash(words[i:i + self.n]) for i in range(len(words) - self.n + 1)]
+        hit = [h in self._table for h in hashes]
+        return {h: " ".join(words[i:i + self.n]) for i, h in enumerate(hashes)
+                if hit[i] and not (i and hit[i - 1]) and not (i + 1 < len(hit) and hit[i + 1])}
 
     def save(self, path: str) -> None:
         """Written to a temporary file beside ``path``, then renamed (a reader never sees half)."""

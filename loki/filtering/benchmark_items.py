@@ -7,8 +7,9 @@ Two sources, both yielding, per item, the strings whose n-grams are indexed:
   over the eval split and the few-shot split. Multiple-input tasks (Winogrande: the choices are
   contexts) join each context with the target. Two more joins catch copies that drop the
   template: the prompt without the words every prompt of the task starts or ends with
-  ("Question:", "Answer:", a fixed few-shot preamble) joined with the gold; and where the choices
-  are bare labels (MMLU's A-D) the option texts found in the item, joined with the gold option.
+  ("Question:", "Answer:", a fixed few-shot preamble) joined with the gold; each of the item's
+  own fields quoted inside the prompt (the question before MMLU's option list) joined with the
+  gold; and where the choices are bare labels (MMLU's A-D) the option texts found in the item.
 - ``field_texts``: explicit fields of a JSONL item in the original dataset schemas: strings,
   lists, dicts (ARC ``choices: {text, label}``), and gold answers given as an int index (MMLU
   ``answer``), a label (ARC ``answerKey``), a label index as a string (HellaSwag ``label``) or text
@@ -93,6 +94,7 @@ class RenderedItem:
     golds: list[str]
     choices: list[str] = field(default_factory=list)
     option_golds: list[str] = field(default_factory=list)  # gold option text behind a label
+    inner: list[str] = field(default_factory=list)  # the doc's fields quoted inside the prompt
 
 
 def render(task, doc: dict) -> RenderedItem:
@@ -105,7 +107,7 @@ def render(task, doc: dict) -> RenderedItem:
         return RenderedItem(choices, [str(t) for t in targets], choices)
     golds = [choices[t] if isinstance(t, int) and 0 <= t < len(choices) else str(t)
              for t in targets if not isinstance(t, bool)]
-    item = RenderedItem([str(text)], golds, choices)
+    item = RenderedItem([str(text)], golds, choices, inner=_quoted_fields(doc, str(text)))
     if choices and all(len(c.strip()) <= 2 for c in choices):  # labels: the texts are in the doc
         found = _options(doc, doc.keys())
         if found and len(found[0]) == len(choices):
@@ -113,6 +115,19 @@ def render(task, doc: dict) -> RenderedItem:
             item.option_golds = [found[0][t] for t in targets
                                  if isinstance(t, int) and 0 <= t < len(found[0])]
     return item
+
+
+def _key(text: str) -> str:
+    return " " + " ".join(w for w, _, _ in match_words(text)) + " "
+
+
+def _quoted_fields(doc: dict, prompt: str) -> list[str]:
+    """The doc's string fields that appear word for word inside the rendered prompt (the question
+    between a template's words, or before MMLU's option list): a copy may join them directly
+    with the answer."""
+    whole = _key(prompt)
+    return [v for v in doc.values() if isinstance(v, str) and _key(v).strip()
+            and _key(v) != whole and _key(v) in whole]
 
 
 def _common_edges(prompts: list[str]) -> tuple[int, int]:
@@ -150,6 +165,7 @@ def lm_eval_texts(task) -> Iterator[list[str]]:
     head, tail = _common_edges([p for it in items for p in it.prompts])
     for it in items:
         texts = [f"{p}{delim}{g}" for p in it.prompts for g in it.golds] + it.choices
+        texts += [f"{q} {g}" for q in it.inner for g in it.golds + it.option_golds]
         for p in it.prompts:
             core = _strip_words(p, head, tail) if head or tail else ""
             texts += [f"{core} {g}" for g in it.golds + it.option_golds if core]

@@ -214,11 +214,11 @@ class DecontamConfig:
     max_hits: int = 10
     """Documents with more than this many matches are dropped whole."""
     max_corpus_docs: int = 10
-    """Least document count above which a benchmark n-gram counts as frequent in the corpus."""
+    """Least document count above which a benchmark n-gram matching alone counts as frequent."""
     frequent_fraction: float = 1e-5
-    """Share of corpus documents above which an n-gram is frequent (the threshold is the larger
-    of this and max_corpus_docs). A frequent n-gram is exempt only where it matches alone; any
-    longer match is removed however many documents copy it."""
+    """Share of corpus documents above which an n-gram matching alone is frequent (the threshold is
+    the larger of this and max_corpus_docs). A frequent n-gram is exempt only where it matches
+    alone; any longer match is removed however many documents copy it."""
 
     def __post_init__(self) -> None:
         if self.n < 1 or self.window < 0 or self.min_fragment < 0 or self.max_hits < 0:

@@ -8,11 +8,12 @@ The GPT-3 rule (Brown et al. 2020, appendix C) as ``decontaminate``: every match
 than ``min_fragment`` characters are dropped, and a document with more than ``max_hits`` matches
 is dropped whole.
 
-Frequent n-grams: a benchmark 13-gram found in more corpus documents than ``max(max_corpus_docs,
-frequent_fraction * documents)`` may be a common phrase ("in the united states ..."). Such an
-n-gram is exempt only where it matches alone: when a neighbouring n-gram of the document matches
-too, the match is longer than one n-gram and it is removed however often it was copied. The
-frequent n-grams, with their document counts, are written for the report.
+Frequent n-grams: a benchmark 13-gram that matches *alone* (no neighbouring n-gram of the
+document matches) in more corpus documents than ``max(max_corpus_docs, frequent_fraction *
+documents)`` is a common phrase ("in the united states ..."), and is exempt where it matches
+alone. A longer match is removed however many documents copy it, and copies of an item do not
+make its own n-grams common: only lone matches are counted. The frequent n-grams, with their
+document counts, are written for the report.
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ class BuildBenchmarkIndex(PipelineStep):
 
 
 class DecontamCount(PipelineStep):
-    """Sharded: in how many documents each indexed n-gram occurs -> ``counts/<rank>.json``."""
+    """Sharded: in how many documents each indexed n-gram matches alone -> ``counts/<rank>.json``."""
 
     type = "🧪 - DECONTAM"
     name = "count benchmark n-grams in corpus"
