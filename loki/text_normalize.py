@@ -23,6 +23,8 @@ import functools
 import re
 import unicodedata
 
+# bump when the words of any text change: a saved benchmark index records it and is rebuilt
+VERSION = 1
 _WORD = re.compile(r"[^\W_]+")
 _NON_ASCII = re.compile(r"[^\x00-\x7f]+")
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from loki.errors import LokiError
 from loki.filtering.benchmark_items import field_texts, lm_eval_texts
+from loki.text_normalize import VERSION as NORMALISER_VERSION
 from loki.text_normalize import match_words
 
 log = logging.getLogger(__name__)
@@ -217,7 +218,8 @@ class BenchmarkIndex:
         """Written to a temporary file beside ``path``, then renamed (a reader never sees half)."""
         keys = np.fromiter(self._table.keys(), dtype=np.uint64, count=len(self._table))
         masks = np.fromiter(self._table.values(), dtype=np.uint64, count=len(self._table))
-        meta = {"n": self.n, "fold_confusables": self.fold_confusables, "tasks": self.tasks,
+        meta = {"n": self.n, "fold_confusables": self.fold_confusables,
+                "normaliser": NORMALISER_VERSION, "tasks": self.tasks,
                 "stats": self.stats, "config": self.config}
         buf = io.BytesIO()
         np.savez(buf, keys=keys, masks=masks,
@@ -240,6 +242,9 @@ class BenchmarkIndex:
         index = cls(meta["n"], meta.get("fold_confusables", True))
         index.tasks, index.stats = meta["tasks"], meta["stats"]
         index.config = meta.get("config", {})
+        if meta.get("normaliser") != NORMALISER_VERSION:
+            log.warning("benchmark index %s was built with another text normaliser; rebuild it "
+                        "(loki filter) so it matches what it is checked against", path)
         index._table = dict(zip(data["keys"].tolist(), data["masks"].tolist()))
         return index
 
@@ -259,6 +264,7 @@ def _merge(hits: list[Hit]) -> list[Hit]:
 def config_fingerprint(cfg) -> dict:
     """The parts of a ``DecontamConfig`` that decide the index's content."""
     return {"n": cfg.n, "fold_confusables": cfg.fold_confusables,
+            "normaliser": NORMALISER_VERSION,
             "lm_eval_tasks": list(cfg.lm_eval_tasks), "offline": cfg.offline,
             "data_dir": str(Path(cfg.data_dir).resolve()) if cfg.data_dir else "",
             "tasks": [[t.name, t.path, list(t.fields), t.optional] for t in cfg.tasks]}

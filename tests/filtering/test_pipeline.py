@@ -144,7 +144,7 @@ def test_shipped_configs_parse(name):
     from loki.filtering.cli import parse
 
     cfg = parse(FilterConfig, ["--config", str(REPO / "experiments" / "data" / name)], "loki filter")
-    assert cfg.decontam.tasks and cfg.input.paths
+    assert (cfg.decontam.tasks or cfg.decontam.lm_eval_tasks) and cfg.input.paths
 
 
 def test_slurm_block_builds_chained_executors(tmp_path, rng):
