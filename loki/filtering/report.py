@@ -126,6 +126,12 @@ def _decontamination(work: str, rows: list[dict]) -> dict:
         tasks[name] = {k: t.get(k, 0) for k in TASK_COUNTERS}
     out = {"tasks": dict(sorted(tasks.items())),
            "exempted_matches": counters.get("exempted_matches", 0)}
+    index_path = os.path.join(work, "decontam", "index.npz")
+    if os.path.exists(index_path):  # what each task put in the index (items, n-grams)
+        import numpy as np
+
+        with np.load(index_path) as data:
+            out["index"] = json.loads(bytes(data["meta"]).decode())["stats"]
     path = os.path.join(work, "decontam", "frequent.json")
     if os.path.exists(path):
         with open(path) as f:
@@ -205,6 +211,9 @@ def markdown(report: dict) -> str:
         dropped = t["dropped_too_many_hits"] + t["dropped_no_fragment_left"]
         lines.append(f"| {name} | {t['contaminated_docs']} | {t['replaced_by_fragments']} | "
                      f"{t['fragments_written']} | {dropped} | {t['chars_removed']} |")
+    lines += ["", "Index: " + ("; ".join(
+        f"{name} {st.get('items', 0)} items, {st.get('ngrams', 0)} n-grams"
+        for name, st in d.get("index", {}).items()) or "none")]
     freq = d.get("frequent_ngrams")
     if freq:
         lines += ["", f"Frequent benchmark n-grams (in more than {freq['threshold_docs']} of "

@@ -23,3 +23,7 @@ def test_planted_exact_and_near_duplicates_are_removed(tmp_path, rng):
     assert stage_row(report, "exact_dedup")["docs_out"] == 9
     assert stage_row(report, "minhash_dedup")["docs_out"] == 8
     assert stage_row(report, "exact_dedup")["removed_examples"]
+    # every removal has its reason, and each stage adds up
+    assert stage_row(report, "exact_dedup")["reasons"] == {"dropped_exact_duplicate": 1}
+    assert stage_row(report, "minhash_dedup")["reasons"] == {"dropped_near_duplicate": 1}
+    assert all(stage_row(report, s)["adds_up"] for s in ("read", "exact_dedup", "minhash_dedup"))
