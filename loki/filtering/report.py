@@ -89,14 +89,15 @@ def removed_examples(work: str, stage: str, k: int, max_chars: int = 300) -> lis
 
 
 def _balance(row: dict) -> None:
-    """Adds removed/replaced/added totals and whether the row adds up."""
+    """Adds removed/replaced/added totals and whether the row adds up (rows that pass documents)."""
+    if "docs_in" not in row:
+        return
     c = row.get("counters", {})
     row["docs_removed"] = sum(row["reasons"].values())
     row["docs_replaced"] = c.get("replaced_by_fragments", 0)
     row["docs_added"] = c.get("fragments_written", 0)
-    if "docs_in" in row:
-        row["adds_up"] = row["docs_in"] == (row["docs_out"] + row["docs_removed"]
-                                            + row["docs_replaced"] - row["docs_added"])
+    row["adds_up"] = row["docs_in"] == (row["docs_out"] + row["docs_removed"]
+                                        + row["docs_replaced"] - row["docs_added"])
 
 
 def _read_row(read: Counter, guard: Counter, docs_out: int) -> dict:
@@ -199,8 +200,9 @@ def markdown(report: dict) -> str:
                                         "docs_added")]
         ok = {True: "yes", False: "**no**"}.get(r.get("adds_up"), "")
         cells += [ok] + [r.get(k, "") for k in ("bytes_in", "bytes_out")]
+        seconds = "" if r.get("seconds") is None else r["seconds"]
         lines.append(f"| {r['stage']} | " + " | ".join(str(c) for c in cells)
-                     + f" | {r.get('seconds', '')} |")
+                     + f" | {seconds} |")
     lines += ["", "## Benchmark hits per task", ""]
     lines += [f"- {t}: {n}" for t, n in report["benchmark_hits_per_task"].items()] or ["- none"]
     d = report.get("decontamination", {})
