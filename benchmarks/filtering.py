@@ -144,7 +144,7 @@ def index_build_seconds(scale: float) -> tuple[int, int, float]:
         write_data_dir(Path(tmp) / "data", data)
         cfg = DecontamConfig(lm_eval_tasks=TASKS, offline=True, data_dir=f"{tmp}/data")
         t0 = time.perf_counter()
-        index = BenchmarkIndex.from_config(cfg, f"{tmp}/work")
+        index = BenchmarkIndex.from_config(cfg)
         seconds = time.perf_counter() - t0
     return sum(s["items"] for s in index.stats.values()), len(index), seconds
 

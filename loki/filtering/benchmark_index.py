@@ -117,9 +117,13 @@ class BenchmarkIndex:
                 f"decontamination task {task!r} ({path}) yields no {self.n}-grams from fields "
                 f"{fields}; its items have fields {sorted(keys)}: fix decontam.tasks[].fields")
 
-    def add_lm_eval(self, names: list[str], offline: bool, data_dir: str, work_dir: str) -> None:
+    def add_lm_eval(self, names: list[str], offline: bool, data_dir: str) -> None:
         """Index lm-eval tasks or groups (a group's subtasks count under the group's name)."""
-        for name, tasks in load_lm_eval_tasks(names, offline, data_dir, work_dir).items():
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="loki-decontam-tasks-") as bound:
+            loaded = load_lm_eval_tasks(names, offline, data_dir, bound)
+        for name, tasks in loaded.items():
             for task in tasks:
                 self.add_items(name, lm_eval_texts(task))
             if not self.stats.get(name, {}).get("ngrams"):
@@ -151,13 +155,12 @@ class BenchmarkIndex:
             self.add_jsonl(path, name, list(t.fields))
 
     @classmethod
-    def from_config(cls, cfg, work_dir: str) -> BenchmarkIndex:
+    def from_config(cls, cfg) -> BenchmarkIndex:
         """The index of a ``DecontamConfig``: its lm-eval tasks, then its custom files."""
         index = cls(cfg.n, cfg.fold_confusables)
         index.config = config_fingerprint(cfg)
         if cfg.lm_eval_tasks:
-            index.add_lm_eval(cfg.lm_eval_tasks, cfg.offline, cfg.data_dir,
-                              os.path.join(work_dir, "lm_eval_tasks"))
+            index.add_lm_eval(cfg.lm_eval_tasks, cfg.offline, cfg.data_dir)
         index._add_files(cfg.tasks)
         return index
 
@@ -270,9 +273,10 @@ def config_fingerprint(cfg) -> dict:
             "tasks": [[t.name, t.path, list(t.fields), t.optional] for t in cfg.tasks]}
 
 
-def load_lm_eval_tasks(names: list[str], offline: bool, data_dir: str, work_dir: str) -> dict:
+def load_lm_eval_tasks(names: list[str], offline: bool, data_dir: str, bound_dir: str) -> dict:
     """requested name -> its lm-eval task objects (a group expands to every subtask). Offline,
-    each name is served by its packaged ``<name>_local`` variant bound to ``data_dir``."""
+    each name is served by its packaged ``<name>_local`` variant bound to ``data_dir`` (the bound
+    task files are written to ``bound_dir``; the loaded tasks no longer need them)."""
     from loki._optional import require
     from loki.eval.local_tasks import packaged_tasks, task_manager
 
@@ -288,7 +292,7 @@ def load_lm_eval_tasks(names: list[str], offline: bool, data_dir: str, work_dir:
         resolved = {n: n if n in local else f"{n}_local" for n in names}
     else:
         resolved = {n: n for n in names}
-    tm = task_manager(list(resolved.values()), data_dir or work_dir, work_dir)
+    tm = task_manager(list(resolved.values()), data_dir or bound_dir, bound_dir)
     get_task_dict = require("lm_eval.tasks", "eval").get_task_dict
     out = {}
     for name, lm_name in resolved.items():

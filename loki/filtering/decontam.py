@@ -63,7 +63,7 @@ def build_index(cfg, work_dir: str) -> BenchmarkIndex | None:
                 return None
         except (OSError, ValueError, KeyError):
             pass  # unreadable: rebuilt
-    index = BenchmarkIndex.from_config(cfg, work_dir)
+    index = BenchmarkIndex.from_config(cfg)
     index.save(path)
     return index
 
