@@ -62,10 +62,12 @@ def _attaches(char: str) -> bool:
     """Whether ``char`` may combine with the character before it under NFKC (a mark, a Hangul
     vowel/final jamo, or a compatibility form of a combining character): such characters are
     normalised together with their base so that per-cluster NFKC equals whole-string NFKC."""
-    if unicodedata.category(char).startswith("M") or "\u1160" <= char <= "\u11ff":
+    if unicodedata.category(char).startswith("M"):
         return True
-    decomposed = unicodedata.normalize("NFKD", char)
-    return bool(decomposed) and unicodedata.combining(decomposed[0]) != 0
+    first = unicodedata.normalize("NFKD", char)[:1]
+    # Hangul vowel/final jamo (also as compatibility or half-width forms) compose with the
+    # syllable before them; other compositions start with a combining character
+    return bool(first) and ("\u1160" <= first <= "\u11ff" or unicodedata.combining(first) != 0)
 
 
 def normalize_with_offsets(text: str, fold_confusables: bool = True
