@@ -21,7 +21,7 @@ def words(text: str, fold: bool = True) -> list[str]:
     return [w for w, _, _ in match_words(text, fold)]
 
 
-@settings(max_examples=300, deadline=None, derandomize=True)
+@settings(max_examples=150, deadline=None, derandomize=True)
 @given(TEXT)
 def test_unicode_normal_forms_normalise_alike(text):
     for form in ("NFC", "NFD", "NFKC", "NFKD"):
@@ -29,7 +29,7 @@ def test_unicode_normal_forms_normalise_alike(text):
         assert words(unicodedata.normalize(form, text), False) == words(text, False)
 
 
-@settings(max_examples=300, deadline=None, derandomize=True)
+@settings(max_examples=150, deadline=None, derandomize=True)
 @given(TEXT)
 def test_spans_point_into_the_original_text(text):
     prev_start = 0
@@ -40,7 +40,7 @@ def test_spans_point_into_the_original_text(text):
         prev_start = start
 
 
-@settings(max_examples=200, deadline=None, derandomize=True)
+@settings(max_examples=100, deadline=None, derandomize=True)
 @given(LATIN_WORDS, st.data())
 def test_variants_of_a_text_normalise_alike(ws, data):
     text = " ".join(ws)
