@@ -124,31 +124,34 @@ class FilterPipeline:
 
             dst = f"{work}/stages/04_embed"
             e = cfg.embed
-            out.append(Stage("embed", [self._sharded("embed", "embed", prev, [
-                EmbedDocuments(emb, e.model, e.batch_size, e.max_chars)], dst)], dst))
+            out.append(Stage("embed", [self._sharded("embed", "embed", prev, [EmbedDocuments(
+                emb, e.model, e.batch_size, e.max_chars, e.dtype, e.device)], dst)], dst))
             prev = dst
         if cfg.semdedup.enabled or cfg.prototypes.enabled:
-            from loki.filtering.semantic import ClusterFit
+            from loki.filtering.clustering import ClusterAssign, ClusterFit
+            from loki.filtering.semantic import ClusterPrune
 
-            s = cfg.semdedup
-            out.append(Stage("kmeans", [("fit", [ClusterFit(
-                emb, clusters, s.docs_per_cluster, s.n_clusters, s.seed, s.fit_sample)], 1)]))
+            s, tasks = cfg.semdedup, cfg.executor.tasks
+            out.append(Stage("kmeans", [
+                ("fit", [ClusterFit(emb, clusters, s.docs_per_cluster, s.n_clusters, s.seed,
+                                    s.fit_sample, s.kmeans)], 1),
+                ("assign", [ClusterAssign(emb, clusters)], tasks),
+                ("prune", [ClusterPrune(clusters, s.enabled, cfg.prototypes.enabled, s.eps, s.keep,
+                                        s.compare_to, s.max_cluster_size, s.seed, s.kmeans)],
+                 tasks)]))
         if cfg.semdedup.enabled:
-            from loki.filtering.semantic import SemanticFilter, SemDedupFind
+            from loki.filtering.semantic import SemanticFilter
 
-            s, dst = cfg.semdedup, f"{work}/stages/05_semdedup"
-            out.append(Stage("semdedup", [
-                ("find", [SemDedupFind(emb, clusters, s.eps, s.keep, s.compare_to)],
-                 cfg.executor.tasks),
-                self._sharded("semdedup", "filter", prev, [SemanticFilter(
-                    clusters, "semdedup", self._removed("semdedup", "semdedup"))], dst)], dst))
+            dst = f"{work}/stages/05_semdedup"
+            out.append(Stage("semdedup", [self._sharded("semdedup", "filter", prev, [SemanticFilter(
+                clusters, "semdedup", self._removed("semdedup", "semdedup"))], dst)], dst))
             prev = dst
         if cfg.prototypes.enabled:
             from loki.filtering.semantic import PrototypeSelect, SemanticFilter
 
             p, dst = cfg.prototypes, f"{work}/stages/06_prototypes"
             out.append(Stage("prototypes", [
-                ("select", [PrototypeSelect(emb, clusters, p.keep_fraction, p.keep)], 1),
+                ("select", [PrototypeSelect(clusters, p.keep_fraction, p.keep)], 1),
                 self._sharded("prototypes", "filter", prev, [SemanticFilter(
                     clusters, "prototype", self._removed("prototypes", "prototype"))], dst)], dst))
             prev = dst
