@@ -6,8 +6,9 @@ single-task executors between them, the way datatrove stages its own MinHash ded
 has its own logging folder, so datatrove's completion markers make a re-run skip finished tasks;
 an interrupted task is redone from scratch and rewrites the same files.
 
-``executor.kind`` picks LocalPipelineExecutor (default), SlurmPipelineExecutor or
-RayPipelineExecutor; on a cluster the executors are chained with ``depends`` and submitted at once.
+``executor.kind`` picks LocalPipelineExecutor (default), RayPipelineExecutor (jobs in order, as
+locally) or SlurmPipelineExecutor (every job submitted at once, chained with afterok
+dependencies); see ``loki/executors.py``.
 """
 
 from __future__ import annotations
@@ -239,23 +240,10 @@ class FilterPipeline:
                 f"{work}/remove_ids", self._removed("minhash_dedup", "near_duplicate"))], dst)], dst)
 
     # -- execution -----------------------------------------------------------------------------
-    def _executor(self, pipeline: list, tasks: int, logging_dir: str, depends=None):
-        ex = self.cfg.executor
-        if ex.kind == "local":
-            from datatrove.executor import LocalPipelineExecutor
+    def _executor(self, pipeline: list, tasks: int, logging_dir: str):
+        from loki.executors import make_executor
 
-            return LocalPipelineExecutor(pipeline, tasks=tasks, workers=min(ex.workers, tasks),
-                                         logging_dir=logging_dir, start_method="spawn")
-        if ex.kind == "slurm":
-            from datatrove.executor import SlurmPipelineExecutor
-
-            opts = {"time": "4:00:00", "partition": "cpu", **ex.options}
-            return SlurmPipelineExecutor(pipeline, tasks=tasks, logging_dir=logging_dir,
-                                         depends=depends, **opts)
-        from datatrove.executor import RayPipelineExecutor
-
-        return RayPipelineExecutor(pipeline, tasks=tasks, logging_dir=logging_dir,
-                                   depends=depends, **ex.options)
+        return make_executor(self.cfg.executor, pipeline, tasks, logging_dir)
 
     def logging_dir(self, stage: str, label: str) -> str:
         return f"{self.work}/logs/{stage}/{label}"
@@ -267,15 +255,20 @@ class FilterPipeline:
                 if not task.optional and "://" not in task.path and not os.path.exists(task.path):
                     raise LokiError(f"benchmark task file {task.path!r} for task {task.name!r} "
                                     "does not exist (mark the task optional: true to skip it)")
+        if "://" not in self.cfg.output_dir:  # before any stage runs (remote: fsspec decides)
+            from loki.output import check_writable
+
+            check_writable(self.cfg.output_dir)
+            check_writable(self.cfg.work_dir)
         stages = self.stages()
         if self.cfg.quality.enabled and os.path.exists(self.cfg.quality.model_path):
             self._check_quality_head()
-        if self.cfg.executor.kind != "local":
-            last = None
-            for stage in stages:
-                for label, pipeline, tasks in stage.jobs:
-                    last = self._executor(pipeline, tasks, self.logging_dir(stage.name, label), last)
-            last.run()
+        if self.cfg.executor.kind == "slurm":
+            from loki.executors import submit_chain
+
+            submit_chain(self.cfg.executor, [
+                (f"loki-{stage.name}-{label}", pipeline, tasks, self.logging_dir(stage.name, label))
+                for stage in stages for label, pipeline, tasks in stage.jobs])
             return {"submitted": True}
         timings_path = f"{self.work}/timings.json"
         timings = json.load(open(timings_path)) if os.path.exists(timings_path) else {}
@@ -293,9 +286,16 @@ class FilterPipeline:
             os.makedirs(self.work, exist_ok=True)
             with open(timings_path, "w") as f:
                 json.dump(timings, f, indent=1)
+        return self.report(stages, timings)
+
+    def report(self, stages: list[Stage] | None = None, timings: dict | None = None) -> dict:
+        """The filter report from the jobs' stats files (``loki filter report`` after Slurm)."""
         from loki.filtering.report import write_report
 
-        return write_report(self.cfg, stages, timings)
+        if timings is None:
+            path = f"{self.work}/timings.json"
+            timings = json.load(open(path)) if os.path.exists(path) else {}
+        return write_report(self.cfg, stages or self.stages(), timings)
 
     def _check_quality_head(self) -> None:
         from loki.filtering.quality import QualityHead
