@@ -289,30 +289,31 @@ class SemanticFilter(BaseFilter):
         self._shard: str | None = None
         self._decisions = None
 
-    def _load(self, shard: str) -> None:
+    def decisions(self, shard: str):
+        """semdedup: {row: (similarity, kept key)} of the shard's removed rows; prototype: the
+        keep mask (n,) over the shard's rows (for rows SemDeDup kept)."""
         meta = load_meta(self.clusters)
         index = meta["shards"].index(shard)
-        self._shard = shard
         if self.which == "semdedup":
-            self._decisions = {}
+            out = {}
             for rec in _scan_records(self.clusters, "prune/*.drops.bin", DROP):
                 mine = rec[(rec["pos"] >> POS_BITS) == index]
                 for p, sim, m in zip(mine["pos"].tolist(), mine["sim"].tolist(),
                                      mine["match"].tolist()):
                     kept = f"{meta['shards'][m >> POS_BITS]}:{m & ((1 << POS_BITS) - 1)}"
-                    self._decisions[p & ((1 << POS_BITS) - 1)] = (sim, kept)
-            return
+                    out[p & ((1 << POS_BITS) - 1)] = (sim, kept)
+            return out
         with get_datafolder(self.clusters).open("prototypes.json") as f:
             cut = json.load(f)
         key = order_key(np.float32(1.0) - shard_sims(self.clusters, shard), cut["keep"])
         pos = (np.int64(index) << POS_BITS) | np.arange(len(key), dtype=np.int64)
         keep = (key < cut["key"]) | ((key == cut["key"]) & (pos <= cut["pos"]))
-        self._decisions = keep if cut["n_keep"] else np.zeros(len(key), bool)
+        return keep if cut["n_keep"] else np.zeros(len(key), bool)
 
     def filter(self, doc: Document) -> bool | tuple[bool, str]:
         shard, row = doc.metadata["_emb"].split(":")
         if shard != self._shard:
-            self._load(shard)
+            self._shard, self._decisions = shard, self.decisions(shard)
         row = int(row)
         if self.which == "semdedup":
             hit = self._decisions.get(row)
