@@ -25,6 +25,7 @@ Both use one spherical k-means over the L2-normalized document embeddings
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 
@@ -131,12 +132,6 @@ DROP = np.dtype([("pos", "<i8"), ("sim", "<f4"), ("match", "<i8")])  # a SemDeDu
 ALIVE = np.dtype([("pos", "<i8"), ("score", "<f4")])  # a survivor's prototype score
 
 
-def _write_records(folder: DataFolderLike, name: str, chunks: list[np.ndarray], dtype) -> None:
-    with get_datafolder(folder).open(name, "wb") as f:
-        for chunk in chunks:
-            f.write(np.ascontiguousarray(chunk, dtype=dtype).tobytes())
-
-
 def _scan_records(folder: DataFolderLike, pattern: str, dtype, chunk: int = 1 << 20):
     """Yields the record arrays of every ``pattern`` file, ``chunk`` records at a time."""
     df = get_datafolder(folder)
@@ -183,41 +178,44 @@ class ClusterPrune(PipelineStep):
         self.eps, self.keep, self.compare_to = eps, keep, compare_to
         self.max_cluster_size, self.seed, self.backend = max_cluster_size, seed, backend
 
+    def _prune(self, c: int, meta: dict, centroid: np.ndarray, drops, alive) -> None:
+        x, pos, sims = read_cluster(self.clusters, meta, c)
+        if not len(x):
+            return
+        self.stat_update("clusters")
+        self.stat_update("cluster_members", value=len(x), unit="cluster")
+        drop = np.zeros(len(x), bool)
+        if self.semdedup:
+            with self.track_time("cluster"):
+                parts = split_oversized(x, x @ centroid, self.max_cluster_size, self.seed,
+                                        self.backend)
+                if len(parts) > 1:
+                    self.stat_update("oversized_clusters")
+                for idx in parts:
+                    d, best, match = semdedup_cluster(x[idx], centroid, self.eps, self.keep,
+                                                      self.compare_to)
+                    hit = np.flatnonzero(d)
+                    drop[idx[hit]] = True
+                    rec = np.zeros(len(hit), DROP)
+                    rec["pos"], rec["sim"] = pos[idx[hit]], best[hit]
+                    rec["match"] = pos[idx[match[hit]]]
+                    drops.write(rec.tobytes())
+        self.stat_update("semdedup_drops", value=int(drop.sum()))
+        if alive is not None:
+            rec = np.zeros(int((~drop).sum()), ALIVE)
+            rec["pos"], rec["score"] = pos[~drop], np.float32(1.0) - sims[~drop]
+            alive.write(rec.tobytes())
+
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1):
         meta = load_meta(self.clusters)
         centroids = load_array(self.clusters, "centroids.npy")
-        drops, alive = [], []
-        for c in range(rank, meta["k"], world_size):
-            x, pos, sims = read_cluster(self.clusters, meta, c)
-            if not len(x):
-                continue
-            self.stat_update("clusters")
-            self.stat_update("cluster_members", value=len(x), unit="cluster")
-            drop = np.zeros(len(x), bool)
-            if self.semdedup:
-                with self.track_time("cluster"):
-                    parts = split_oversized(x, x @ centroids[c], self.max_cluster_size,
-                                            self.seed, self.backend)
-                    if len(parts) > 1:
-                        self.stat_update("oversized_clusters")
-                    for idx in parts:
-                        d, best, match = semdedup_cluster(x[idx], centroids[c], self.eps,
-                                                          self.keep, self.compare_to)
-                        hit = np.flatnonzero(d)
-                        drop[idx[hit]] = True
-                        rec = np.zeros(len(hit), DROP)
-                        rec["pos"], rec["sim"] = pos[idx[hit]], best[hit]
-                        rec["match"] = pos[idx[match[hit]]]
-                        drops.append(rec)
-            self.stat_update("semdedup_drops", value=int(drop.sum()))
-            if self.prototypes:
-                rec = np.zeros(int((~drop).sum()), ALIVE)
-                rec["pos"], rec["score"] = pos[~drop], np.float32(1.0) - sims[~drop]
-                alive.append(rec)
-            del x, pos, sims
-        _write_records(self.clusters, f"prune/{rank:05d}.drops.bin", drops, DROP)
-        if self.prototypes:
-            _write_records(self.clusters, f"prune/{rank:05d}.alive.bin", alive, ALIVE)
+        folder = get_datafolder(self.clusters)
+        with contextlib.ExitStack() as files:  # records are streamed out cluster by cluster
+            drops = files.enter_context(folder.open(f"prune/{rank:05d}.drops.bin", "wb"))
+            alive = files.enter_context(folder.open(f"prune/{rank:05d}.alive.bin", "wb")
+                                        ) if self.prototypes else None
+            for c in range(rank, meta["k"], world_size):
+                self._prune(c, meta, centroids[c], drops, alive)
         yield from ()
 
 
