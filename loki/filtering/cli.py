@@ -57,6 +57,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     cfg = parse(FilterConfig, argv, "loki filter")
     report = FilterPipeline(cfg).run()
+    if report.get("submitted"):
+        print("submitted the chained Slurm jobs; once the last one has ended: "
+              "loki filter report --config <same yaml>")
     if "stages" in report:
         for row in report["stages"]:
             if "docs_out" in row:
