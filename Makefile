@@ -6,7 +6,7 @@ SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-EXTRAS := dev,eval,data,distill,wandb,report,eightbit
+EXTRAS := dev,eval,data,distill,wandb,report,eightbit,ray
 
 # Nothing reaches the network at run time; caches stay inside the project (ignored folders).
 export HF_HUB_OFFLINE ?= 1

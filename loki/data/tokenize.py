@@ -2,23 +2,36 @@
 
 Reads the filter's output (datatrove ``*.jsonl.gz``), plain ``*.jsonl`` and ``*.parquet`` (keys:
 ``text`` and ``metadata.source``; a top-level ``source`` is accepted too) and ``*.txt`` files (one
-document per file). Each document is encoded with the configured tokenizer and written followed
-by end-of-text; files are read in sorted order, so the same inputs give byte-identical shards.
+document per file). Each document is encoded with the configured tokenizer (tiktoken's batch API)
+and written followed by end-of-text; documents with empty text are skipped and counted. Files are
+read in sorted order and split into ``--tasks`` contiguous runs, one datatrove task each; every
+task writes its own shards and partial manifest, and a final merge renumbers them into one shard
+set and manifest per source, so the same inputs and task count give byte-identical shards and the
+documents come in the same order for any task count. The new set is built beside the old one
+(``<output>/.tokenize-*``) and swapped in at the end: a failed run leaves the old set as it was.
 
     loki tokenize --config experiments/data/tokenize-demo.yaml
     loki tokenize --inputs 'runs/filter/output/*.jsonl.gz' --output data/shards --tokenizer cl100k_base
+    loki tokenize --config experiments/data/tokenize-demo.yaml --tasks 16 --workers 16
 """
 
 from __future__ import annotations
 
 import glob as globlib
 import gzip
+import itertools
 import json
+import os
+import shutil
+import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import numpy as np
+
 from loki.errors import LokiError
+from loki.output import check_writable
 
 TEXT_SUFFIXES = (".jsonl.gz", ".jsonl", ".json.gz", ".parquet", ".txt")
 
@@ -87,38 +100,143 @@ def read_documents(path: Path, default_source: str) -> Iterator[tuple[str, str]]
         yield str(meta.get("source") or row.get("source") or default_source), text
 
 
-def tokenize_files(files: list[Path], output: str | Path, tokenizer: str = "cl100k_base",
-                   shard_tokens: int = 1 << 28, default_source: str = "web",
-                   batch_documents: int = 256, log=print) -> dict[str, dict]:
-    """Write ``<output>/<source>/`` shard folders; returns {source: manifest}."""
+def plan_tasks(files: list[Path], tasks: int) -> list[list[Path]]:
+    """Contiguous runs of ``files`` (sorted), balanced by size: concatenating the tasks' outputs
+    in task order gives the documents in the same order as one task."""
+    sizes = np.cumsum([max(1, f.stat().st_size) for f in files])
+    cuts = np.searchsorted(sizes, sizes[-1] * np.arange(1, tasks) / tasks, side="left") + 1
+    cuts = np.minimum(cuts, len(files))
+    bounds = [0, *cuts.tolist(), len(files)]
+    return [files[bounds[r]:max(bounds[r], bounds[r + 1])] for r in range(tasks)]
+
+
+def tokenize_part(files: list[Path], folder: Path, tokenizer: str, shard_tokens: int,
+                  default_source: str, batch_documents: int, inputs: list[str]) -> dict:
+    """One task: its files -> ``<folder>/<source>/`` shard sets with partial manifests.
+
+    Documents with empty text are skipped and counted. Returns {source: {"documents", "tokens",
+    "empty"}}, also written as ``<folder>/summary.json``.
+    """
     from loki.data.shards import ShardWriter
 
     tok = load_tokenizer(tokenizer)
     info = tokenizer_info(tok, tokenizer)
-    output = Path(output)
     writers: dict[str, ShardWriter] = {}
-    started, n_docs = time.time(), 0
+    summary: dict[str, dict] = {}
     for path in files:
-        batch: list[tuple[str, str]] = []
         docs = read_documents(path, default_source)
-        while True:
-            batch = [d for _, d in zip(range(batch_documents), docs)]
-            if not batch:
-                break
-            for (source, _), ids in zip(batch, tok.encode_batch([t for _, t in batch])):
-                if source not in writers:
-                    writers[source] = ShardWriter(
-                        output / source, source, info, shard_tokens,
-                        extra={"inputs": [str(f) for f in files]})
+        while batch := list(itertools.islice(docs, batch_documents)):
+            for source, _ in batch:
+                summary.setdefault(source, {"documents": 0, "tokens": 0, "empty": 0})
+            kept = [(s, t) for s, t in batch if t]
+            for source, _ in batch:
+                if source not in writers and any(s == source for s, _ in kept):
+                    writers[source] = ShardWriter(folder / source, source, info, shard_tokens,
+                                                  extra={"inputs": inputs})
+            for s, t in batch:
+                summary[s]["empty"] += not t
+            for (source, _), ids in zip(kept, tok.encode_batch([t for _, t in kept])):
                 writers[source].add_document(ids)
-            n_docs += len(batch)
-    if not writers:
-        raise LokiError(f"no documents in {', '.join(map(str, files))}")
-    manifests = {source: w.close() for source, w in sorted(writers.items())}
+                summary[source]["documents"] += 1
+                summary[source]["tokens"] += len(ids) + 1
+    for w in writers.values():
+        w.close()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "summary.json").write_text(json.dumps(summary, sort_keys=True))
+    return summary
+
+
+def merge_parts(staging: Path, tasks: int) -> dict[str, dict]:
+    """Every task's shards, renumbered in task order, under ``<staging>/<source>/`` with one
+    manifest per source (the partial manifests' shard entries, file names changed only)."""
+    from loki.data.shards import MANIFEST
+
+    merged: dict[str, dict] = {}
+    empty: dict[str, int] = {}
+    for r in range(tasks):
+        part = staging / "parts" / f"{r:05d}"
+        summary = json.loads((part / "summary.json").read_text())
+        for source, counts in summary.items():
+            empty[source] = empty.get(source, 0) + counts["empty"]
+        for source in sorted(summary):
+            if not (part / source / MANIFEST).exists():
+                continue  # this task saw only empty documents of this source
+            manifest = json.loads((part / source / MANIFEST).read_text())
+            target = merged.setdefault(source, {**manifest, "shards": []})
+            dest = staging / source
+            dest.mkdir(exist_ok=True)
+            for shard in manifest["shards"]:
+                stem = f"{source}-{len(target['shards']):05d}"
+                entry = dict(shard, tokens=f"{stem}.tokens", docs=f"{stem}.docs")
+                os.replace(part / source / shard["tokens"], dest / entry["tokens"])
+                os.replace(part / source / shard["docs"], dest / entry["docs"])
+                target["shards"].append(entry)
+    for source, manifest in merged.items():
+        manifest["num_tokens"] = sum(s["num_tokens"] for s in manifest["shards"])
+        manifest["num_documents"] = sum(s["num_documents"] for s in manifest["shards"])
+        manifest["empty_documents_skipped"] = empty.get(source, 0)
+        tmp = staging / source / (MANIFEST + ".tmp")
+        tmp.write_text(json.dumps(manifest, indent=1))
+        tmp.replace(staging / source / MANIFEST)
+    return merged
+
+
+def swap_in(staging: Path, output: Path, sources: list[str]) -> None:
+    """Each new ``<staging>/<source>`` replaces ``<output>/<source>``; the old set is deleted
+    only once the new one is in place."""
+    for source in sources:
+        dest = output / source
+        old = staging / f".old-{source}"
+        if dest.exists():
+            os.replace(dest, old)
+        os.replace(staging / source, dest)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def tokenize_files(files: list[Path], output: str | Path, tokenizer: str = "cl100k_base",
+                   shard_tokens: int = 1 << 28, default_source: str = "web",
+                   batch_documents: int = 256, log=print, tasks: int = 1,
+                   workers: int = 1) -> dict[str, dict]:
+    """Write ``<output>/<source>/`` shard folders with ``tasks`` datatrove tasks (``workers`` at
+    once); returns {source: manifest}.
+
+    The new set is built in ``<output>/.tokenize-<id>/`` and swapped in at the end, so a run that
+    fails leaves an earlier set in ``output`` untouched.
+    """
+    from datatrove.executor import LocalPipelineExecutor
+
+    from loki.data.tokenize_task import TokenizeTask
+
+    output = Path(output)
+    check_writable(output)
+    if tasks < 1 or workers < 1:
+        raise LokiError("tasks and workers must be >= 1")
+    load_tokenizer(tokenizer)  # a bad tokenizer fails here, before any task starts
+    output.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".tokenize-", dir=output))
+    started = time.time()
+    try:
+        parts = [[str(f) for f in part] for part in plan_tasks(files, tasks)]
+        step = TokenizeTask(parts, str(staging), str(tokenizer), shard_tokens, default_source,
+                            batch_documents, [str(f) for f in files])
+        LocalPipelineExecutor([step], tasks=tasks, workers=min(workers, tasks),
+                              logging_dir=str(staging / "logs"), start_method="spawn").run()
+        for error in sorted(staging.glob("parts/*/error.txt")):
+            raise LokiError(error.read_text())
+        manifests = merge_parts(staging, tasks)
+        if not manifests:
+            raise LokiError(f"no documents in {', '.join(map(str, files))}")
+        swap_in(staging, output, sorted(manifests))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    seconds = time.time() - started
     for source, m in manifests.items():
         log(f"loki tokenize: {source}: {m['num_documents']} documents, {m['num_tokens']} tokens, "
-            f"{len(m['shards'])} shard(s) -> {output / source}")
-    log(f"loki tokenize: {n_docs} documents in {time.time() - started:.1f} s")
+            f"{len(m['shards'])} shard(s), {m['empty_documents_skipped']} empty skipped "
+            f"-> {output / source}")
+    n_tokens = sum(m["num_tokens"] for m in manifests.values())
+    log(f"loki tokenize: {n_tokens} tokens in {seconds:.1f} s ({n_tokens / max(seconds, 1e-9):,.0f}"
+        f" tokens/s, {tasks} task(s), {min(workers, tasks)} worker(s))")
     return manifests
 
 
@@ -137,6 +255,11 @@ def build_parser():
                         help="tokens per shard file before starting the next one")
     parser.add_argument("--default_source", type=str, default="web",
                         help="source tag for documents without metadata.source")
+    parser.add_argument("--tasks", type=int, default=1,
+                        help="datatrove tasks (contiguous runs of the sorted input files); the "
+                             "output is deterministic for a given number of tasks")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="tasks run at once (local processes; 1 = in this process)")
     return parser
 
 
@@ -147,9 +270,16 @@ def parse_config(path: str | Path):
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    check_writable(args.output)  # before the inputs are even listed
     tokenize_files(expand_inputs(args.inputs), args.output, args.tokenizer, args.shard_tokens,
-                   args.default_source)
+                   args.default_source, tasks=args.tasks, workers=args.workers)
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # datatrove's spawned workers re-import this module
+    import sys
+
+    try:
+        main()
+    except LokiError as err:
+        print(f"loki tokenize: error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -2,10 +2,10 @@
 
 ``executor.kind: local`` runs ``executor.tasks`` tasks with ``executor.workers`` processes at
 once; ``slurm`` / ``ray`` submit them to a cluster (``executor.options`` are passed to the
-executor: partition, time, cpus_per_task, gpus, ...). Each task writes its shard and marker;
-datatrove's completion files under ``<output>/logs`` make a rerun skip finished tasks. On a
-cluster, run ``loki distill finalize --config <same yaml>`` after the jobs end to write the
-manifest (``build`` does it itself for local runs).
+executor: partition, time, cpus_per_task, gpus, ...; see ``loki/executors.py``). Each task
+writes its shard and marker; datatrove's completion files under ``<output>/logs`` make a rerun
+skip finished tasks. On Slurm, run ``loki distill finalize --config <same yaml>`` after the jobs
+end to write the manifest (``build`` does it itself for local and Ray runs, which block).
 """
 
 from __future__ import annotations
@@ -35,25 +35,17 @@ class DistillCandidates(PipelineStep):
 
 
 def make_executor(cfg: BuildConfig, pipeline: list, logging_dir: str):
-    ex = cfg.executor
-    if ex.kind == "local":
-        from datatrove.executor import LocalPipelineExecutor
+    from loki.executors import make_executor as executor
 
-        return LocalPipelineExecutor(pipeline, tasks=ex.tasks, workers=min(ex.workers, ex.tasks),
-                                     logging_dir=logging_dir, start_method="spawn")
-    if ex.kind == "slurm":
-        from datatrove.executor import SlurmPipelineExecutor
-
-        opts = {"time": "12:00:00", "partition": "gpu", **ex.options}
-        return SlurmPipelineExecutor(pipeline, tasks=ex.tasks, logging_dir=logging_dir, **opts)
-    from datatrove.executor import RayPipelineExecutor
-
-    return RayPipelineExecutor(pipeline, tasks=ex.tasks, logging_dir=logging_dir, **ex.options)
+    return executor(cfg.executor, pipeline, cfg.executor.tasks, logging_dir,
+                    job_name="loki-distill-build",
+                    slurm_defaults={"time": "12:00:00", "partition": "gpu"})
 
 
 def run_tasks(cfg: BuildConfig) -> bool:
-    """Run (local) or submit (cluster) every unfinished task; True when only submitted."""
+    """Run (local, Ray: blocks until done) or submit (Slurm) every unfinished task; True when
+    only submitted."""
     executor = make_executor(cfg, [DistillCandidates(cfg)], f"{cfg.output}/logs")
     if executor.get_incomplete_ranks():
         executor.run()
-    return cfg.executor.kind != "local"
+    return cfg.executor.kind == "slurm"

@@ -1,4 +1,5 @@
-"""``loki filter --config experiments/data/<name>.yaml`` and ``loki filter train-quality``.
+"""``loki filter --config experiments/data/<name>.yaml``, ``loki filter train-quality`` and
+``loki filter report --config <same yaml>`` (the report of a Slurm run, once its jobs ended).
 
 Run through ``loki``: datatrove spawns workers, and the ``loki`` console script (like
 ``python -m loki.filtering.cli``) is an entry point under a main guard.
@@ -49,8 +50,16 @@ def main(argv: list[str] | None = None) -> None:
         return
     from loki.filtering.pipeline import FilterPipeline
 
+    if argv and argv[0] == "report":  # after a Slurm run: the report from the jobs' stats
+        cfg = parse(FilterConfig, argv[1:], "loki filter report")
+        report = FilterPipeline(cfg).report()
+        print(f"report: {cfg.output_dir}/filter_report.md")
+        return
     cfg = parse(FilterConfig, argv, "loki filter")
     report = FilterPipeline(cfg).run()
+    if report.get("submitted"):
+        print("submitted the chained Slurm jobs; once the last one has ended: "
+              "loki filter report --config <same yaml>")
     if "stages" in report:
         for row in report["stages"]:
             if "docs_out" in row:

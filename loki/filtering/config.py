@@ -108,6 +108,10 @@ class EmbedConfig:
     """Documents per encode call."""
     max_chars: int = 2000
     """Only the head of each document is embedded (MiniLM truncates at 256 tokens anyway)."""
+    dtype: str = "float32"
+    """Storage of the embedding shards: float32 | float16 (half the disk; math stays float32)."""
+    device: str = "auto"
+    """auto (cuda when available) | cpu | cuda; on cuda the model runs in fp16."""
 
 
 @dataclass
@@ -129,7 +133,12 @@ class SemDedupConfig:
     seed: int = 0
     """k-means seed."""
     fit_sample: int = 100_000
-    """k-means is fitted on at most this many vectors, then all are assigned."""
+    """k-means is fitted on a uniform sample of at most this many vectors, then all are assigned."""
+    kmeans: str = "faiss"
+    """faiss (scales: multithreaded spherical k-means) | sklearn (the original in-memory fit)."""
+    max_cluster_size: int = 50_000
+    """Clusters larger than this are split by a k-means on their members before SemDeDup (memory
+    per task is linear in this bound; 0 = never split)."""
 
 
 @dataclass
@@ -276,6 +285,12 @@ class FilterConfig:
                 raise LokiError(f"{name} must be hard or easy, not {value!r}")
         if self.semdedup.compare_to not in ("kept", "all"):
             raise LokiError("semdedup.compare_to must be kept or all")
+        if self.semdedup.kmeans not in ("faiss", "sklearn"):
+            raise LokiError(f"semdedup.kmeans must be faiss or sklearn, not {self.semdedup.kmeans!r}")
+        if self.embed.dtype not in ("float32", "float16"):
+            raise LokiError(f"embed.dtype must be float32 or float16, not {self.embed.dtype!r}")
+        if self.embed.device not in ("auto", "cpu", "cuda"):
+            raise LokiError(f"embed.device must be auto, cpu or cuda, not {self.embed.device!r}")
 
     @property
     def needs_embeddings(self) -> bool:

