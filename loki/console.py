@@ -14,6 +14,7 @@ each with the reason, so that ``--verbose`` shows what is worth reading.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -69,6 +70,14 @@ def _transformers_without_torchao() -> None:
     iu.is_torchao_available = tu.is_torchao_available = absent
 
 
+def _stream_handlers(streams: tuple[TextIO, ...]) -> dict[logging.StreamHandler, TextIO]:
+    """Logging handlers (of any logger) that write to one of ``streams``, with that stream."""
+    loggers = [logging.getLogger(), *(lg for lg in logging.Logger.manager.loggerDict.values()
+                                      if isinstance(lg, logging.Logger))]
+    return {h: h.stream for lg in loggers for h in lg.handlers
+            if type(h) is logging.StreamHandler and h.stream in streams}
+
+
 @contextmanager
 def quiet_console(log_path: str | Path, verbose: bool = False,
                   title: str | None = None) -> Iterator[Path]:
@@ -90,6 +99,20 @@ def quiet_console(log_path: str | Path, verbose: bool = False,
     _terminal = open(os.dup(saved[0]), "w", buffering=1, closefd=True)  # noqa: SIM115
     os.dup2(log.fileno(), 1)
     os.dup2(log.fileno(), 2)
+    # Python-level streams too: sys.stdout/sys.stderr may not be the file descriptors (pytest,
+    # notebooks), and logging handlers keep the stream they were made with (Lightning's at import)
+    streams = sys.stdout, sys.stderr
+    sys.stdout = sys.stderr = log
+    handlers = _stream_handlers(streams)
+    for handler in handlers:
+        handler.setStream(log)
+    # warnings through logging into the log, whoever installed warnings.showwarning before
+    py_warnings = logging.getLogger("py.warnings")
+    to_log = logging.StreamHandler(log)
+    was_propagating = py_warnings.propagate
+    py_warnings.addHandler(to_log)
+    py_warnings.propagate = False
+    logging.captureWarnings(True)
     failed = False
     try:
         yield log_path
@@ -97,8 +120,13 @@ def quiet_console(log_path: str | Path, verbose: bool = False,
         failed = True
         raise
     finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        logging.captureWarnings(False)
+        py_warnings.removeHandler(to_log)
+        py_warnings.propagate = was_propagating
+        log.flush()
+        sys.stdout, sys.stderr = streams
+        for handler, stream_ in handlers.items():
+            handler.setStream(stream_)
         os.dup2(saved[0], 1)
         os.dup2(saved[1], 2)
         for fd in saved:

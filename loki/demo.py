@@ -42,9 +42,9 @@ class DemoConfig:
     """``loki tokenizer prune`` config of the demo tokenizer."""
     teachers_root: str = "data/teachers"
     """Where the registry-shipped teacher (SmolLM2-135M-Instruct) is converted to."""
-    synthetic_docs: int = 48
+    synthetic_docs: int = 32
     """Machine-generated passages written by the demo teacher (tagged ``synthetic``)."""
-    synthetic_tokens: int = 160
+    synthetic_tokens: int = 128
     """Teacher tokens per synthetic passage."""
     teacher_config: str = "experiments/distill/demo-teacher.yaml"
     """``loki fit`` config of the Loki teacher (trained before the student)."""
@@ -142,7 +142,7 @@ def _stage_synthetic(cfg: DemoConfig) -> dict[str, Any]:
     root = Path(cfg.root)
     teacher = HFTeacher(
         str(Path(cfg.teachers_root) / "smollm2-135m-instruct"), name="smollm2-135m",
-        dtype="float32", batch_size=16,
+        dtype="float32", batch_size=32,  # one batched generate call (KV cache) for all passages
         sampling=Sampling(max_new_tokens=cfg.synthetic_tokens, temperature=0.7, top_p=0.9),
     )
     index_path = root / "filter_work" / "decontam" / "index.npz"
@@ -336,7 +336,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     width = max(len(s) for s in cfg.stages)
     for i, name in enumerate(cfg.stages, 1):
         marker = markers / f"{name}.json"
-        header = f"[{i:>2}/{len(cfg.stages)}] {name:<{width}}"
+        header = f"[{i:>{len(str(len(cfg.stages)))}}/{len(cfg.stages)}] {name:<{width}}"
         if marker.is_file() and name not in cfg.redo:
             done = json.loads(marker.read_text())
             say(f"{header}  done earlier ({done['seconds']:.1f} s), skipped")
