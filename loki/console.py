@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TextIO
 
 _terminal: TextIO | None = None
+_muted = False
 
 
 def stream() -> TextIO:
@@ -34,7 +35,21 @@ def stream() -> TextIO:
 
 
 def say(line: str = "") -> None:
-    print(line, file=stream(), flush=True)
+    """A line of the command's own output: on the terminal, or in the log inside :func:`muted`."""
+    print(line, file=sys.stdout if _muted else stream(), flush=True)
+
+
+@contextmanager
+def muted() -> Iterator[None]:
+    """Send :func:`say` lines to wherever stdout goes (the log in a quiet console), leaving the
+    progress bars on the terminal: ``loki demo`` shows one line per stage, not the lines of the
+    commands it runs."""
+    global _muted
+    before, _muted = _muted, True
+    try:
+        yield
+    finally:
+        _muted = before
 
 
 def _silence_known_harmless() -> None:

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loki.console import quiet_console, say, stream
+from loki.console import muted, quiet_console, say, stream
 from loki.errors import LokiError
 
 
@@ -183,12 +183,13 @@ def _stage_fit(cfg: DemoConfig) -> dict[str, Any]:
     from loki.cli import lightning_main
 
     run = Path(cfg.run_dir)
-    if "fit" in cfg.redo:
-        _archive(run)
+    details = []
+    if "fit" in cfg.redo and (moved := _archive(run)):
+        details.append(f"previous run moved to {moved}")
     args = ["fit", "--config", cfg.fit_config, "--trainer.default_root_dir", str(run)]
     last = run / "checkpoints" / "last.ckpt"
     if last.is_file():
-        say(f"  resuming from {last}")
+        details.append(f"resumed from {last}")
         args += ["--ckpt_path", str(last)]
     if cfg.inject_spike:
         # A real fault for the real detector: noise on the weights at step 60 (see
@@ -203,27 +204,29 @@ def _stage_fit(cfg: DemoConfig) -> dict[str, Any]:
     events = _current(run, "rollback-events.jsonl")
     rollbacks = [json.loads(line) for p in events for line in p.read_text().splitlines()]
     for e in rollbacks:
-        say(f"  rollback {e['rollback']}: spike at step {e['spike_step']} ({e['reason']}) -> "
-            f"back to step {e['target_step']}, new data seed {e['seed']}")
+        details.append(f"rollback {e['rollback']}: spike at step {e['spike_step']} "
+                       f"({e['reason']}) -> back to step {e['target_step']}, new data seed "
+                       f"{e['seed']}")
     sample = _sample(last, cfg.sample_prompt)
-    say(f"  sample: {sample!r}")
+    details.append(f"sample: {sample!r}")
     line = (f"validation loss {val[0][1]:.2f} (step {val[0][0]}) -> {val[-1][1]:.2f} "
             f"(step {val[-1][0]})" if val else "trained")
     return {"checkpoint": str(last), "val_loss": val, "sample": sample,
-            "rollbacks": len(rollbacks),
+            "rollbacks": len(rollbacks), "details": details,
             "line": line + (f"; {len(rollbacks)} rollback(s)" if rollbacks else "")}
 
 
-def _archive(run: Path) -> None:
-    """Move a previous training run's files aside (nothing is deleted) so a redo starts afresh."""
+def _archive(run: Path) -> Path | None:
+    """Move a previous training run's files aside (nothing is deleted) so a redo starts afresh;
+    returns where they went."""
     parts = [run / name for name in RUN_PARTS if (run / name).exists()]
     if not parts:
-        return
+        return None
     dest = run / "archive" / time.strftime("%Y%m%d-%H%M%S")
     dest.mkdir(parents=True)
     for part in parts:
         part.rename(dest / part.name)
-    say(f"  previous run moved to {dest}")
+    return dest
 
 
 RUN_PARTS = ("checkpoints", "csv", "wandb", "eval", "compare", "rollback", "probes", "REPORT.md")
@@ -344,7 +347,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
             continue
         if name in _OWN_PROGRESS_BAR:
             say(f"{header}  ...")
-        with _Ticker(header, name not in _OWN_PROGRESS_BAR):
+        with _Ticker(header, name not in _OWN_PROGRESS_BAR), muted():
             started = time.perf_counter()
             summary = STAGES[name](cfg)
             seconds = time.perf_counter() - started
@@ -352,6 +355,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         summaries[name] = summary
         _write_atomic(marker, json.dumps({"seconds": seconds, "summary": summary}, indent=2))
         say(f"{header}  {summary.get('line', 'done')}  ({seconds:.1f} s)")
+        for detail in summary.get("details", []):
+            say(f"{' ' * len(header)}  {detail}")
     if timings:
         say("time per stage: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items())
             + f"; total {sum(timings.values()):.1f} s")

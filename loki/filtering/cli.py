@@ -51,12 +51,14 @@ def main(argv: list[str] | None = None) -> None:
 
     cfg = parse(FilterConfig, argv, "loki filter")
     report = FilterPipeline(cfg).run()
+    from loki.console import say  # the terminal, also while libraries write to the log
+
     if "stages" in report:
         for row in report["stages"]:
             if "docs_out" in row:
-                print(f"{row['stage']:<14} {row['docs_in']:>7} -> {row['docs_out']:>7} docs "
-                      f"{row['seconds']:>8} s")
-        print(f"report: {cfg.output_dir}/filter_report.md")
+                say(f"{row['stage']:<14} {row['docs_in']:>7} -> {row['docs_out']:>7} docs "
+                    f"{row['seconds']:>8} s")
+        say(f"report: {cfg.output_dir}/filter_report.md")
 
 
 if __name__ == "__main__":
