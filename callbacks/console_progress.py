@@ -8,6 +8,7 @@ otherwise. It holds no state of its own beyond Lightning's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import redirect_stdout
 
 from lightning.pytorch.callbacks import TQDMProgressBar
@@ -16,25 +17,19 @@ from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 from loki.console import stream
 
 
-class ConsoleProgressBar(TQDMProgressBar):
+def _on_console(init: Callable[[TQDMProgressBar], Tqdm]) -> Callable[[TQDMProgressBar], Tqdm]:
     # Lightning builds each bar with ``file=sys.stdout`` at the moment it is needed; pointing
     # sys.stdout at the console for that call keeps Lightning's layout and options unchanged.
-    def init_sanity_tqdm(self) -> Tqdm:
+    def on_console(self: TQDMProgressBar) -> Tqdm:
         with redirect_stdout(stream()):
-            return super().init_sanity_tqdm()
+            return init(self)
 
-    def init_train_tqdm(self) -> Tqdm:
-        with redirect_stdout(stream()):
-            return super().init_train_tqdm()
+    return on_console
 
-    def init_validation_tqdm(self) -> Tqdm:
-        with redirect_stdout(stream()):
-            return super().init_validation_tqdm()
 
-    def init_predict_tqdm(self) -> Tqdm:
-        with redirect_stdout(stream()):
-            return super().init_predict_tqdm()
-
-    def init_test_tqdm(self) -> Tqdm:
-        with redirect_stdout(stream()):
-            return super().init_test_tqdm()
+class ConsoleProgressBar(TQDMProgressBar):
+    init_sanity_tqdm = _on_console(TQDMProgressBar.init_sanity_tqdm)
+    init_train_tqdm = _on_console(TQDMProgressBar.init_train_tqdm)
+    init_validation_tqdm = _on_console(TQDMProgressBar.init_validation_tqdm)
+    init_predict_tqdm = _on_console(TQDMProgressBar.init_predict_tqdm)
+    init_test_tqdm = _on_console(TQDMProgressBar.init_test_tqdm)
