@@ -6,6 +6,11 @@ Every other subcommand is a tool with its own YAML config, dispatched through ``
 entry names a module whose ``main(argv)`` parses its arguments with jsonargparse.
 
 A ``LokiError`` raised anywhere below is printed as one line and exits with status 2.
+
+``filter``, ``fit`` and ``distill`` run under a quiet console (``loki.console``): the command's own
+lines and progress bars on the terminal, libraries' logs and warnings in ``runs/logs/<command>.log``;
+``--verbose`` (anywhere on the command line) keeps everything on the terminal. ``loki demo`` has
+its own log, ``<run_dir>/demo.log``.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ import sys
 from loki.errors import LokiError
 
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
+QUIET_COMMANDS = ("filter", "fit", "distill")
+LOG_DIR = "runs/logs"
 
 # name -> (module with ``main(argv)``, one-line help)
 TOOLS: dict[str, tuple[str, str]] = {
@@ -71,17 +78,32 @@ def main(argv: list[str] | None = None) -> None:
         print(_usage())
         return
     command, rest = argv[0], argv[1:]
+    verbose = "--verbose" in rest and command in QUIET_COMMANDS
+    rest = [a for a in rest if a != "--verbose"] if verbose else rest
     try:
-        if command in LIGHTNING_SUBCOMMANDS:
-            lightning_main([command, *rest])
-        elif command in TOOLS:
-            importlib.import_module(TOOLS[command][0]).main(rest)
+        if command in QUIET_COMMANDS:
+            from loki.console import quiet_console, say
+
+            log = os.path.join(LOG_DIR, f"{command}.log")
+            with quiet_console(log, verbose, title=" ".join(["loki", command, *rest])):
+                _run(command, rest)
+            if not verbose:
+                say(f"library logs and warnings: {log} (--verbose shows them here)")
         else:
-            raise LokiError(f"unknown command {command!r}; choose one of: "
-                            + ", ".join([*LIGHTNING_SUBCOMMANDS, *TOOLS]))
+            _run(command, rest)
     except LokiError as err:
         print(f"loki {command}: error: {err}", file=sys.stderr)
         sys.exit(2)
+
+
+def _run(command: str, rest: list[str]) -> None:
+    if command in LIGHTNING_SUBCOMMANDS:
+        lightning_main([command, *rest])
+    elif command in TOOLS:
+        importlib.import_module(TOOLS[command][0]).main(rest)
+    else:
+        raise LokiError(f"unknown command {command!r}; choose one of: "
+                        + ", ".join([*LIGHTNING_SUBCOMMANDS, *TOOLS]))
 
 
 if __name__ == "__main__":

@@ -1,9 +1,13 @@
 """``loki demo``: the whole recipe on the embedded demo corpus, one stage after another.
 
-Each stage prints one line when it starts and its wall time when it ends, and leaves a marker in
-``<run_dir>/stages/`` with a summary: a second run skips finished stages (and training resumes
+Each stage prints one line on the console when it ends: its key figures and its wall time
+(training stages draw a progress bar while they run). Libraries' logs and warnings go to
+``<run_dir>/demo.log`` (``--verbose true`` keeps them on the console). Each stage leaves a marker
+in ``<run_dir>/stages/`` with a summary: a second run skips finished stages (and training resumes
 from its last checkpoint), so an interrupted demo picks up where it stopped. ``--redo`` names
 stages to run again; ``--inject_spike`` arms a fault that the loss-spike rollback must catch.
+
+A stage is a function ``cfg -> summary dict``; the summary's ``"line"`` is what the console shows.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loki.console import muted, quiet_console, say, stream
 from loki.errors import LokiError
 
 
@@ -37,9 +42,9 @@ class DemoConfig:
     """``loki tokenizer prune`` config of the demo tokenizer."""
     teachers_root: str = "data/teachers"
     """Where the registry-shipped teacher (SmolLM2-135M-Instruct) is converted to."""
-    synthetic_docs: int = 48
+    synthetic_docs: int = 32
     """Machine-generated passages written by the demo teacher (tagged ``synthetic``)."""
-    synthetic_tokens: int = 160
+    synthetic_tokens: int = 128
     """Teacher tokens per synthetic passage."""
     teacher_config: str = "experiments/distill/demo-teacher.yaml"
     """``loki fit`` config of the Loki teacher (trained before the student)."""
@@ -56,6 +61,8 @@ class DemoConfig:
     steps are scored by another objective and not watched for spikes)."""
     sample_prompt: str = "The history of the"
     """Prompt of the sample printed after training."""
+    verbose: bool = False
+    """Keep libraries' logs and warnings on the console instead of ``<run_dir>/demo.log``."""
 
 
 def _stage_corpus(cfg: DemoConfig) -> dict[str, Any]:
@@ -64,16 +71,19 @@ def _stage_corpus(cfg: DemoConfig) -> dict[str, Any]:
     paths = fetch_demo_corpus(cfg.root)
     docs = sum(1 for p in paths for _ in p.open())
     mb = sum(p.stat().st_size for p in paths) / 1e6
-    print(f"  {docs} documents, {mb:.1f} MB of JSONL in {Path(cfg.root) / 'raw'}")
-    return {"documents": docs, "megabytes": round(mb, 2), "files": [str(p) for p in paths]}
+    return {"documents": docs, "megabytes": round(mb, 2), "files": [str(p) for p in paths],
+            "line": f"{docs:,} documents, {mb:.1f} MB of JSONL in {Path(cfg.root) / 'raw'}"}
 
 
 def _stage_tasks(cfg: DemoConfig) -> dict[str, Any]:
     from loki.eval.demo_tasks import write_demo_tasks
 
     manifest = write_demo_tasks([Path(cfg.root) / "raw"], Path(cfg.root) / "tasks")
-    print(f"  demo tasks: {manifest['counts']} (held-out documents never reach training)")
-    return {"counts": manifest["counts"], "held_out_documents": len(manifest["held_out_ids"])}
+    tests = ", ".join(f"{name.removeprefix('loki_demo_')} {c['test']}"
+                      for name, c in manifest["counts"].items())
+    return {"counts": manifest["counts"], "held_out_documents": len(manifest["held_out_ids"]),
+            "line": f"test items: {tests}, from {len(manifest['held_out_ids'])} held-out "
+                    "documents"}
 
 
 def _stage_filter(cfg: DemoConfig) -> dict[str, Any]:
@@ -82,7 +92,12 @@ def _stage_filter(cfg: DemoConfig) -> dict[str, Any]:
     filter_main(["--config", cfg.filter_config])
     report = json.loads((Path(cfg.root) / "filtered" / "filter_report.json").read_text())
     stages = [r for r in report.get("stages", []) if "docs_out" in r]
-    return {"docs_in": stages[0]["docs_in"], "docs_out": stages[-1]["docs_out"]} if stages else {}
+    if not stages:
+        return {"line": "no stage reported documents"}
+    contaminated = sum((report.get("benchmark_hits_per_task") or {}).values())
+    return {"docs_in": stages[0]["docs_in"], "docs_out": stages[-1]["docs_out"],
+            "line": f"{stages[0]['docs_in']:,} -> {stages[-1]['docs_out']:,} documents through "
+                    f"{len(stages)} stages; {contaminated} benchmark 13-gram hits removed"}
 
 
 def _stage_tokenizer(cfg: DemoConfig) -> dict[str, Any]:
@@ -90,7 +105,10 @@ def _stage_tokenizer(cfg: DemoConfig) -> dict[str, Any]:
 
     tokenizer_main(["prune", "--config", cfg.tokenizer_config])
     report = json.loads((Path(cfg.root) / "tokenizer" / "prune_report.json").read_text())
-    return {k: report[k] for k in ("vocab_size", "vocab_hash") if k in report}
+    ratio = (report.get("bytes_per_token_held_out") or {}).get("ratio")
+    return {**{k: report[k] for k in ("vocab_size", "vocab_hash") if k in report},
+            "line": f"cl100k_base pruned to {report.get('vocab_size'):,} tokens"
+                    + (f", {ratio:.2f}x its bytes/token on held-out text" if ratio else "")}
 
 
 def _stage_tokenize(cfg: DemoConfig) -> dict[str, Any]:
@@ -104,16 +122,16 @@ def _stage_tokenize(cfg: DemoConfig) -> dict[str, Any]:
                    "--tokenizer", str(root / "tokenizer")])
     manifests = sorted((root / "shards").glob("*/manifest.json"))
     counts = {m.parent.name: json.loads(m.read_text())["num_tokens"] for m in manifests}
-    print(f"  token shards per source: {counts}")
-    return {"tokens": counts}
+    return {"tokens": counts,
+            "line": "tokens: " + ", ".join(f"{k} {v:,}" for k, v in counts.items())}
 
 
 def _stage_teachers(cfg: DemoConfig) -> dict[str, Any]:
     from loki.distill.smollm import prepare_smollm
 
     folder = prepare_smollm(Path(cfg.teachers_root))
-    print(f"  SmolLM2-135M-Instruct (Apache-2.0) converted to {folder}")
-    return {"smollm2": str(folder)}
+    return {"smollm2": str(folder),
+            "line": f"SmolLM2-135M-Instruct (Apache-2.0) ready in {folder}"}
 
 
 def _stage_synthetic(cfg: DemoConfig) -> dict[str, Any]:
@@ -124,7 +142,7 @@ def _stage_synthetic(cfg: DemoConfig) -> dict[str, Any]:
     root = Path(cfg.root)
     teacher = HFTeacher(
         str(Path(cfg.teachers_root) / "smollm2-135m-instruct"), name="smollm2-135m",
-        dtype="float32", batch_size=16,
+        dtype="float32", batch_size=32,  # one batched generate call (KV cache) for all passages
         sampling=Sampling(max_new_tokens=cfg.synthetic_tokens, temperature=0.7, top_p=0.9),
     )
     index_path = root / "filter_work" / "decontam" / "index.npz"
@@ -132,9 +150,10 @@ def _stage_synthetic(cfg: DemoConfig) -> dict[str, Any]:
     topics = topics_from_documents(sorted((root / "raw").glob("enwiki*.jsonl")),
                                    cfg.synthetic_docs)
     report = write_synthetic(teacher, topics, root / "synthetic", index=index)
-    print(f"  {report['written']} synthetic documents from {teacher.name} "
-          f"({report['benchmark_copy']} benchmark copies and {report['too_short']} short dropped)")
-    return {k: report[k] for k in ("written", "benchmark_copy", "too_short")}
+    return {**{k: report[k] for k in ("written", "benchmark_copy", "too_short")},
+            "line": f"{report['written']} passages from {teacher.name} "
+                    f"({report['benchmark_copy']} benchmark copies and {report['too_short']} "
+                    "too short dropped)"}
 
 
 def _stage_teacher(cfg: DemoConfig) -> dict[str, Any]:
@@ -147,9 +166,8 @@ def _stage_teacher(cfg: DemoConfig) -> dict[str, Any]:
         args += ["--ckpt_path", str(last)]
     lightning_main(args)
     val = _val_losses(run)
-    if val:
-        print(f"  teacher validation loss: {val[0][1]:.3f} -> {val[-1][1]:.3f}")
-    return {"checkpoint": str(last), "val_loss": val}
+    line = f"validation loss {val[0][1]:.2f} -> {val[-1][1]:.2f}" if val else "trained"
+    return {"checkpoint": str(last), "val_loss": val, "line": f"Loki teacher: {line}"}
 
 
 def _stage_distill(cfg: DemoConfig) -> dict[str, Any]:
@@ -157,20 +175,21 @@ def _stage_distill(cfg: DemoConfig) -> dict[str, Any]:
 
     distill_main(["build", "--config", cfg.distill_config])
     report = json.loads((Path(cfg.root) / "distill" / "cache" / "report.json").read_text())
-    print("  candidate cache: " + json.dumps(report)[:300])
-    return {"report": report}
+    figures = ", ".join(f"{k} {v}" for k, v in report.items() if isinstance(v, int | float))
+    return {"report": report, "line": f"candidate cache: {figures}"[:150]}
 
 
 def _stage_fit(cfg: DemoConfig) -> dict[str, Any]:
     from loki.cli import lightning_main
 
     run = Path(cfg.run_dir)
-    if "fit" in cfg.redo:
-        _archive(run)
+    details = []
+    if "fit" in cfg.redo and (moved := _archive(run)):
+        details.append(f"previous run moved to {moved}")
     args = ["fit", "--config", cfg.fit_config, "--trainer.default_root_dir", str(run)]
     last = run / "checkpoints" / "last.ckpt"
     if last.is_file():
-        print(f"  resuming from {last}")
+        details.append(f"resumed from {last}")
         args += ["--ckpt_path", str(last)]
     if cfg.inject_spike:
         # A real fault for the real detector: noise on the weights at step 60 (see
@@ -182,33 +201,35 @@ def _stage_fit(cfg: DemoConfig) -> dict[str, Any]:
         raise LokiError(f"training finished without writing {last}; check the checkpoint "
                         f"callback in {cfg.fit_config}")
     val = _val_losses(run)
-    if val:
-        print("  validation loss by step: "
-              + ", ".join(f"{step}: {loss:.3f}" for step, loss in val))
     events = _current(run, "rollback-events.jsonl")
     rollbacks = [json.loads(line) for p in events for line in p.read_text().splitlines()]
     for e in rollbacks:
-        print(f"  rollback {e['rollback']}: spike at step {e['spike_step']} ({e['reason']}) -> "
-              f"back to step {e['target_step']}, new data seed {e['seed']}")
+        details.append(f"rollback {e['rollback']}: spike at step {e['spike_step']} "
+                       f"({e['reason']}) -> back to step {e['target_step']}, new data seed "
+                       f"{e['seed']}")
     sample = _sample(last, cfg.sample_prompt)
-    print(f"  sample: {sample!r}")
+    details.append(f"sample: {sample!r}")
+    line = (f"validation loss {val[0][1]:.2f} (step {val[0][0]}) -> {val[-1][1]:.2f} "
+            f"(step {val[-1][0]})" if val else "trained")
     return {"checkpoint": str(last), "val_loss": val, "sample": sample,
-            "rollbacks": len(rollbacks)}
+            "rollbacks": len(rollbacks), "details": details,
+            "line": line + (f"; {len(rollbacks)} rollback(s)" if rollbacks else "")}
 
 
-def _archive(run: Path) -> None:
-    """Move a previous training run's files aside (nothing is deleted) so a redo starts afresh."""
+def _archive(run: Path) -> Path | None:
+    """Move a previous training run's files aside (nothing is deleted) so a redo starts afresh;
+    returns where they went."""
     parts = [run / name for name in RUN_PARTS if (run / name).exists()]
     if not parts:
-        return
+        return None
     dest = run / "archive" / time.strftime("%Y%m%d-%H%M%S")
     dest.mkdir(parents=True)
     for part in parts:
         part.rename(dest / part.name)
-    print(f"  previous run moved to {dest}")
+    return dest
 
 
-RUN_PARTS = ("checkpoints", "csv", "wandb", "eval", "rollback", "probes", "REPORT.md")
+RUN_PARTS = ("checkpoints", "csv", "wandb", "eval", "compare", "rollback", "probes", "REPORT.md")
 
 
 def _current(run: Path, name: str) -> list[Path]:
@@ -241,6 +262,29 @@ def _sample(checkpoint: Path, prompt: str, max_new_tokens: int = 40) -> str:
     return prompt + tokenizer.decode(out[0, idx.size(1):].tolist())
 
 
+def _stage_compare(cfg: DemoConfig) -> dict[str, Any]:
+    """The trained student against its step-0 checkpoint on every demo task, item by item."""
+    from loki.eval.compare import main as compare_main
+
+    run = Path(cfg.run_dir)
+    step0 = run / "checkpoints" / "step-0.ckpt"
+    evaluated = run / "eval" / "evaluated.ckpt"
+    trained = evaluated if evaluated.is_file() else run / "checkpoints" / "last.ckpt"
+    if not step0.is_file():
+        raise LokiError(f"no step-0 checkpoint at {step0}: the fit config needs the "
+                        "callbacks.initial_checkpoint.InitialCheckpoint callback (then "
+                        "--redo [fit,compare,probe,report])")
+    compare_main(["--a", f"[{step0}]", "--b", f"[{trained}]", "--suite.preset", "demo",
+                  "--suite.offline", "true", "--suite.data_dir", str(Path(cfg.root) / "tasks"),
+                  "--device", "cpu", "--batch_size", "32", "--output_dir", str(run / "compare")])
+    tasks = json.loads((run / "compare" / "compare.json").read_text())["tasks"]
+    label, r = max(tasks.items(), key=lambda kv: kv[1]["diff"])
+    return {"tasks": tasks,
+            "line": f"{label}: step 0 {r['mean_a']:.1%} -> trained {r['mean_b']:.1%} "
+                    f"({100 * r['diff']:+.1f} points, {r['confidence']:.0%} CI "
+                    f"[{100 * r['ci_low']:+.1f}, {100 * r['ci_high']:+.1f}])"}
+
+
 def _stage_probe(cfg: DemoConfig) -> dict[str, Any]:
     from loki.eval.probes import main as probe_main
 
@@ -251,8 +295,9 @@ def _stage_probe(cfg: DemoConfig) -> dict[str, Any]:
                 "--device", "cpu"])
     result = json.loads((run / "probes" / "probes.json").read_text())
     share = result["bias"]["stereotype_consistent_share"]
-    print(f"  bias template: {share:.0%} of orderings resolved the stereotyped way")
-    return {"checkpoint": str(checkpoint), "stereotype_consistent_share": share}
+    return {"checkpoint": str(checkpoint), "stereotype_consistent_share": share,
+            "line": f"{len(result.get('prompts', {}))} probe prompts; bias template: {share:.0%} "
+                    "of orderings resolved the stereotyped way"}
 
 
 def _stage_report(cfg: DemoConfig) -> dict[str, Any]:
@@ -260,8 +305,7 @@ def _stage_report(cfg: DemoConfig) -> dict[str, Any]:
 
     run = Path(cfg.run_dir)
     build_report(run, cfg.root, table1_md=str(run / "eval" / "results.md"))
-    print(f"  report: {run / 'REPORT.md'}")
-    return {"report": str(run / "REPORT.md")}
+    return {"report": str(run / "REPORT.md"), "line": f"open {run / 'REPORT.md'}"}
 
 
 STAGES: dict[str, Callable[[DemoConfig], dict[str, Any]]] = {
@@ -275,6 +319,7 @@ STAGES: dict[str, Callable[[DemoConfig], dict[str, Any]]] = {
     "teacher": _stage_teacher,
     "distill": _stage_distill,
     "fit": _stage_fit,
+    "compare": _stage_compare,
     "probe": _stage_probe,
     "report": _stage_report,
 }
@@ -291,29 +336,76 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
                         "--redo [fit,probe,report] to train it again with the spike")
     timings: dict[str, float] = {}
     summaries: dict[str, Any] = {}
+    width = max(len(s) for s in cfg.stages)
     for i, name in enumerate(cfg.stages, 1):
         marker = markers / f"{name}.json"
-        header = f"[{i}/{len(cfg.stages)}] {name}"
+        header = f"[{i:>{len(str(len(cfg.stages)))}}/{len(cfg.stages)}] {name:<{width}}"
         if marker.is_file() and name not in cfg.redo:
             done = json.loads(marker.read_text())
-            print(f"{header}: done earlier ({done['seconds']:.0f} s), skipped")
+            say(f"{header}  done earlier ({done['seconds']:.1f} s), skipped")
             summaries[name] = done["summary"]
             continue
-        print(f"{header} ...", flush=True)
-        started = time.perf_counter()
-        summary = STAGES[name](cfg)
-        seconds = time.perf_counter() - started
+        if name in _OWN_PROGRESS_BAR:
+            say(f"{header}  ...")
+        with _Ticker(header, name not in _OWN_PROGRESS_BAR), muted():
+            started = time.perf_counter()
+            summary = STAGES[name](cfg)
+            seconds = time.perf_counter() - started
         timings[name] = seconds
         summaries[name] = summary
-        marker.write_text(json.dumps({"seconds": seconds, "summary": summary}, indent=2))
-        print(f"{header}: {seconds:.1f} s", flush=True)
+        _write_atomic(marker, json.dumps({"seconds": seconds, "summary": summary}, indent=2))
+        say(f"{header}  {summary.get('line', 'done')}  ({seconds:.1f} s)")
+        for detail in summary.get("details", []):
+            say(f"{' ' * len(header)}  {detail}")
     if timings:
-        print("time per stage: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
-              + f"; total {sum(timings.values()):.0f} s")
+        say("time per stage: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items())
+            + f"; total {sum(timings.values()):.1f} s")
     else:
-        print(f"every stage was done earlier; the report is {Path(cfg.run_dir) / 'REPORT.md'} "
-              "(--redo [stage,...] runs stages again)")
+        say(f"every stage was done earlier; the report is {Path(cfg.run_dir) / 'REPORT.md'} "
+            "(--redo [stage,...] runs stages again)")
     return summaries
+
+
+# Stages that run Lightning, whose progress bar (callbacks.console_progress) shows progress.
+_OWN_PROGRESS_BAR = {"teacher", "fit"}
+
+
+class _Ticker:
+    """On a terminal, redraw ``<header>  running, 12 s`` every second while a stage without a
+    progress bar of its own runs (a long silent stage looks like a hung one); nothing when the
+    console is a file or a pipe."""
+
+    def __init__(self, header: str, enabled: bool) -> None:
+        self.header = header
+        self.enabled = enabled and stream().isatty()
+
+    def __enter__(self) -> _Ticker:
+        if self.enabled:
+            import threading
+
+            self.stop = threading.Event()
+            self.thread = threading.Thread(target=self._run, daemon=True)
+            self.thread.start()
+        return self
+
+    def _run(self) -> None:
+        started = time.perf_counter()
+        while not self.stop.wait(1.0):
+            stream().write(f"\r{self.header}  running, {time.perf_counter() - started:.0f} s")
+            stream().flush()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self.stop.set()
+            self.thread.join()
+            stream().write("\r\033[K")  # clear the ticker's line for the stage's own line
+            stream().flush()
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def _parser():
@@ -345,5 +437,8 @@ def main(argv: list[str] | None = None) -> None:
         cfg = _to_config(_parser().parse_args(argv))
     except ArgumentError as err:
         raise LokiError(" ".join(str(err).split())) from None
-    print("loki demo: " + json.dumps(asdict(cfg)))
-    run_demo(cfg)
+    log = Path(cfg.run_dir) / "demo.log"
+    with quiet_console(log, cfg.verbose, title="loki demo " + json.dumps(asdict(cfg))):
+        say(f"loki demo: {len(cfg.stages)} stages; data in {cfg.root}, run in {cfg.run_dir}"
+            + ("" if cfg.verbose else f"; library logs in {log} (--verbose true shows them)"))
+        run_demo(cfg)

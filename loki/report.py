@@ -16,6 +16,10 @@ Artifacts read (defaults; each can be given explicitly):
   ...}}}`` layout, or ``{"rows": [{"task", "metric", "value", "stderr"}]}``), and the
   Table-1 Markdown ``<run_dir>/eval/table1.md`` (linked)
 - probes: ``<run_dir>/probes/probes.json`` (prompt/output records, optional ``summary``)
+- trained vs step 0: ``<run_dir>/compare/compare.json`` (``loki compare``: paired bootstrap CIs)
+
+Scores print as percentages (``51.5%``), times as seconds (``28.0 s``); report.json keeps the raw
+numbers (fractions, seconds) and each table's ``formats`` says how a column is printed.
 """
 
 from __future__ import annotations
@@ -59,6 +63,9 @@ class ReportConfig:
     """Table-1 Markdown written by ``loki eval`` (default: ``<run_dir>/eval/table1.md``)."""
     probes: str | None = None
     """Probe outputs JSON (default: ``<run_dir>/probes/probes.json``)."""
+    compare: str | None = None
+    """``loki compare`` of the step-0 and trained checkpoints (default:
+    ``<run_dir>/compare/compare.json``)."""
     max_samples: int = 12
     """Probe samples shown in the report."""
 
@@ -81,6 +88,7 @@ def resolve_paths(cfg: ReportConfig) -> dict[str, str | None]:
         "eval_results": cfg.eval_results or f"{run}/eval/results.json",
         "table1_md": cfg.table1_md or f"{run}/eval/table1.md",
         "probes": cfg.probes or f"{run}/probes/probes.json",
+        "compare": cfg.compare or f"{run}/compare/compare.json",
     }
 
 
@@ -124,8 +132,10 @@ def _series(rows: list[dict[str, float]], key: str) -> list[tuple[float, float, 
 
 
 # --------------------------------------------------------------------------- sections
-def _table(columns: list[str], rows: list[list[Any]]) -> dict[str, Any]:
-    return {"columns": columns, "rows": rows}
+def _table(columns: list[str], rows: list[list[Any]],
+           formats: dict[str, str] | None = None) -> dict[str, Any]:
+    """A table; ``formats`` maps a column to how :func:`cell` prints it."""
+    return {"columns": columns, "rows": rows, "formats": formats or {}}
 
 
 def _not_run(reason: str) -> dict[str, Any]:
@@ -136,17 +146,31 @@ def filter_section(path: str | None) -> dict[str, Any]:
     report, err = _load_json(path)
     if err:
         return _not_run(f"filter report missing ({err}); run `loki filter`")
-    rows = []
+    rows, contaminated = [], []
     for s in report.get("stages", []):
         din, dout = s.get("docs_in"), s.get("docs_out")
         kept = round(100.0 * dout / din, 2) if din else None
+        reasons = s.get("reasons") or {}
+        note = None
+        if "contaminated_docs" in reasons or s["stage"] == "decontam":
+            n, dropped = reasons.get("contaminated_docs", 0), reasons.get(
+                "dropped_too_many_hits", 0)
+            note = (f"{n} contaminated documents: {dropped} dropped, the rest cut around "
+                    "the matches")
+            contaminated += [[ex.get("id"), ex.get("reason"), ex.get("text")]
+                             for ex in s.get("removed_examples") or []]
         rows.append([s["stage"], din, dout, s.get("bytes_in"), s.get("bytes_out"), kept,
-                     s.get("seconds")])
+                     s.get("seconds"), note])
     hits = report.get("benchmark_hits_per_task", {})
-    return {"status": "ok", "source": path,
-            "table": _table(["stage", "docs in", "docs out", "bytes in", "bytes out",
-                             "docs kept %", "seconds"], rows),
-            "hits": _table(["task", "13-gram hits"], [[k, v] for k, v in hits.items()])}
+    out = {"status": "ok", "source": path,
+           "table": _table(["stage", "docs in", "docs out", "bytes in", "bytes out",
+                            "docs kept", "time", "note"], rows,
+                           {"docs kept": "percent", "time": "seconds"}),
+           "hits": _table(["task", "13-gram hits"], [[k, v] for k, v in hits.items()])}
+    if contaminated:
+        out["contaminated"] = _table(["contaminated document", "action", "benchmark text found"],
+                                     contaminated)
+    return out
 
 
 def tokenizer_section(path: str | None) -> dict[str, Any]:
@@ -270,8 +294,14 @@ def eval_section(path: str | None, table1: str | None) -> dict[str, Any]:
         return _not_run(f"{path} holds no task scores")
     values = [r[2] for r in rows if isinstance(r[2], int | float)]
     average = results.get("average", sum(values) / len(values) if values else None)
+    from loki.eval.presets import chance
+
+    tasks = {label: r.get("task", label) for label, r in results["rows"].items()} if isinstance(
+        results.get("rows"), dict) else {}
+    rows = [[*r, chance(tasks.get(r[0], r[0]))] for r in rows]
     out = {"status": "ok", "source": path,
-           "table": _table(["task", "metric", "value", "stderr"], rows),
+           "table": _table(["task", "metric", "score", "stderr", "chance"], rows,
+                           {"score": "fraction", "stderr": "fraction", "chance": "fraction"}),
            "average": average}
     if table1 and os.path.isfile(table1):
         out["table1_md"] = table1
@@ -312,6 +342,37 @@ def probes_section(path: str | None, max_samples: int) -> dict[str, Any]:
         out["summary"] = _table(["item", "value"], [[k, v] for k, v in summary.items()
                                                      if not isinstance(v, dict | list)])
     return out
+
+
+def compare_section(path: str | None) -> dict[str, Any]:
+    """The trained model against its step-0 checkpoint, per task, from ``loki compare``."""
+    data, err = _load_json(path)
+    if err:
+        return _not_run(f"no comparison with the step-0 checkpoint ({err}); run `loki compare "
+                        "--a <step-0.ckpt> --b <last.ckpt>`")
+    from loki.eval.presets import chance
+
+    labels = {r.label: r.task for rows in _presets() for r in rows}
+    rows = []
+    for label, r in data["tasks"].items():
+        ci = f"[{100 * r['ci_low']:+.1f}, {100 * r['ci_high']:+.1f}]"
+        rows.append([label, r["n"], chance(labels.get(label, label)), r["mean_a"], r["mean_b"],
+                     r["diff"], ci, r["p_value"]])
+    pct = f"{r['confidence']:.0%}" if rows else "95%"
+    return {"status": "ok", "source": path,
+            "table": _table(["task", "items", "chance", "step 0 (A)", "trained (B)",
+                             "B − A (points)", f"{pct} CI (points)", "p"], rows,
+                            {"chance": "fraction", "step 0 (A)": "fraction",
+                             "trained (B)": "fraction", "B − A (points)": "points",
+                             "p": "p"}),
+            "note": "Same items for both checkpoints; the interval is a paired bootstrap over "
+                    "items (an interval that excludes 0 is a change beyond item-sampling noise)."}
+
+
+def _presets() -> list[list[Any]]:
+    from loki.eval.presets import PRESETS
+
+    return list(PRESETS.values())
 
 
 # --------------------------------------------------------------------------- plots
@@ -379,29 +440,46 @@ def _plots(report: dict[str, Any], rows: list[dict[str, float]] | None,
 
 
 # --------------------------------------------------------------------------- markdown
-def cell(value: Any) -> str:
-    """How a table value is printed (the test reads REPORT.md back through this)."""
+def cell(value: Any, fmt: str | None = None) -> str:
+    """How a table value is printed (the test reads REPORT.md back through this). ``fmt``:
+    ``fraction`` (0.515 -> 51.5%), ``percent`` (51.5 -> 51.5%), ``points`` (0.05 -> +5.0),
+    ``seconds`` (27.98 -> 28.0 s), ``p`` (three decimals); other floats get four significant
+    digits."""
     if value is None:
         return "—"
-    if isinstance(value, bool):
-        return str(value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value).replace("|", "\\|").replace("\n", " ")
+    if fmt == "fraction":
+        return f"{100 * value:.1f}%"
+    if fmt == "percent":
+        return f"{value:.1f}%"
+    if fmt == "points":
+        return f"{100 * value:+.1f}"
+    if fmt == "seconds":
+        return f"{value:.1f} s"
+    if fmt == "p":
+        return f"{value:.3f}"
     if isinstance(value, float):
-        return f"{value:.4f}"
-    return str(value).replace("|", "\\|").replace("\n", " ")
+        return f"{value:.4g}"
+    return str(value)
 
 
 def markdown_table(table: dict[str, Any]) -> list[str]:
     if not table["rows"]:
         return ["(no rows)"]
+    formats = [table.get("formats", {}).get(c) for c in table["columns"]]
     lines = ["| " + " | ".join(table["columns"]) + " |",
              "| " + " | ".join("---" for _ in table["columns"]) + " |"]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table["rows"]]
+    lines += ["| " + " | ".join(cell(v, f) for v, f in zip(row, formats, strict=False)) + " |"
+              for row in table["rows"]]
     return lines
 
 
 TITLES = {"filter": "Filter", "tokenizer": "Tokenizer", "training": "Training",
           "rollbacks": "Loss-spike rollbacks", "distillation": "Distillation (KD win rates)",
-          "eval": "Evaluation (Table-1 style)", "probes": "Probes and samples"}
+          "eval": "Evaluation (Table-1 style)",
+          "compare": "Trained model against its step-0 checkpoint",
+          "probes": "Probes and samples"}
 
 
 def render(report: dict[str, Any]) -> str:
@@ -414,11 +492,13 @@ def render(report: dict[str, Any]) -> str:
             lines += [f"**{NOT_RUN}**: {sec['reason']}", ""]
             continue
         lines += [f"Source: `{sec['source']}`", ""] + markdown_table(sec["table"]) + [""]
-        for extra in ("hits", "summary"):
+        for extra in ("hits", "contaminated", "summary"):
             if extra in sec:
                 lines += markdown_table(sec[extra]) + [""]
+        if sec.get("note"):
+            lines += [sec["note"], ""]
         if sec.get("average") is not None:
-            lines += [f"Average over the rows above: {cell(sec['average'])}", ""]
+            lines += [f"Average over the rows above: {cell(sec['average'], 'fraction')}", ""]
         if "table1_md" in sec:
             lines += [f"Table 1 as written by `loki eval`: `{sec['table1_md']}`", ""]
         for plot, name in report["plots"].items():
@@ -462,6 +542,7 @@ def build_report(run_dir: str | Path = "runs/demo", data_root: str | Path = "dat
         "rollbacks": _safe(rollback_section, found["rollback_events"], rows),
         "distillation": _safe(distill_section, rows, found["metrics_csv"]),
         "eval": _safe(eval_section, found["eval_results"], found["table1_md"]),
+        "compare": _safe(compare_section, found["compare"]),
         "probes": _safe(probes_section, found["probes"], cfg.max_samples),
     }
     report: dict[str, Any] = {"run_dir": cfg.run_dir, "config": asdict(cfg), "artifacts": found,

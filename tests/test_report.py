@@ -52,7 +52,10 @@ def _fixtures(tmp_path: Path) -> tuple[Path, Path]:
              "bytes_in": 100000, "bytes_out": 70000, "reasons": {}, "removed_examples": []},
             {"stage": "dedup", "seconds": 1.5, "docs_in": 80, "docs_out": 60,
              "bytes_in": 70000, "bytes_out": 50000, "reasons": {}, "removed_examples": []},
-            {"stage": "decontam", "seconds": None, "reasons": {}, "removed_examples": []}]}))
+            {"stage": "decontam", "seconds": None,
+             "reasons": {"contaminated_docs": 3, "dropped_too_many_hits": 1, "hits_demo_tasks": 2},
+             "removed_examples": [{"id": "doc-7", "reason": "benchmark_match",
+                                   "text": "the river runs past the mill"}]}]}))
     (data / "tokenizer" / "prune_report.json").write_text(json.dumps({
         "vocab_size": 16384, "vocab_hash": "abc", "base": "cl100k_base", "corpus_bytes": 50000,
         "corpus_docs": 60, "distinct_tokens_used": 9000, "kept_unused": 12,
@@ -71,6 +74,11 @@ def _fixtures(tmp_path: Path) -> tuple[Path, Path]:
         "loki_demo_cloze": {"alias": "cloze", "acc,none": 0.5, "acc_stderr,none": 0.05,
                             "acc_norm,none": 0.55, "acc_norm_stderr,none": 0.04},
         "loki_demo_lastword": {"acc,none": 0.25, "acc_stderr,none": "N/A"}}}))
+    (run / "compare").mkdir()
+    (run / "compare" / "compare.json").write_text(json.dumps({"tasks": {
+        "Demo minimal pairs": {"n": 200, "mean_a": 0.505, "mean_b": 0.78, "diff": 0.275,
+                               "ci_low": 0.22, "ci_high": 0.33, "p_value": 0.0,
+                               "confidence": 0.95}}}))
     (run / "probes").mkdir()
     (run / "probes" / "probes.json").write_text(json.dumps({
         "samples": [{"name": "fibonacci", "prompt": "The closed form | of F_n", "output": "is"},
@@ -96,9 +104,10 @@ def _md_tables(md: str) -> list[list[list[str]]]:
 def _json_tables(report: dict) -> list[list[list]]:
     out = []
     for sec in report["sections"].values():
-        for key in ("table", "hits", "summary"):
+        for key in ("table", "hits", "contaminated", "summary"):
             if key in sec and sec[key]["rows"]:
-                out.append(sec[key]["rows"])
+                formats = [sec[key].get("formats", {}).get(c) for c in sec[key]["columns"]]
+                out.append([list(zip(row, formats, strict=True)) for row in sec[key]["rows"]])
     return out
 
 
@@ -109,16 +118,13 @@ def test_tables_match_json_and_plots_exist(tmp_path: Path) -> None:
     on_disk = json.loads((run / "report.json").read_text())
     assert all(s["status"] == "ok" for s in on_disk["sections"].values()), on_disk["sections"]
     md_tables, js_tables = _md_tables(md), _json_tables(on_disk)
-    assert len(md_tables) == len(js_tables) == 9
+    assert len(md_tables) == len(js_tables) == 11
     for md_rows, js_rows in zip(md_tables, js_tables, strict=True):
         assert len(md_rows) == len(js_rows)
         for md_row, js_row in zip(md_rows, js_rows, strict=True):
             assert len(md_row) == len(js_row)
-            for text, value in zip(md_row, js_row, strict=True):
-                if isinstance(value, float):
-                    assert float(text) == pytest.approx(value, abs=1e-4)
-                else:
-                    assert text == cell(value).replace("\\|", "|")
+            for text, (value, fmt) in zip(md_row, js_row, strict=True):
+                assert text == cell(value, fmt).replace("\\|", "|")
     # numbers come from the artifacts, not from the builder
     sections = report["sections"]
     assert sections["filter"]["table"]["rows"][0][:3] == ["clean", 100, 80]
@@ -129,7 +135,13 @@ def test_tables_match_json_and_plots_exist(tmp_path: Path) -> None:
     assert smollm[1] == pytest.approx(0.75) and smollm[3] == 3
     assert sections["rollbacks"]["table"]["rows"][0][:3] == [1, 6, 1856]
     evals = {(r[0], r[1]): r for r in sections["eval"]["table"]["rows"]}
-    assert evals[("loki_demo_cloze", "acc_norm")][2:] == [0.55, 0.04]
+    assert evals[("loki_demo_cloze", "acc_norm")][2:] == [0.55, 0.04, 0.25]  # chance beside it
+    # percentages and seconds read as such; the decontamination row names its documents
+    assert "| clean | 100 | 80 | 100000 | 70000 | 80.0% | 1.5 s | — |" in md
+    assert "| loki_demo_cloze | acc_norm | 55.0% | 4.0% | 25.0% |" in md
+    assert "3 contaminated documents: 1 dropped" in md and "| doc-7 | benchmark_match |" in md
+    assert ("| Demo minimal pairs | 200 | 50.0% | 50.5% | 78.0% | +27.5 | [+22.0, +33.0] | "
+            "0.000 |") in md
     assert evals[("loki_demo_lastword", "acc")][3] is None  # "N/A" stderr is not a number
     assert sections["probes"]["table"]["rows"][1] == ["story", "Once", "upon a\ntime"]
     for name in ("loss_vs_tokens", "batch_size_vs_tokens", "kd_win_rate",
@@ -186,7 +198,7 @@ def test_reads_what_loki_eval_and_loki_probe_write(tmp_path: Path) -> None:
             {"occupations": ["lawyer", "secretary"], "pronouns": ["He", "She"],
              "prompt": "A lawyer ...", "resolved": "secretary", "stereotype_consistent": True}]}}))
     s = build_report(run, data)["sections"]
-    assert s["eval"]["table"]["rows"] == [["Demo cloze", "acc_norm,none", 0.3, 0.03]]
+    assert s["eval"]["table"]["rows"] == [["Demo cloze", "acc_norm,none", 0.3, 0.03, 0.25]]
     assert s["eval"]["average"] == 0.3
     rows = s["probes"]["table"]["rows"]
     assert rows[0] == ["history", "The French Revolution", " began"]

@@ -65,9 +65,11 @@ def main(argv: list[str] | None = None) -> None:
     if manifest.get("submitted"):
         print("submitted; run `loki distill finalize` with the same config when the jobs end")
         return
-    print(json.dumps({"output": cfg.output, "prompts": manifest["prompts"],
-                      "sources": [s["name"] for s in manifest["sources"]],
-                      "report": manifest["report"]}, indent=1))
+    from loki.console import say  # the terminal, also while libraries write to the log
+
+    say(json.dumps({"output": cfg.output, "prompts": manifest["prompts"],
+                    "sources": [s["name"] for s in manifest["sources"]],
+                    "report": manifest["report"]}, indent=1))
 
 
 if __name__ == "__main__":

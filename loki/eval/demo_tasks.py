@@ -1,6 +1,6 @@
 """Small offline benchmark tasks built from held-out demo text.
 
-lm-eval's built-in tasks download from the hub; the demo evaluates on two local tasks instead,
+lm-eval's built-in tasks download from the hub; the demo evaluates on three local tasks instead,
 made from documents of the demo corpus held out by a hash of their id (``held_out_fraction``):
 
 - ``loki_demo_cloze`` (multiple choice): two sentences of a passage, then choose the true next
@@ -8,6 +8,12 @@ made from documents of the demo corpus held out by a hash of their id (``held_ou
   Rows: ``{"id", "source_id", "query", "choices", "gold"}``.
 - ``loki_demo_lastword`` (generation, LAMBADA-like): a sentence without its last word; generate
   that word. Rows: ``{"id", "source_id", "query", "answer"}``.
+- ``loki_demo_pairs`` (minimal pairs, BLiMP-style): a held-out sentence against the same sentence
+  with two neighbouring words swapped, or with one word replaced by a word from another held-out
+  document; the model should give the original the higher log-likelihood. Chance is 50%, and
+  word order and word choice are what a small model learns first, so this task separates a
+  trained model from its initialization long before the cloze does.
+  Rows: ``{"id", "source_id", "query": "", "choices": [a, b], "gold", "edit"}``.
 
 Files: ``<out>/<task>/{train,test}.jsonl`` (train = few-shot pool) and ``<out>/manifest.json``.
 The field names are the ones the decontamination index reads (``query``, ``choices``, ``gold``,
@@ -28,9 +34,13 @@ from pathlib import Path
 
 from loki.errors import LokiError
 
-CLOZE, LASTWORD = "loki_demo_cloze", "loki_demo_lastword"
+CLOZE, LASTWORD, PAIRS = "loki_demo_cloze", "loki_demo_lastword", "loki_demo_pairs"
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'])")
 _LAST_WORD = re.compile(r"^(?P<head>.*\S)\s+(?P<word>[A-Za-z][a-z]{2,})[.!?]$")
+_PLAIN_WORD = re.compile(r"^[a-z]{2,}$")
+# A pair sentence has at least as many words as the decontamination n-gram (13), so the filter's
+# index covers every one of them and the training text never holds a test sentence.
+PAIR_WORDS = (13, 40)
 
 
 def held_out(doc_id: str, fraction: float) -> bool:
@@ -85,21 +95,69 @@ def build_items(docs: list[dict], held_out_fraction: float = 0.05, n_choices: in
     return cloze, last
 
 
+def build_pairs(docs: list[dict], held_out_fraction: float = 0.05, seed: int = 0) -> list[dict]:
+    """Minimal-pair items from the held-out documents: one sentence in three, alternately
+    corrupted by swapping two neighbouring lowercase words or by replacing one lowercase word
+    with a word of another held-out document. The first word is never touched (its capital
+    letter alone would give the answer away), nor punctuation. The gold sentence sits at a
+    seeded random position, so a model that cannot tell the two apart scores 50%."""
+    rng = random.Random(seed + 1)
+    held = [d for d in docs if held_out(str(d["id"]), held_out_fraction)]
+    per_doc = {str(d["id"]): [s for s in sentences(d["text"])
+                              if PAIR_WORDS[0] <= len(s.split()) <= PAIR_WORDS[1]]
+               for d in held}
+    vocab = {doc_id: sorted({w for s in ss for w in s.split() if _PLAIN_WORD.match(w)})
+             for doc_id, ss in per_doc.items()}
+    items = []
+    for doc_id, ss in per_doc.items():
+        donors = [w for other, ws in vocab.items() if other != doc_id for w in ws]
+        for k in range(0, len(ss), 3):
+            words = ss[k].split()
+            plain = [i for i in range(1, len(words)) if _PLAIN_WORD.match(words[i])]
+            if len(items) % 2 == 0:  # swap two neighbouring, different plain words
+                spots = [i for i in plain if i + 1 in plain and words[i] != words[i + 1]]
+                if not spots:
+                    continue
+                i = rng.choice(spots)
+                bad = words[:i] + [words[i + 1], words[i]] + words[i + 2:]
+                edit = "swap"
+            else:  # one plain word replaced by a word from another document
+                if not plain or not donors:
+                    continue
+                i = rng.choice(plain)
+                word = rng.choice(donors)
+                if word == words[i]:
+                    continue
+                bad = words[:i] + [word] + words[i + 1:]
+                edit = "replace"
+            choices = [ss[k], " ".join(bad)]
+            gold = rng.randrange(2)
+            if gold:
+                choices.reverse()
+            items.append({"id": f"{PAIRS}-{len(items)}", "source_id": doc_id, "query": "",
+                          "choices": choices, "gold": gold, "edit": edit})
+    rng.shuffle(items)
+    return items
+
+
 def write_demo_tasks(raw: Iterable[str | Path], out: str | Path, n_test: int = 200,
                      n_train: int = 16, held_out_fraction: float = 0.05, seed: int = 0,
                      overwrite: bool = False) -> dict:
-    """Build both tasks (once: an existing manifest with the same settings is reused)."""
+    """Build the three tasks (once: an existing manifest with the same settings is reused)."""
     out = Path(out)
     settings = {"raw": [str(p) for p in raw], "n_test": n_test, "n_train": n_train,
-                "held_out_fraction": held_out_fraction, "seed": seed}
+                "held_out_fraction": held_out_fraction, "seed": seed,
+                "tasks": [CLOZE, LASTWORD, PAIRS]}
     manifest_path = out / "manifest.json"
     if manifest_path.is_file() and not overwrite:
         manifest = json.loads(manifest_path.read_text())
         if manifest.get("settings") == settings:
             return manifest
-    cloze, last = build_items(read_documents(settings["raw"]), held_out_fraction, seed=seed)
+    docs = read_documents(settings["raw"])
+    cloze, last = build_items(docs, held_out_fraction, seed=seed)
+    pairs = build_pairs(docs, held_out_fraction, seed=seed)
     counts = {}
-    for name, items in ((CLOZE, cloze), (LASTWORD, last)):
+    for name, items in ((CLOZE, cloze), (LASTWORD, last), (PAIRS, pairs)):
         if len(items) < n_train + 10:
             raise LokiError(f"only {len(items)} {name} items from the held-out documents; "
                             "raise held_out_fraction or give more text")
@@ -110,7 +168,7 @@ def write_demo_tasks(raw: Iterable[str | Path], out: str | Path, n_test: int = 2
                 "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
         counts[name] = {k: len(v) for k, v in splits.items()}
     manifest = {"settings": settings, "counts": counts,
-                "held_out_ids": sorted({r["source_id"] for r in cloze + last}),
+                "held_out_ids": sorted({r["source_id"] for r in cloze + last + pairs}),
                 "decontamination_fields": ["query", "choices", "answer"],
                 "files": {n: str(out / n / "test.jsonl") for n in counts}}
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")

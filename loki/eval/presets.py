@@ -47,8 +47,24 @@ PRESETS: dict[str, list[BenchmarkRow]] = {
         BenchmarkRow("Demo cloze", "loki_demo_cloze", 0, "acc_norm,none", "loki_demo_cloze"),
         BenchmarkRow("Demo last word", "loki_demo_lastword", 0, "exact_match,first-word",
                      "loki_demo_lastword"),
+        # BLiMP-style minimal pairs: the one task that shows learning at demo scale (chance 50%)
+        BenchmarkRow("Demo minimal pairs", "loki_demo_pairs", 0, "acc,none", "loki_demo_pairs"),
     ],
 }
+# Chance accuracy of a task (random choice among its options), printed beside its score; tasks
+# whose items have varying numbers of options (MMLU: 4, HellaSwag: 4, TruthfulQA MC2) use the
+# common case, generation tasks have none (0).
+CHANCE: dict[str, float] = {
+    "arc_challenge": 0.25, "hellaswag": 0.25, "mmlu": 0.25, "winogrande": 0.5, "gsm8k": 0.0,
+    "loki_demo_cloze": 0.25, "loki_demo_lastword": 0.0, "loki_demo_pairs": 0.5,
+}
+
+
+def chance(task: str) -> float | None:
+    """Chance accuracy of a task (or its ``*_local`` variant); None when not known."""
+    return CHANCE.get(task.removesuffix("_local"))
+
+
 # The row left out of the second average, as in the paper.
 TRUTHFULQA = "TruthfulQA"
 

@@ -52,20 +52,22 @@ def main(argv: list[str] | None = None) -> None:
 
     if argv and argv[0] == "report":  # after a Slurm run: the report from the jobs' stats
         cfg = parse(FilterConfig, argv[1:], "loki filter report")
-        report = FilterPipeline(cfg).report()
+        FilterPipeline(cfg).report()
         print(f"report: {cfg.output_dir}/filter_report.md")
         return
     cfg = parse(FilterConfig, argv, "loki filter")
     report = FilterPipeline(cfg).run()
+    from loki.console import say  # the terminal, also while libraries write to the log
+
     if report.get("submitted"):
-        print("submitted the chained Slurm jobs; once the last one has ended: "
-              "loki filter report --config <same yaml>")
+        say("submitted the chained Slurm jobs; once the last one has ended: "
+            "loki filter report --config <same yaml>")
     if "stages" in report:
         for row in report["stages"]:
             if "docs_out" in row:
-                print(f"{row['stage']:<14} {row['docs_in']:>7} -> {row['docs_out']:>7} docs "
-                      f"{row['seconds'] if row['seconds'] is not None else '-':>8} s")
-        print(f"report: {cfg.output_dir}/filter_report.md")
+                say(f"{row['stage']:<14} {row['docs_in']:>7} -> {row['docs_out']:>7} docs "
+                    f"{row['seconds'] if row['seconds'] is not None else '-':>8} s")
+        say(f"report: {cfg.output_dir}/filter_report.md")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,9 @@ def demo_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("tasks")
     for name, row in (("loki_demo_cloze", {"query": "Rain falls.", "choices": [" Yes.", " No."],
                                            "gold": 0}),
-                      ("loki_demo_lastword", {"query": "The sky is", "answer": "blue"})):
+                      ("loki_demo_lastword", {"query": "The sky is", "answer": "blue"}),
+                      ("loki_demo_pairs", {"query": "", "choices": ["Rain falls.", "Falls rain."],
+                                           "gold": 0})):
         (root / name).mkdir()
         for split in ("train", "test"):
             (root / name / f"{split}.jsonl").write_text(
@@ -57,7 +59,7 @@ def test_runs_once_records_and_force_overrides(tmp_path, demo_data, tok):
     out = tmp_path / "eval"
     _fit(tmp_path, _callback(demo_data, out), tok)
     results = json.loads((out / "results.json").read_text())
-    assert set(results["rows"]) == {"Demo cloze", "Demo last word"}
+    assert set(results["rows"]) == {"Demo cloze", "Demo last word", "Demo minimal pairs"}
     assert results["forced"] is False and (out / "EVAL_DONE.json").is_file()
     assert "Demo cloze (0)" in (out / "results.md").read_text()
     # the evaluated weights carry the record

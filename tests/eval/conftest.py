@@ -37,14 +37,18 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 @pytest.fixture(scope="session")
 def demo_data(tmp_path_factory) -> Path:
-    """A few cloze and last-word items in the demo task layout."""
+    """A few cloze, last-word and minimal-pair items in the demo task layout."""
     root = tmp_path_factory.mktemp("tasks")
     cloze = [{"id": f"c{i}", "query": f"The river runs past mill number {i}.",
               "choices": [" It turns the wheel.", " Bread is baked.", " The moon is cold."],
               "gold": i % 3} for i in range(6)]
     last = [{"id": f"w{i}", "query": f"The cat sat on the mat number {i} and ate the",
              "answer": "fish"} for i in range(4)]
-    for name, rows in (("loki_demo_cloze", cloze), ("loki_demo_lastword", last)):
+    pairs = [{"id": f"p{i}", "query": "", "choices": ["The cat sat on the mat.",
+                                                      "The sat cat on the mat."][::1 - 2 * (i % 2)],
+              "gold": i % 2} for i in range(4)]
+    for name, rows in (("loki_demo_cloze", cloze), ("loki_demo_lastword", last),
+                       ("loki_demo_pairs", pairs)):
         write_jsonl(root / name / "test.jsonl", rows)
         write_jsonl(root / name / "train.jsonl", rows[:2])
     return root

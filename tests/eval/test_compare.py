@@ -53,7 +53,7 @@ def test_compare_cli_same_checkpoint_is_exactly_zero(tmp_path, demo_data):
           "--suite.offline", "true", "--suite.data_dir", str(demo_data), "--n_boot", "200",
           "--device", "cpu", "--output_dir", str(tmp_path / "cmp")])
     result = json.loads((tmp_path / "cmp" / "compare.json").read_text())["tasks"]
-    assert set(result) == {"Demo cloze", "Demo last word"}
+    assert set(result) == {"Demo cloze", "Demo last word", "Demo minimal pairs"}
     assert result["Demo cloze"]["n"] == 6
     for r in result.values():
         assert r["diff"] == r["ci_low"] == r["ci_high"] == 0.0

@@ -1,0 +1,52 @@
+"""The quiet console of ``loki filter``, ``loki fit`` and ``loki distill`` run on their own."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from loki import cli
+from loki.console import say
+from loki.errors import LokiError
+
+
+def _noisy_filter(argv: list[str]) -> None:
+    print("a library print", flush=True)
+    os.write(2, b"a C-level message\n")
+    say(f"filter summary {argv}")
+    if "--fail" in argv:
+        raise LokiError("the config names no input")
+
+
+@pytest.fixture
+def noisy(monkeypatch, tmp_path):
+    import loki.filtering.cli
+
+    monkeypatch.setattr(loki.filtering.cli, "main", _noisy_filter)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path / "runs" / "logs" / "filter.log"
+
+
+def test_own_lines_on_the_terminal_libraries_in_the_log(noisy, capfd):
+    cli.main(["filter", "--config", "x.yaml"])
+    out, err = capfd.readouterr()
+    assert out.splitlines() == ["filter summary ['--config', 'x.yaml']",
+                                "library logs and warnings: runs/logs/filter.log "
+                                "(--verbose shows them here)"]
+    assert err == ""
+    log = noisy.read_text()
+    assert "a library print" in log and "a C-level message" in log
+
+
+def test_error_reaches_the_terminal_and_verbose_keeps_everything(noisy, capfd):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["filter", "--fail"])
+    assert exc.value.code == 2
+    out, err = capfd.readouterr()
+    assert "loki filter: error: the config names no input" in err
+    assert "a C-level message" not in out + err
+    cli.main(["filter", "--verbose", "--config", "x.yaml"])
+    out, err = capfd.readouterr()
+    assert "a library print" in out and "a C-level message" in err
+    assert "'--verbose'" not in out  # the flag is the console's, not the command's
