@@ -51,7 +51,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from torch.distributed.tensor import DTensor
+from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 
 from loki.data.order import key_of
 from loki.data.schedules import parse_tokens
@@ -119,9 +119,10 @@ class SpikeDetector:
 def _to_cpu(obj: Any) -> Any:
     """A deep copy with every tensor cloned to the CPU (snapshots must not alias live state).
 
-    Sharded DTensors (FSDP2) are cloned where they live: each rank keeps only its shard."""
-    if isinstance(obj, DTensor):
-        return obj.detach().clone()
+    Sharded DTensors (FSDP2) and other tensor subclasses (torchao's 8-bit optimizer state) are
+    copied where they live: each rank keeps only its shard."""
+    if is_traceable_wrapper_subclass(obj):
+        return _copy_subclass(obj)
     if torch.is_tensor(obj):
         return obj.detach().to("cpu", copy=True)
     if isinstance(obj, dict):
@@ -129,6 +130,20 @@ def _to_cpu(obj: Any) -> Any:
     if isinstance(obj, list | tuple):
         return type(obj)(_to_cpu(v) for v in obj)
     return copy.deepcopy(obj)
+
+
+def _copy_subclass(t: torch.Tensor) -> torch.Tensor:
+    """A copy of a wrapper tensor subclass, made of copies of its inner tensors. Neither
+    ``clone`` (not implemented by torchao's ``OptimState8bit``, also inside a DTensor) nor
+    ``.to(copy=True)`` (its ``_to_copy`` returns the same inner tensors on the same device) will do:
+    a snapshot aliasing the live optimizer state would be damaged by the spike it guards against."""
+    if not torch.is_tensor(t):
+        return t  # e.g. a DTensor's device mesh: shared, not state
+    if not is_traceable_wrapper_subclass(t):
+        return t.detach().clone()
+    names, ctx = t.__tensor_flatten__()
+    inner = {name: _copy_subclass(getattr(t, name)) for name in names}
+    return type(t).__tensor_unflatten__(inner, ctx, t.size(), t.stride())
 
 
 def derive_seed(base_seed: int, rollbacks: int) -> int:
@@ -374,7 +389,7 @@ class LossSpikeRollback(L.Callback):
         # 1. weights, optimizer (copies: the optimizer must never alias the snapshot), tokens
         pl_module.load_state_dict(target["state_dict"])
         for opt, state in zip(trainer.optimizers, target["optimizer_states"]):
-            opt.load_state_dict(copy.deepcopy(state))
+            opt.load_state_dict(_to_cpu(state))  # not deepcopy: it clones (torchao 8-bit)
             opt.zero_grad(set_to_none=True)
         pl_module.tokens_seen = int(target["tokens_seen"])
         if target["detector"] is not None:
