@@ -22,7 +22,9 @@ restart training with a different random seed." Here that is:
    the DataModule state and the trainer's step counters. ``global_step`` is rewound to the
    target's step, so ``max_steps`` counts surviving optimizer steps and the LR schedule, the
    step counters and the tokens agree; the logger's step axis keeps counting, so the discarded
-   steps stay visible in the curves.
+   steps stay visible in the curves. Replayed steps checkpoint and validate again (they are
+   new training); ``ModelCheckpoint`` files of the discarded steps are renamed
+   ``*.discarded-r<count>`` so that no resume picks them up by name.
 4. **Reseed**: seed = hash(base seed, rollback count) goes to ``datamodule.reseed`` and to the
    torch/numpy/python RNGs. The sample ids of the steps between the target and the spike are
    logged, stored in the state and skipped: the DataModule is told they are consumed.
@@ -44,6 +46,7 @@ import logging
 import math
 import os
 import random
+import re
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -407,6 +410,7 @@ class LossSpikeRollback(L.Callback):
         torch.manual_seed(new_seed)
         # 3. the trainer's counters and the data iterator
         self._rewind_loops(trainer, target["step"])
+        self._replay_checkpoints(trainer, target["step"])
         self._restart_data(trainer)
         self.step_indices = [(s, i) for s, i in self.step_indices if s <= target["step"]]
         self.last_target = target
@@ -435,6 +439,30 @@ class LossSpikeRollback(L.Callback):
             for name in ("ready", "started", "processed", "completed"):
                 if hasattr(tracker, name):
                     setattr(tracker, name, max(0, getattr(tracker, name) - delta))
+
+    def _replay_checkpoints(self, trainer: L.Trainer, step: int) -> None:
+        """Replayed steps are new training (restored weights, new order), so they checkpoint
+        and validate again like any step. ``ModelCheckpoint``'s "this step is saved" mark goes
+        back to ``step`` (else a spike right after a checkpoint step would keep the discarded
+        file as that step's checkpoint), and the discarded branch's checkpoints after ``step``
+        are renamed ``<name>.discarded-r<count>``: kept for inspection, never resumed from by
+        name, never beside a replayed ``-v1`` copy. Validation needs nothing: the rewound batch
+        progress brings its checks back; loggers record them at the next logger step."""
+        for cb in trainer.checkpoint_callbacks:
+            if getattr(cb, "_last_global_step_saved", -1) > step:
+                cb._last_global_step_saved = step
+            folder = Path(cb.dirpath) if getattr(cb, "dirpath", None) else None
+            if not (trainer.is_global_zero and folder and folder.is_dir()):
+                continue
+            for path in sorted(folder.iterdir()):
+                found = re.search(r"step=(\d+)", path.name)
+                if found and int(found.group(1)) > step and ".discarded" not in path.name:
+                    retired = path.with_name(f"{path.name}.discarded-r{self.count}")
+                    os.replace(path, retired)
+                    cb.best_k_models.pop(str(path), None)
+                    log.warning("rollback: checkpoint %s is from the discarded steps; renamed "
+                                "%s", path.name, retired.name)
+        trainer.strategy.barrier("LossSpikeRollback.replay")
 
     @staticmethod
     def _restart_data(trainer: L.Trainer) -> None:

@@ -10,7 +10,7 @@ once its step-8 distributed checkpoint is on disk; the resume from that folder g
 injected NaN loss (rolled back and reseeded), distillation every 4th step, and the final one-shot
 eval under FSDP2 with a Table-1 report. ``make rehearsal`` runs ``main`` with the console shown:
 
-    python tests/test_rehearsal.py runs/rehearsal
+    python tests/test_rehearsal.py runs/rehearsal/<new folder>
 """
 
 from __future__ import annotations
@@ -172,7 +172,7 @@ def summarize(root: Path, ckpt: Path) -> dict:
     seen = [float(r["trainer/tokens_seen"]) for r in rows if r.get("trainer/tokens_seen")]
     batch = [float(r["batch/sequences"]) for r in rows if r.get("batch/sequences")]
     distill = [json.loads(p.read_text()) for p in run.glob("csv/*/distill_summary.json")]
-    events = (root / "rollback" / "rollback-events.jsonl",)  # <default_root_dir>/rollback
+    events = (run / "rollback" / "rollback-events.jsonl",)
     rollbacks = [json.loads(line) for p in events if p.is_file()
                  for line in p.read_text().splitlines()]
     results = run / "eval" / "results.json"
@@ -271,12 +271,11 @@ def test_rehearsal_changes_only_sizes():
 
 
 def main(argv: list[str] | None = None) -> None:
-    import shutil
-
-    root = Path((argv or sys.argv[1:] or ["runs/rehearsal"])[0]).resolve()
-    if root.exists():
-        shutil.rmtree(root)  # the rehearsal's own scratch folder, rebuilt every time
-    root.mkdir(parents=True)
+    root = Path((argv or sys.argv[1:] or [f"runs/rehearsal/{time.strftime('%Y%m%d-%H%M%S')}"])[0])
+    root = root.resolve()
+    if root.exists() and any(root.iterdir()):
+        raise SystemExit(f"{root} is not empty; give the rehearsal a new folder")
+    root.mkdir(parents=True, exist_ok=True)
     summary = rehearse(root, stream=True)
     print("\n== rehearsal summary ==\n" + console(summary))
     ok = summary["exits"] == {"rank0": 0, "rank1": 0} and summary["results"] is not None
