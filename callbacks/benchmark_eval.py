@@ -39,10 +39,10 @@ from lightning.pytorch.callbacks import Callback
 
 from loki.errors import LokiError
 from loki.eval.suite import SuiteConfig, already_ran, check_once, run_suite
+from loki.sharding import LIGHTNING_META, is_sharded
 
 log = logging.getLogger(__name__)
 CKPT_KEY = "loki_eval"
-LIGHTNING_META = "meta.pt"  # the non-tensor part of a Lightning distributed checkpoint folder
 POLL_SECONDS = 2.0  # how often the waiting ranks look for rank 0's "done" key
 
 
@@ -148,8 +148,6 @@ class OneShotBenchmarkEval(Callback):
                     pl_module: L.LightningModule) -> torch.nn.Module | None:
         """The model rank 0 evaluates: ``pl_module.model`` itself when its weights are whole
         (one device, DDP), else (FSDP2) a plain ``Loki`` with the gathered full weights."""
-        from loki.sharding import is_sharded
-
         if not is_sharded(pl_module.model):
             return pl_module.model if trainer.is_global_zero else None
         from torch.distributed.checkpoint.state_dict import (
