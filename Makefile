@@ -22,7 +22,7 @@ export MPLCONFIGDIR ?= $(CURDIR)/.cache/matplotlib
 export TOKENIZERS_PARALLELISM ?= false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test install lint clean-demo
+.PHONY: demo test install lint clean-demo rehearsal
 
 demo: $(STAMP)
 	$(BIN)/loki demo --config experiments/demo.yaml $(DEMO_ARGS)
@@ -30,6 +30,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+# The 1.4B recipe rehearsed on 2 CPU processes with its console shown (tests/test_rehearsal.py
+# runs the same in `make test`): fit, a kill, the resume, a rollback, the Table-1 eval.
+rehearsal: $(STAMP)
+	$(BIN)/python tests/test_rehearsal.py runs/rehearsal/$$(date +%Y%m%d-%H%M%S)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

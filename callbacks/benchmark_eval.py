@@ -13,12 +13,22 @@ This callback keeps that rule in code:
 
 Outputs: ``results.json`` and ``results.md`` (Table 1 layout) in ``output_dir``, and, with a
 ``WandbLogger`` attached, a wandb table ``eval/table1`` plus one ``eval/<row>`` metric per row.
+
+Several ranks (DDP, FSDP2): rank 0 evaluates alone and writes everything once. Under FSDP2 the
+blocks are sharded, so a forward on one rank would wait in all-gathers for ranks that are not
+running it; the full weights are therefore first gathered onto rank 0 (a collective every rank
+joins, once) into a plain ``Loki``. While rank 0 evaluates, the other ranks poll the process
+group's key-value store for its "done" key: they hold no collective, so no collective timeout
+can fire however long the suite takes. ``evaluated.ckpt`` is a file, or with
+``save_distributed_checkpoint`` a folder whose ``meta.pt`` carries the record.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
+import uuid
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -29,9 +39,11 @@ from lightning.pytorch.callbacks import Callback
 
 from loki.errors import LokiError
 from loki.eval.suite import SuiteConfig, already_ran, check_once, run_suite
+from loki.sharding import LIGHTNING_META, is_sharded
 
 log = logging.getLogger(__name__)
 CKPT_KEY = "loki_eval"
+POLL_SECONDS = 2.0  # how often the waiting ranks look for rank 0's "done" key
 
 
 class OneShotBenchmarkEval(Callback):
@@ -86,9 +98,8 @@ class OneShotBenchmarkEval(Callback):
         if self.record is not None:
             return self.record
         previous = already_ran(self._out(trainer))
-        if previous is None and self.checkpoint != "final" and Path(self.checkpoint).is_file():
-            previous = torch.load(self.checkpoint, map_location="cpu", mmap=True,
-                                  weights_only=False).get(CKPT_KEY)
+        if previous is None and self.checkpoint != "final":
+            previous = read_record(self.checkpoint)
         return previous
 
     # ------------------------------------------------------------------ hooks
@@ -103,10 +114,20 @@ class OneShotBenchmarkEval(Callback):
             return
         out = self._out(trainer)
         check_once(self._previous(trainer), self.force, self.force_reason, str(out))
+        # every rank joins: a token naming this evaluation, and (FSDP2) the weight gather
+        key = trainer.strategy.broadcast(f"loki_eval/{uuid.uuid4().hex}")
+        model = self._full_model(trainer, pl_module) if self.checkpoint == "final" else None
         summary = None
         if trainer.is_global_zero:
-            summary = self._evaluate(pl_module, out)
-            self._log_wandb(trainer, summary)
+            try:
+                summary = self._evaluate(pl_module, model, out)
+                self._log_wandb(trainer, summary)
+            except BaseException:
+                _signal(trainer, key, "failed")
+                raise
+            _signal(trainer, key, "done")
+        else:
+            _wait_for(trainer, key)
         record = trainer.strategy.broadcast(
             None if summary is None else {
                 "time": summary["time"], "output_dir": str(out), "checkpoint": self.checkpoint,
@@ -115,15 +136,38 @@ class OneShotBenchmarkEval(Callback):
         self.record = record
         path = self.checkpoint
         if self.checkpoint == "final":
-            # keep the evaluated weights (the last periodic checkpoint may be older)
+            # keep the evaluated weights (the last periodic checkpoint may be older); a folder
+            # of shards under FSDP2 with save_distributed_checkpoint
             path = str(out / "evaluated.ckpt")
             trainer.save_checkpoint(path, weights_only=True)
         if trainer.is_global_zero:
             _add_record(path, record)
         trainer.strategy.barrier()
 
+    def _full_model(self, trainer: L.Trainer,
+                    pl_module: L.LightningModule) -> torch.nn.Module | None:
+        """The model rank 0 evaluates: ``pl_module.model`` itself when its weights are whole
+        (one device, DDP), else (FSDP2) a plain ``Loki`` with the gathered full weights."""
+        if not is_sharded(pl_module.model):
+            return pl_module.model if trainer.is_global_zero else None
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            get_model_state_dict,
+        )
+
+        from loki.model import Loki
+
+        state = get_model_state_dict(
+            pl_module.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if not trainer.is_global_zero:
+            return None
+        model = Loki(pl_module.config)
+        model.load_state_dict(state)
+        return model.to(pl_module.device)
+
     # ------------------------------------------------------------------ work
-    def _evaluate(self, pl_module: L.LightningModule, out: Path) -> dict[str, Any]:
+    def _evaluate(self, pl_module: L.LightningModule, model: torch.nn.Module | None,
+                  out: Path) -> dict[str, Any]:
         from loki.eval.adapter import LokiEvalLM
         from loki.eval.loading import check_tokenizer
         from loki.tokenizer import LokiTokenizer
@@ -135,8 +179,8 @@ class OneShotBenchmarkEval(Callback):
                                 "the module's tokenizer argument")
             tok = LokiTokenizer.from_spec(spec)
             check_tokenizer(tok, pl_module.config, dict(pl_module.hparams), "the trained model")
-            was_training = pl_module.training
-            lm = LokiEvalLM.from_model(pl_module.model, tok, batch_size=self.batch_size,
+            was_training = model is pl_module.model and model.training
+            lm = LokiEvalLM.from_model(model, tok, batch_size=self.batch_size,
                                        max_length=self.max_length)
             evaluated = "final (in memory; saved as evaluated.ckpt)"
         else:
@@ -174,10 +218,48 @@ class OneShotBenchmarkEval(Callback):
         return f"OneShotBenchmarkEval({asdict(self.suite)}, checkpoint={self.checkpoint!r})"
 
 
+def _signal(trainer: L.Trainer, key: str, status: str) -> None:
+    if trainer.world_size > 1:
+        _store().set(key, status)
+
+
+def _wait_for(trainer: L.Trainer, key: str) -> None:
+    """Wait for rank 0's evaluation without holding a collective (see the module docstring)."""
+    if trainer.world_size == 1:
+        return
+    store, start, said = _store(), time.monotonic(), 0.0
+    while not store.check([key]):
+        time.sleep(POLL_SECONDS)
+        if time.monotonic() - said > 600:
+            said = time.monotonic()
+            log.info("rank %d: waiting for rank 0's benchmark evaluation (%.0f s)",
+                     trainer.global_rank, said - start)
+    if store.get(key).decode() != "done":
+        raise LokiError("the benchmark evaluation failed on rank 0 (its log has the error)")
+
+
+def _store() -> Any:
+    from torch.distributed import distributed_c10d
+
+    return distributed_c10d._get_default_store()
+
+
+def read_record(path: str | Path) -> dict[str, Any] | None:
+    """The one-shot record of a checkpoint file or distributed checkpoint folder, if any."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / LIGHTNING_META
+    if not path.is_file():
+        return None
+    return torch.load(path, map_location="cpu", mmap=True, weights_only=False).get(CKPT_KEY)
+
+
 def _add_record(path: str, record: dict[str, Any] | None) -> None:
-    """Write the record into a checkpoint file (atomically: a crash leaves the old file)."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    """Write the record into a checkpoint file, or into the ``meta.pt`` of a distributed
+    checkpoint folder (atomically: a crash leaves the old file)."""
+    target = Path(path) / LIGHTNING_META if Path(path).is_dir() else Path(path)
+    ckpt = torch.load(target, map_location="cpu", weights_only=False)
     ckpt[CKPT_KEY] = record
-    tmp = f"{path}.tmp"
+    tmp = f"{target}.tmp"
     torch.save(ckpt, tmp)
-    os.replace(tmp, path)
+    os.replace(tmp, target)

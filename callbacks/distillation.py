@@ -235,6 +235,7 @@ class TeacherDistillation(Callback):
         local = torch.tensor([self.totals.get(n, [0.0, 0, 0]) for n in names],
                              dtype=torch.float64, device=pl_module.device)
         total = trainer.strategy.reduce(local, reduce_op="sum")
+        folder = Path(trainer.log_dir or trainer.default_root_dir)  # a broadcast: every rank
         if not trainer.is_global_zero:
             return
         samples = max(1.0, float(total[-1, 1]))
@@ -244,7 +245,6 @@ class TeacherDistillation(Callback):
                            "candidates": int(total[i, 1]), "wins": int(total[i, 2]),
                            "win_rate": float(total[i, 2] / samples)}
                        for i, n in enumerate(self.names)}}
-        folder = Path(trainer.log_dir or trainer.default_root_dir)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / self.summary_file).write_text(json.dumps(summary, indent=1) + "\n")
 

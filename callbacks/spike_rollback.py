@@ -22,7 +22,9 @@ restart training with a different random seed." Here that is:
    the DataModule state and the trainer's step counters. ``global_step`` is rewound to the
    target's step, so ``max_steps`` counts surviving optimizer steps and the LR schedule, the
    step counters and the tokens agree; the logger's step axis keeps counting, so the discarded
-   steps stay visible in the curves.
+   steps stay visible in the curves. Replayed steps checkpoint and validate again (they are
+   new training); ``ModelCheckpoint`` files of the discarded steps are renamed
+   ``*.discarded-r<count>`` so that no resume picks them up by name.
 4. **Reseed**: seed = hash(base seed, rollback count) goes to ``datamodule.reseed`` and to the
    torch/numpy/python RNGs. The sample ids of the steps between the target and the spike are
    logged, stored in the state and skipped: the DataModule is told they are consumed.
@@ -44,6 +46,7 @@ import logging
 import math
 import os
 import random
+import re
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -51,7 +54,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from torch.distributed.tensor import DTensor
+from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 
 from loki.data.order import key_of
 from loki.data.schedules import parse_tokens
@@ -119,9 +122,10 @@ class SpikeDetector:
 def _to_cpu(obj: Any) -> Any:
     """A deep copy with every tensor cloned to the CPU (snapshots must not alias live state).
 
-    Sharded DTensors (FSDP2) are cloned where they live: each rank keeps only its shard."""
-    if isinstance(obj, DTensor):
-        return obj.detach().clone()
+    Sharded DTensors (FSDP2) and other tensor subclasses (torchao's 8-bit optimizer state) are
+    copied where they live: each rank keeps only its shard."""
+    if is_traceable_wrapper_subclass(obj):
+        return _copy_subclass(obj)
     if torch.is_tensor(obj):
         return obj.detach().to("cpu", copy=True)
     if isinstance(obj, dict):
@@ -129,6 +133,20 @@ def _to_cpu(obj: Any) -> Any:
     if isinstance(obj, list | tuple):
         return type(obj)(_to_cpu(v) for v in obj)
     return copy.deepcopy(obj)
+
+
+def _copy_subclass(t: torch.Tensor) -> torch.Tensor:
+    """A copy of a wrapper tensor subclass, made of copies of its inner tensors. Neither
+    ``clone`` (not implemented by torchao's ``OptimState8bit``, also inside a DTensor) nor
+    ``.to(copy=True)`` (its ``_to_copy`` returns the same inner tensors on the same device) will do:
+    a snapshot aliasing the live optimizer state would be damaged by the spike it guards against."""
+    if not torch.is_tensor(t):
+        return t  # e.g. a DTensor's device mesh: shared, not state
+    if not is_traceable_wrapper_subclass(t):
+        return t.detach().clone()
+    names, ctx = t.__tensor_flatten__()
+    inner = {name: _copy_subclass(getattr(t, name)) for name in names}
+    return type(t).__tensor_unflatten__(inner, ctx, t.size(), t.stride())
 
 
 def derive_seed(base_seed: int, rollbacks: int) -> int:
@@ -374,7 +392,7 @@ class LossSpikeRollback(L.Callback):
         # 1. weights, optimizer (copies: the optimizer must never alias the snapshot), tokens
         pl_module.load_state_dict(target["state_dict"])
         for opt, state in zip(trainer.optimizers, target["optimizer_states"]):
-            opt.load_state_dict(copy.deepcopy(state))
+            opt.load_state_dict(_to_cpu(state))  # not deepcopy: it clones (torchao 8-bit)
             opt.zero_grad(set_to_none=True)
         pl_module.tokens_seen = int(target["tokens_seen"])
         if target["detector"] is not None:
@@ -392,6 +410,7 @@ class LossSpikeRollback(L.Callback):
         torch.manual_seed(new_seed)
         # 3. the trainer's counters and the data iterator
         self._rewind_loops(trainer, target["step"])
+        self._replay_checkpoints(trainer, target["step"])
         self._restart_data(trainer)
         self.step_indices = [(s, i) for s, i in self.step_indices if s <= target["step"]]
         self.last_target = target
@@ -420,6 +439,30 @@ class LossSpikeRollback(L.Callback):
             for name in ("ready", "started", "processed", "completed"):
                 if hasattr(tracker, name):
                     setattr(tracker, name, max(0, getattr(tracker, name) - delta))
+
+    def _replay_checkpoints(self, trainer: L.Trainer, step: int) -> None:
+        """Replayed steps are new training (restored weights, new order), so they checkpoint
+        and validate again like any step. ``ModelCheckpoint``'s "this step is saved" mark goes
+        back to ``step`` (else a spike right after a checkpoint step would keep the discarded
+        file as that step's checkpoint), and the discarded branch's checkpoints after ``step``
+        are renamed ``<name>.discarded-r<count>``: kept for inspection, never resumed from by
+        name, never beside a replayed ``-v1`` copy. Validation needs nothing: the rewound batch
+        progress brings its checks back; loggers record them at the next logger step."""
+        for cb in trainer.checkpoint_callbacks:
+            if getattr(cb, "_last_global_step_saved", -1) > step:
+                cb._last_global_step_saved = step
+            folder = Path(cb.dirpath) if getattr(cb, "dirpath", None) else None
+            if not (trainer.is_global_zero and folder and folder.is_dir()):
+                continue
+            for path in sorted(folder.iterdir()):
+                found = re.search(r"step=(\d+)", path.name)
+                if found and int(found.group(1)) > step and ".discarded" not in path.name:
+                    retired = path.with_name(f"{path.name}.discarded-r{self.count}")
+                    os.replace(path, retired)
+                    cb.best_k_models.pop(str(path), None)
+                    log.warning("rollback: checkpoint %s is from the discarded steps; renamed "
+                                "%s", path.name, retired.name)
+        trainer.strategy.barrier("LossSpikeRollback.replay")
 
     @staticmethod
     def _restart_data(trainer: L.Trainer) -> None:

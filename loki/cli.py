@@ -65,10 +65,11 @@ def lightning_main(args: list[str] | None = None) -> None:
 
     from loki.lightning_cli import LokiCLI
 
-    # LightningCLI warns when it gets ``args`` while sys.argv holds other arguments: the args
-    # given here are the whole command line of this run.
-    with mock.patch.object(sys, "argv", sys.argv[:1]):
-        LokiCLI(args=args)
+    # ``args`` is this run's whole command line. It goes into sys.argv, not ``LokiCLI(args=)``:
+    # with ``trainer.devices: N`` and no torchrun, Lightning starts ranks 1..N-1 by re-running
+    # ``sys.argv`` (``[python, sys.argv[0], *sys.argv[1:]]``), so they must see it all.
+    with mock.patch.object(sys, "argv", [sys.argv[0], *(args or [])]):
+        LokiCLI(args=None)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -265,8 +265,16 @@ def _split_micro_batches(batch: dict[str, Any]) -> Iterator[dict[str, Any]]:
 def load_model(path: str | Path, map_location: str = "cpu") -> tuple[Loki, LokiConfig, dict]:
     """The bare ``Loki`` module from a Lightning checkpoint, for tools and notebooks.
 
-    Returns (model in eval mode, its config, the checkpoint's hyper-parameters)."""
+    Returns (model in eval mode, its config, the checkpoint's hyper-parameters). A distributed
+    checkpoint folder (FSDP2) is consolidated into a temporary file first."""
     path = Path(path)
+    if path.is_dir():
+        import tempfile
+
+        from loki.sharding import consolidate
+
+        with tempfile.TemporaryDirectory() as tmp:
+            return load_model(consolidate(path, Path(tmp) / "consolidated.ckpt"), map_location)
     if not path.is_file():
         raise LokiError(f"checkpoint not found: {path}")
     try:

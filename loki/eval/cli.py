@@ -2,6 +2,7 @@
 
     loki eval --config experiments/eval/demo.yaml
     loki eval --checkpoint runs/x/last.ckpt --suite.preset leaderboard --output_dir runs/x/eval
+    loki eval prepare-data --data_dir data/eval   (benchmark files for offline runs)
 
 Writes ``results.json`` (Table-1 summary + lm-eval's raw results) and ``results.md`` (Table 1
 with both averages, stderr and the paper's reference numbers) into ``output_dir``, and refuses
@@ -41,6 +42,10 @@ def parse_config(path: str | Path):
 
 
 def main(argv: list[str] | None = None) -> None:
+    if argv and argv[0] == "prepare-data":  # the benchmark files the offline tasks read
+        from loki.eval.prepare_data import main as prepare_main
+
+        return prepare_main(argv[1:])
     parser = build_parser()
     cfg = parser.parse_args(argv)
     from loki.eval.adapter import LokiEvalLM

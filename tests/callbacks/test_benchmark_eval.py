@@ -110,3 +110,31 @@ def test_wandb_table_logged(tmp_path, demo_data, tok, monkeypatch):
     assert run_dirs
     tables = list(run_dirs[0].rglob("eval/table1*.table.json"))
     assert tables and "Demo cloze" in tables[0].read_text()
+
+
+def _distributed_checkpoint(folder, tok):
+    """A Lightning distributed checkpoint folder (``*.distcp`` + ``.metadata`` + ``meta.pt``),
+    written by torch.distributed.checkpoint in one process, as ModelParallelStrategy lays it."""
+    import torch.distributed.checkpoint as dcp
+
+    module = LokiLM("tiny", vocab_size=tok.vocab_size, tokenizer=str(tok.path))
+    dcp.save({"state_dict": module.state_dict()}, checkpoint_id=str(folder), no_dist=True)
+    torch.save({"hyper_parameters": dict(module.hparams), "global_step": 3,
+                "loki": {"tokens_seen": 0, "config": module.config.to_dict()}},
+               folder / "meta.pt")
+    return module
+
+
+def test_distributed_checkpoint_folder_is_evaluated_and_marked(tmp_path, demo_data, tok):
+    from callbacks.benchmark_eval import read_record
+    from loki.module import load_model
+
+    folder = tmp_path / "step=3.ckpt"
+    module = _distributed_checkpoint(folder, tok)
+    model, _, hparams = load_model(folder)  # consolidated on the fly, not torch.load on a folder
+    torch.testing.assert_close(model.state_dict(), module.model.state_dict())
+    assert hparams["tokenizer"] == str(tok.path)
+    _fit(tmp_path, _callback(demo_data, tmp_path / "e1", checkpoint=str(folder)), tok)
+    assert read_record(folder)["preset"] == "demo"  # the record went into its meta.pt
+    with pytest.raises(LokiError, match="already ran"):
+        _fit(tmp_path, _callback(demo_data, tmp_path / "e2", checkpoint=str(folder)), tok)

@@ -339,3 +339,39 @@ def test_two_process_ddp_rolls_back_on_both_ranks(corpus, tmp_path):
     assert ranks[0]["history"] == ranks[1]["history"]  # incl. the samples of both ranks
     assert len(ranks[0]["history"][0]["skipped_samples"]) == 2 * 2 * 2  # 2 steps x 2 ranks
     assert ranks[0]["checksum"] == ranks[1]["checksum"]
+
+
+# --------------------------------------------------------------------------- replayed steps
+class ValSteps(L.Callback):
+    def __init__(self) -> None:
+        self.steps: list[int] = []
+
+    def on_validation_end(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            self.steps.append(trainer.global_step)
+
+
+def test_replayed_steps_checkpoint_and_validate_again(corpus, tmp_path):
+    """Spike at step 13, target 10: the step-12 checkpoint of the discarded steps is renamed,
+    the replayed step 12 is saved under its own name (not "-v1" beside it) and validated again."""
+    rollback, val = _rollback(), ValSteps()
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", filename="{step}", every_n_train_steps=4,
+                           save_top_k=-1)
+    data = LokiDataModule(sources={"web": [str(corpus)]}, block_size=16, micro_batch_size=2,
+                          seed=7, val_fraction=0.1, val_samples=4)
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=16, logger=False,
+                        enable_progress_bar=False, enable_model_summary=False,
+                        default_root_dir=tmp_path, limit_val_batches=1, val_check_interval=4,
+                        check_val_every_n_epoch=None, num_sanity_val_steps=0,
+                        callbacks=[InjectLossSpike(at_steps=[13], factor=float("nan"),
+                                                   mode="loss"), rollback, val, ckpt])
+    trainer.fit(_module(), data)
+    assert [(e["spike_step"], e["target_step"]) for e in rollback.history] == [(13, 10)]
+    assert val.steps == [4, 8, 12, 12, 16]  # step 12 validated on both branches
+    names = sorted(p.name for p in (tmp_path / "ckpt").iterdir())
+    assert names == ["step=12.ckpt", "step=12.ckpt.discarded-r1", "step=16.ckpt", "step=4.ckpt",
+                     "step=8.ckpt"]
+    replayed = torch.load(tmp_path / "ckpt" / "step=12.ckpt", weights_only=False)
+    discarded = torch.load(tmp_path / "ckpt" / "step=12.ckpt.discarded-r1", weights_only=False)
+    assert replayed["callbacks"][rollback.state_key]["count"] == 1  # saved after the rollback
+    assert discarded["callbacks"][rollback.state_key]["count"] == 0
