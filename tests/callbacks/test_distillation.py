@@ -67,7 +67,8 @@ def test_every_fourth_step_survives_resume_at_a_non_multiple(tmp_path, student, 
     trainer.save_checkpoint(ckpt)
     state = torch.load(ckpt, weights_only=False)["callbacks"]
     saved = next(v for k, v in state.items() if "TeacherDistillation" in k)
-    assert saved["distill_steps"] == 1 and saved["cursor"] == distill.steps.start(1)
+    assert saved["distill_steps"] == 1
+    assert saved["cursor"] == trainer.datamodule.state["interleave_pos"]["distill"] > 0
     rest, _, _ = _fit(tmp_path / "b", shards, spec, cache, 12, ckpt=str(ckpt))
     assert first.steps + rest.steps == full.steps  # same kinds, prompts and LM samples
 
