@@ -191,6 +191,9 @@ def build_shard(cfg: BuildConfig, rank: int = 0, world_size: int = 1,
     Lp, C = p.prompt_tokens, p.max_new_tokens
     prompt_ids = np.zeros((len(mine), Lp), dtype=np.int32)
     teachers = teachers if teachers is not None else [make_teacher(t) for t in cfg.teachers]
+    for teacher in teachers:
+        if hasattr(teacher, "share_budget"):  # a per-run budget, split over the build's tasks
+            teacher.share_budget(world_size)
     k = 1 + len(teachers)
     cont = np.full((len(mine), k, C), student.pad_id, dtype=np.int32)
     cont_len = np.zeros((len(mine), k), dtype=np.int32)
