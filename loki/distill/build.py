@@ -341,9 +341,12 @@ def build(cfg: BuildConfig) -> dict:
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
     _claim_output(cfg)
+    from functools import partial
+
     from loki.distill.executor import run_tasks
 
-    submitted = run_tasks(cfg)
+    submitted = run_tasks(cfg.executor, partial(build_shard, cfg), f"{cfg.output}/logs",
+                          "distill candidates")
     if submitted:
         return {"submitted": True}
     return finalize_cache(cfg)

@@ -1,7 +1,7 @@
 """A small OpenAI-compatible server on the loopback, with faults, for teacher and build tests.
 
 It answers ``POST /v1/completions`` and ``/v1/chat/completions`` (text, ``logprobs``, ``usage``)
-when the bearer key matches, and misbehaves: the first requests go through each fault in turn
+when the bearer key matches (``answer`` chooses the text per prompt), and misbehaves: the first requests go through each fault in turn
 (429 with Retry-After, 500, a hang past the client's timeout, malformed JSON), later ones at
 random with probability ``fault_rate``. ``gate_after``: once that many distinct prompts were
 answered, every request hangs until ``release()`` (a build can be killed there, mid-task).
@@ -14,6 +14,7 @@ import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 FAULTS = ("429", "500", "hang", "malformed")
@@ -22,8 +23,10 @@ ANSWER = " and so the story goes on."
 
 class FaultyLLM:
     def __init__(self, key: str, fault_rate: float = 0.2, hang_s: float = 1.0,
-                 gate_after: int | None = None, seed: int = 0) -> None:
+                 gate_after: int | None = None, seed: int = 0,
+                 answer: Callable[[str, int], str] | None = None) -> None:
         self.key, self.fault_rate, self.hang_s = key, fault_rate, hang_s
+        self.answer = answer  # (prompt, answers already sent for it) -> text
         self.gate_after = gate_after
         self.rng = random.Random(seed)
         self.lock = threading.Lock()
@@ -62,7 +65,8 @@ class FaultyLLM:
                 fault = self.rng.choice(FAULTS)
             else:
                 self.answered[prompt] += 1
-                return "ok"
+                return "ok" if self.answer is None else self.answer(prompt,
+                                                                   self.answered[prompt] - 1)
             self.faults[fault] += 1
             return fault
 
@@ -87,8 +91,9 @@ class FaultyLLM:
                     return self._send(429, b'{"error": "rate limited"}', {"Retry-After": "0"})
                 if what == "500":
                     return self._send(500, b"internal error")
-                answer = {"choices": [{"message": {"role": "assistant", "content": ANSWER}}
-                                      if chat else {"text": ANSWER}],
+                text = ANSWER if what in ("ok", "malformed") else what
+                answer = {"choices": [{"message": {"role": "assistant", "content": text}}
+                                      if chat else {"text": text}],
                           "usage": {"total_tokens": 7}}
                 payload = json.dumps(answer).encode()
                 if what == "malformed":
