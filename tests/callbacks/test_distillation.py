@@ -97,6 +97,15 @@ def test_objective_logs_per_source_and_writes_summary(tmp_path, student, shards,
     assert distill.prompts == 2
     batch = distill.steps(0)
     assert batch["input_ids"].shape == (1, 2, 2, 21) and batch["kind"] == "distill"
+    # the demo report's table: win rate by source under both scorings, from that summary
+    from loki.report import distill_section
+
+    rows = [{"distill/win_rate/ground_truth": 0.5, "distill/win_rate/lk": 0.5}]
+    table = distill_section(rows, str(tmp_path / "metrics.csv"))["summary"]
+    assert table["columns"][1].startswith("win rate, CE per byte (selected)")
+    assert [r[0] for r in table["rows"]] == ["ground_truth", "lk"]
+    assert sum(r[1] for r in table["rows"]) == pytest.approx(1.0)
+    assert sum(r[2] for r in table["rows"]) == pytest.approx(1.0)
 
 
 @pytest.fixture(scope="module")
