@@ -397,6 +397,13 @@ class LokiDataModule(L.LightningDataModule):
         state["seed"] = int(seed)
         self.cursor.generation += 1
 
+    def skip_samples(self, ids: list[int]) -> None:
+        """Never serve these global sample ids again, in this epoch or any later one (the
+        samples of the steps that led to a loss spike). Recorded in the state."""
+        state = self.cursor.state
+        state["skipped"] = sorted(set(state.get("skipped", [])) | {int(i) for i in ids})
+        self.cursor.generation += 1
+
     def attach_interleave(self, kind: str, every_n: int, make_step: Callable[[int], dict]) -> None:
         """Make every ``every_n``-th step batch (1-based global step index: steps n-1, 2n-1, ...
         counted from 0, identical on every rank) come from ``make_step(index)``.

@@ -24,6 +24,7 @@ import torch
 from loki.data.order import SourceOrder, key_of, uniform
 from loki.data.schedules import BatchSizeWarmup, MixtureSchedule
 from loki.data.shards import Remote, TokenShardSet
+from loki.errors import LokiError
 
 
 def initial_state(seed: int, sources: list[str]) -> dict:
@@ -171,11 +172,17 @@ class TrainStream:
         u = uniform(key_of(state["seed"], "mixture"), slots)
         src = np.minimum(np.searchsorted(cum, u, side="right"), len(cum) - 1)
         pos = np.empty(n, dtype=np.int64)
+        skipped = state.get("skipped")
         for s, source in enumerate(self.sources):
             sel = src == s
             count = int(sel.sum())
-            pos[sel] = state["consumed"][source.name] + np.arange(count)
-            nxt["consumed"][source.name] += count
+            start = state["consumed"][source.name]
+            if skipped:
+                pos[sel] = self._positions(source, start, count, state, skipped)
+                nxt["consumed"][source.name] = int(pos[sel][-1]) + 1 if count else start
+            else:
+                pos[sel] = start + np.arange(count)
+                nxt["consumed"][source.name] += count
         nxt["slots"] += n
         nxt["tokens"] += n * T
         nxt["lm_steps"] += 1
@@ -183,6 +190,29 @@ class TrainStream:
         return {"kind": "lm", "A": A, "source": src[mine], "position": pos[mine],
                 "step": state["step"], "base_seed": state["base_seed"],
                 "reseeds": state["reseeds"], "tokens": n * T}, nxt
+
+    def _positions(self, source: SourceSamples, start: int, count: int, state: dict,
+                   skipped: list[int]) -> np.ndarray:
+        """``count`` stream positions from ``start`` on, passing over positions whose sample is
+        in ``skipped`` (samples that led to a loss spike: never served again, in any epoch)."""
+        skip = np.asarray(skipped, dtype=np.int64)
+        skip = skip[(skip >= source.id_offset) & (skip < source.id_offset + source.num_samples)]
+        if not len(skip):
+            return start + np.arange(count)
+        if len(np.unique(skip)) >= source.train_size:
+            raise LokiError(f"every training sample of source {source.name} is marked skipped")
+        reseeds = [(ev["at"][source.name], ev["seed"]) for ev in state["reseeds"]]
+        out: list[np.ndarray] = []
+        need, p = count, start
+        while need > 0:
+            cand = p + np.arange(need, dtype=np.int64)
+            shard, j = source.order.locate(cand, state["base_seed"], reseeds)
+            ids = source.id_offset + source.first_id[shard] + source.train_index(j)
+            kept = cand[~np.isin(ids, skip)]
+            out.append(kept)
+            need -= len(kept)
+            p += len(cand)
+        return np.concatenate(out)[:count]
 
     # ------------------------------------------------------------------ reading
     def materialize(self, layout: dict) -> dict:

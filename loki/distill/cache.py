@@ -8,7 +8,7 @@ Layout of a cache folder (written by ``loki distill build``)::
                                  regeneration report
     <folder>/token_bytes.npy     (V,) UTF-8 bytes of each student token (per-byte normalization
                                  of candidates produced during training by online teachers)
-    <folder>/shards/cand-00003/  one folder per build task (rank), memory-mapped ``.npy`` arrays:
+    <folder>/shards/cand-00003/  one folder per build task (rank), ``.npy`` arrays read by row:
         prompt_ids   (N, Lp)      int32   the prompt (a document prefix)
         prompt_index (N,)         int64   global prompt number (its place in the prompt set)
         cont_ids     (N, k, C)    int32   continuation of each source, padded with pad_id
@@ -102,9 +102,51 @@ def _sum_reports(reports: list[dict]) -> dict:
     return total
 
 
+class RowFile:
+    """One ``.npy`` array read row by row with ``os.pread`` (no memory map, no full load)."""
+
+    def __init__(self, path: Path) -> None:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0)
+            self.shape, fortran, self.dtype = read(f)
+            self.offset = f.tell()
+        if fortran:
+            raise LokiError(f"{path}: Fortran-ordered arrays are not cache arrays")
+        self.path = path
+        self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+
+    def __len__(self) -> int:
+        return int(self.shape[0])
+
+    def __getitem__(self, rows: np.ndarray) -> np.ndarray:
+        """Rows ``rows`` (ascending reads are sequential), as a new array. The file is opened
+        per call: a 1.4B cache has thousands of files, more than a process may hold open."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.empty((len(rows), *self.shape[1:]), dtype=self.dtype)
+        flat = out.reshape(len(rows), -1).view(np.uint8).reshape(len(rows), self.row_bytes)
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            i = 0
+            while i < len(rows):  # one read per run of consecutive rows
+                j = i + 1
+                while j < len(rows) and rows[j] == rows[j - 1] + 1:
+                    j += 1
+                want = (j - i) * self.row_bytes
+                data = os.pread(fd, want, self.offset + int(rows[i]) * self.row_bytes)
+                if len(data) != want:
+                    raise LokiError(f"distillation cache file {self.path} is truncated")
+                flat[i:j] = np.frombuffer(data, dtype=np.uint8).reshape(j - i, self.row_bytes)
+                i = j
+        finally:
+            os.close(fd)
+        return out
+
+
 @dataclass
 class CandidateCache:
-    """A finished cache, opened read-only (arrays memory-mapped)."""
+    """A finished cache, opened read-only (shards read lazily, row by row)."""
 
     folder: Path
     manifest: dict
@@ -141,9 +183,12 @@ class CandidateCache:
         """Row offsets of the shards from the manifest; no array is opened yet.
 
         At the 1.4B settings the arrays total ~250 GB, so nothing is ever concatenated: a shard's
-        arrays are memory-mapped the first time one of its rows is read (in each process, loader
-        workers included, all sharing the page cache), and a batch gathers its rows shard by
-        shard. Resident memory is the pages of the rows read, not the cache's size."""
+        ``.npy`` files are opened the first time one of their rows is read (in each process,
+        loader workers included) and a batch reads just its rows, shard by shard, with
+        positioned reads (``RowFile``). The kernel's page cache holds the file pages once for
+        every process; a process's own memory is the batch it builds. (A memory map would do
+        the same reads, but every page it touches, with the kernel's fault-around, stays mapped
+        and counted in the process's RSS, which then grows with the part of the cache read.)"""
         counts = [int(shard["prompts"]) for shard in self.manifest["shards"]]
         if not sum(counts):
             raise LokiError(f"distillation cache {self.folder} holds no prompts")
@@ -154,10 +199,10 @@ class CandidateCache:
         self.token_bytes = np.load(token_bytes) if token_bytes.is_file() else None
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_shards": {}}  # memory maps reopen in the receiving process
+        return {**self.__dict__, "_shards": {}}  # files reopen in the receiving process
 
-    def shard_arrays(self, s: int) -> dict[str, np.ndarray]:
-        """Shard ``s``'s arrays, memory-mapped read-only (opened on first use, then kept)."""
+    def shard_arrays(self, s: int) -> dict[str, RowFile]:
+        """Shard ``s``'s arrays as row readers (opened on first use, then kept)."""
         if s not in self._shards:
             shard = self.manifest["shards"][s]
             base = self.folder / "shards" / shard["name"]
@@ -166,7 +211,7 @@ class CandidateCache:
                 file = base / f"{name}.npy"
                 if not file.is_file():
                     raise LokiError(f"distillation cache file {file} is missing")
-                arr = np.load(file, mmap_mode="r")
+                arr = RowFile(file)
                 if list(arr.shape) != shape:
                     raise LokiError(f"distillation cache file {file} has shape {arr.shape}, "
                                     f"manifest says {shape}: truncated or mixed")
