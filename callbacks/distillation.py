@@ -3,14 +3,18 @@
 The DataModule owns data order, so the callback does not swap batches itself: in ``setup`` it
 hands the DataModule a step builder (``attach_interleave("distill", every_n, DistillSteps)``),
 and step ``s`` (0-based global step, the same on every rank) is a distillation step when
-``(s + 1) % every_n == 0``. The builder is a pure function of the distillation step's index,
-which the DataModule counts in its own checkpointed state, so resuming at any step (a multiple
-of N or not) continues the same sequence of batches; the callback's ``state_dict`` keeps the
-cache cursor and the running per-source totals as well, and checks the cache on resume.
+``(s + 1) % every_n == 0``. The builder is a pure function of the step's planned layout
+(index, prompt position, size, reseeds), which the DataModule keeps in its own checkpointed
+state, so resuming at any step (a multiple of N or not) continues the same sequence of batches,
+and a loss-spike rollback's reseed re-permutes the prompts not consumed yet; the callback's
+``state_dict`` keeps the cache cursor and the running per-source totals as well, and checks the
+cache on resume.
 
-A distillation step has ``accumulation`` micro-batches of P prompts x k candidates, with P picked
-so that a micro-batch holds about as many tokens as an LM micro-batch (B x T ~ P x k x T_c).
-The objective (``loki.distill.objective``) is registered with the module under kind "distill".
+A distillation step has A_d micro-batches of P prompts x k candidates, with P picked so that a
+micro-batch holds about as many tokens as an LM micro-batch (B x T ~ P x k x T_c), and A_d
+following the LM batch-size warmup so that both steps carry the same tokens on the one token
+clock (``DistillSteps``). The objective (``loki.distill.objective``) is registered with the
+module under kind "distill"; its metrics stay on the device (no host sync per step).
 ``LokiLM`` logs ``train/loss`` from LM steps only; the min over candidates is biased low.
 """
 
