@@ -50,7 +50,7 @@ class Record(L.Callback):
 
 
 def _fit(tmp_path: Path, shards_dir: str, spec: str, cache_dir: str, steps: int,  # noqa: F811
-         ckpt: str | None = None, dm_kw: dict | None = None,
+         ckpt: str | None = None, dm_kw: dict | None = None, max_epochs: int | None = None,
          **cb) -> tuple[Record, TeacherDistillation, L.Trainer]:
     dm = LokiDataModule(sources={"web": [shards_dir]}, block_size=16, micro_batch_size=4,
                         val_fraction=0.0, tokenizer=spec, seed=7, **(dm_kw or {}))
@@ -60,7 +60,7 @@ def _fit(tmp_path: Path, shards_dir: str, spec: str, cache_dir: str, steps: int,
     record, distill = Record(), TeacherDistillation(cache_dir, **cb)
     trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=steps, logger=False,
                         enable_progress_bar=False, enable_model_summary=False,
-                        enable_checkpointing=False, default_root_dir=tmp_path, max_epochs=1,
+                        enable_checkpointing=False, default_root_dir=tmp_path, max_epochs=max_epochs,
                         limit_val_batches=0, callbacks=[distill, record])
     trainer.fit(module, dm, ckpt_path=ckpt)
     return record, distill, trainer
@@ -238,7 +238,8 @@ def test_one_token_clock_reaches_max_tokens_at_the_arithmetic_step(tmp_path, stu
     # A_d = round(64 / (2 x 10)) = 3 micro-batches, 6 prompts x 10 ground-truth tokens = 60.
     # Steps 1-3 LM, 4 distill, ...: 252 tokens per 4 steps; 700 is passed at step 12 (756).
     record, distill, trainer = _fit(tmp_path, shards, spec, cache, -1,
-                                    dm_kw={"max_tokens": 700}, prompts_per_micro_batch=2)
+                                    dm_kw={"max_tokens": 700}, max_epochs=1,
+                                    prompts_per_micro_batch=2)
     dm, module = trainer.datamodule, trainer.lightning_module
     assert trainer.global_step == 12
     assert module.tokens_seen == dm.tokens_seen == 756  # the LR's clock is the data's clock
