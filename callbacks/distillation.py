@@ -3,14 +3,18 @@
 The DataModule owns data order, so the callback does not swap batches itself: in ``setup`` it
 hands the DataModule a step builder (``attach_interleave("distill", every_n, DistillSteps)``),
 and step ``s`` (0-based global step, the same on every rank) is a distillation step when
-``(s + 1) % every_n == 0``. The builder is a pure function of the distillation step's index,
-which the DataModule counts in its own checkpointed state, so resuming at any step (a multiple
-of N or not) continues the same sequence of batches; the callback's ``state_dict`` keeps the
-cache cursor and the running per-source totals as well, and checks the cache on resume.
+``(s + 1) % every_n == 0``. The builder is a pure function of the step's planned layout
+(index, prompt position, size, reseeds), which the DataModule keeps in its own checkpointed
+state, so resuming at any step (a multiple of N or not) continues the same sequence of batches,
+and a loss-spike rollback's reseed re-permutes the prompts not consumed yet; the callback's
+``state_dict`` keeps the cache cursor and the running per-source totals as well, and checks the
+cache on resume.
 
-A distillation step has ``accumulation`` micro-batches of P prompts x k candidates, with P picked
-so that a micro-batch holds about as many tokens as an LM micro-batch (B x T ~ P x k x T_c).
-The objective (``loki.distill.objective``) is registered with the module under kind "distill".
+A distillation step has A_d micro-batches of P prompts x k candidates, with P picked so that a
+micro-batch holds about as many tokens as an LM micro-batch (B x T ~ P x k x T_c), and A_d
+following the LM batch-size warmup so that both steps carry the same tokens on the one token
+clock (``DistillSteps``). The objective (``loki.distill.objective``) is registered with the
+module under kind "distill"; its metrics stay on the device (no host sync per step).
 ``LokiLM`` logs ``train/loss`` from LM steps only; the min over candidates is biased low.
 """
 
@@ -28,6 +32,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from loki.distill.cache import CandidateCache
+from loki.distill.leaks import generate_checked
 from loki.distill.objective import MinCEConfig, candidate_metrics, min_ce_loss
 from loki.distill.teachers import LokiTeacher
 from loki.errors import LokiError
@@ -38,18 +43,28 @@ KIND = "distill"
 
 @dataclass
 class DistillSteps:
-    """``make_step(index)`` for the DataModule: this rank's index-th distillation step batch.
+    """This rank's distillation step batches, for the DataModule (a *sized* interleave source).
 
-    Picklable (the cache opens lazily in each process) and deterministic: prompts of step
-    ``index`` on rank ``r`` are stream positions ``[(index * W + r) * A * P, ... + A * P)`` of the
-    cache's endless shuffled order, so ranks never share prompts and resume needs only index."""
+    Size (the batch-size warmup rule): an LM step carries ``A x B x T`` training tokens per rank
+    (A accumulated micro-batches of B sequences of T tokens); a distillation step carries
+    ``A_d x P`` prompts per rank, each counting its ground-truth continuation (C tokens) on the
+    token clock, with ``A_d = max(1, round(A x B x T / (P x C)))``. So the tokens per step match
+    the LM step's at every point of the warmup while the micro-batch (P prompts x k candidates,
+    memory) stays fixed. ``accumulation`` set: a fixed ``A_d`` instead.
+
+    Order: global step prompts are positions ``[start, start + count)`` of the cache's endless
+    shuffled order (``start`` kept in the DataModule's state); rank r takes the r-th of W equal
+    parts, so ranks never share prompts. The DataModule's reseeds (loss-spike rollback) re-permute
+    the positions not consumed yet. Picklable: the cache opens lazily in each process."""
 
     cache: str
     prompts: int
-    accumulation: int = 1
+    accumulation: int | None = None
     rank: int = 0
     world_size: int = 1
     seed: int = 0
+    lm_micro_tokens: int = 0
+    """B x T of an LM micro-batch (the warmup rule's numerator); 0: one micro-batch per step."""
     _cache: CandidateCache | None = field(default=None, repr=False)
 
     def __getstate__(self) -> dict:
@@ -60,19 +75,53 @@ class DistillSteps:
             self._cache = CandidateCache.open(self.cache)
         return self._cache
 
+    # ------------------------------------------------------------------ the sized protocol
+    def micro_batches(self, lm_accumulation: int) -> int:
+        """A_d: micro-batches of P prompts per rank while LM steps accumulate ``lm_accumulation``."""
+        if self.accumulation is not None:
+            return self.accumulation
+        if not self.lm_micro_tokens:
+            return 1
+        C = int(self.open().manifest["max_new_tokens"])
+        return max(1, round(lm_accumulation * self.lm_micro_tokens / (self.prompts * C)))
+
+    def step_units(self, lm_accumulation: int) -> int:
+        """Prompts of one global distillation step."""
+        return self.micro_batches(lm_accumulation) * self.prompts * self.world_size
+
+    def step_tokens(self, start: int, count: int, reseeds: list[tuple[int, int]]) -> int:
+        """Token-clock tokens of global positions [start, start + count): their ground truth."""
+        cache = self.open()
+        rows = cache.rows(start, count, self.seed, reseeds)
+        return int(cache.gather("cont_len", rows)[:, 0].sum())
+
+    def build(self, layout: dict) -> dict[str, Any]:
+        """This rank's share of a planned step (see ``loki.data.stream.Interleave``)."""
+        n = layout["count"] // self.world_size
+        start = layout["start"] + self.rank * n
+        rows = self.open().rows(start, n, self.seed, layout.get("reseeds", ()))
+        batch = self._batch(rows, n // self.prompts, layout["index"])
+        batch["distill_next"] = layout["start"] + layout["count"]
+        return batch
+
+    # ------------------------------------------------------------------ a plain make_step
     def start(self, index: int) -> int:
-        return (index * self.world_size + self.rank) * self.accumulation * self.prompts
+        """Start of step ``index`` with a fixed accumulation (no warmup, no reseeds)."""
+        return (index * self.world_size + self.rank) * (self.accumulation or 1) * self.prompts
 
     def __call__(self, index: int) -> dict[str, Any]:
+        n = (self.accumulation or 1) * self.prompts
+        return self._batch(self.open().rows(self.start(index), n, self.seed), n // self.prompts,
+                           index)
+
+    def _batch(self, rows, accumulation: int, index: int) -> dict[str, Any]:
         cache = self.open()
-        n = self.accumulation * self.prompts
-        rows = cache.rows(self.start(index), n, self.seed)
         micro = [cache.micro_batch(rows[a * self.prompts:(a + 1) * self.prompts])
-                 for a in range(self.accumulation)]
+                 for a in range(accumulation)]
         batch: dict[str, Any] = {k: torch.stack([m[k] for m in micro]) for k in micro[0]}
         batch["kind"] = KIND
         batch["distill_index"] = int(index)
-        return batch  # tensors (A, P, k, ...)
+        return batch  # tensors (A_d, P, k, ...)
 
 
 class TeacherDistillation(Callback):
@@ -81,13 +130,17 @@ class TeacherDistillation(Callback):
         cache: str,
         every_n_batches: int = 4,
         prompts_per_micro_batch: int | None = None,
-        accumulation: int = 1,
+        accumulation: int | None = None,
         normalize: Literal["byte", "token"] = "byte",
         softmin_temperature: float = 0.0,
         softmin_anneal_steps: int = 0,
         online_teachers: list[LokiTeacher] | None = None,
         seed: int = 0,
         summary_file: str | None = "distill_summary.json",
+        selection: Literal["ce", "kl"] = "ce",
+        kd_weight: float = 1.0,
+        decontam_index: str | None = None,
+        max_tries: int | None = None,
     ) -> None:
         """
         Args:
@@ -95,35 +148,54 @@ class TeacherDistillation(Callback):
             every_n_batches: every Nth optimizer step is a distillation step (the paper: 4).
             prompts_per_micro_batch: prompts P per micro-batch; default keeps the tokens of a
                 micro-batch close to an LM one: round(B x T / (k x T_c)), at least 1.
-            accumulation: micro-batches per distillation step.
+            accumulation: micro-batches per distillation step; None (default) follows the LM
+                batch-size warmup: A_d = round(A x B x T / (P x C)), so a distillation step
+                carries as many (ground-truth) tokens as the LM step at the same point.
             normalize: candidate loss per UTF-8 byte ("byte", default: short candidates do not
                 win for being short) or per token.
             softmin_temperature: > 0 replaces the hard minimum by a softmin at this temperature
                 (nats per byte/token), annealed linearly to 0 over ``softmin_anneal_steps``.
             softmin_anneal_steps: distillation steps of the anneal (0: constant temperature).
             online_teachers: Loki checkpoints sharing the student's tokenizer that add one
-                candidate each per prompt during training (sampled on the training device).
+                candidate each per prompt during training (sampled on the training device),
+                checked and regenerated like the cache build's candidates.
             seed: order of the cache's prompts (independent of the data seed).
             summary_file: per-source totals written at the end of fit into the trainer's log
                 folder (None: not written).
+            selection: "ce" (default): candidates compared by student CE per byte, soft targets
+                add a KD term on the winner; "kl": soft-target positions score KL in the minimum.
+            kd_weight: weight of that KD term.
+            decontam_index: benchmark index for online teachers' candidates (default: the one
+                the cache was built with); online teachers without any index are refused.
+            max_tries: generations per online candidate before it is dropped (default: the
+                cache build's ``decontam.max_tries``).
         """
         super().__init__()
         if every_n_batches < 2:
             raise LokiError("TeacherDistillation.every_n_batches must be >= 2")
-        if accumulation < 1 or (prompts_per_micro_batch is not None and prompts_per_micro_batch < 1):
+        if ((accumulation is not None and accumulation < 1)
+                or (prompts_per_micro_batch is not None and prompts_per_micro_batch < 1)):
             raise LokiError("TeacherDistillation accumulation and prompts_per_micro_batch must "
                             "be >= 1")
         self.cache_path, self.every_n = str(cache), every_n_batches
         self.prompts, self.accumulation, self.seed = prompts_per_micro_batch, accumulation, seed
-        self.objective_config = MinCEConfig(normalize, softmin_temperature, softmin_anneal_steps)
+        try:
+            self.objective_config = MinCEConfig(normalize, softmin_temperature,
+                                                softmin_anneal_steps, selection, kd_weight)
+        except ValueError as err:
+            raise LokiError(f"TeacherDistillation: {err}") from err
         self.online_teachers = list(online_teachers or [])
+        self.decontam_index, self.max_tries = decontam_index, max_tries
         self.summary_file = summary_file
         self.cache: CandidateCache | None = None
         self.steps: DistillSteps | None = None
         self.names: list[str] = []
         self.distill_steps = 0
         self.cursor = 0
-        self.totals: dict[str, list[float]] = {}
+        self._totals: torch.Tensor | None = None  # (sources + 1, 4) on the device, no syncs
+        self._saved_totals: dict[str, list[float]] = {}
+        self.online_report: dict[str, dict[str, int]] = {}
+        self.index = None
         self._loaded: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ wiring
@@ -136,19 +208,35 @@ class TeacherDistillation(Callback):
                             "(LokiDataModule): it decides which steps are distillation steps")
         self.cache = CandidateCache.open(self.cache_path, getattr(dm, "vocab_hash", None))
         self.names = self.cache.sources + [t.name for t in self.online_teachers]
+        if self.online_teachers:
+            self._setup_leak_check()
         for teacher in self.online_teachers:
             self._check_online(teacher, pl_module)
         if self.prompts is None:
             k, tc = len(self.names), self.cache.seq_len
             self.prompts = max(1, round(dm.micro_batch_size * dm.block_size / (k * tc)))
         self.steps = DistillSteps(self.cache_path, self.prompts, self.accumulation,
-                                  trainer.global_rank, trainer.world_size, self.seed)
+                                  trainer.global_rank, trainer.world_size, self.seed,
+                                  dm.micro_batch_size * dm.block_size)
         dm.attach_interleave(KIND, self.every_n, self.steps)
         pl_module.register_objective(KIND, self.objective)
-        for name in self.names:
-            self.totals.setdefault(name, [0.0, 0, 0])
         if self._loaded is not None:
             self._check_resume(self._loaded)
+
+    def _setup_leak_check(self) -> None:
+        """Online candidates reach the loss: they get the cache build's check-and-regenerate."""
+        from loki.distill.leaks import load_index
+        from loki.tokenizer import LokiTokenizer
+
+        built = self.cache.manifest.get("decontam") or {}
+        path = self.decontam_index or built.get("index")
+        if not path:
+            raise LokiError("TeacherDistillation: online teachers need a benchmark index; set "
+                            "decontam_index (the .npz from `loki filter`), or build the cache "
+                            "with decontam.index")
+        self.index = load_index(path)
+        self.max_tries = self.max_tries or int(built.get("max_tries", 3))
+        self._student = LokiTokenizer.from_spec(self.cache.manifest["student"]["tokenizer"])
 
     def _check_online(self, teacher: LokiTeacher, pl_module: L.LightningModule) -> None:
         model = teacher.load()
@@ -177,16 +265,31 @@ class TeacherDistillation(Callback):
         result = min_ce_loss(logits, micro, self.objective_config,
                              self.objective_config.temperature(index))
         metrics, counts = candidate_metrics(result, micro["source"], self.names)
-        for name, (loss_sum, n, wins) in counts.items():
-            slot = self.totals.setdefault(name, [0.0, 0, 0])
-            slot[0] += loss_sum
-            slot[1] += n
-            slot[2] += wins
-        self.totals.setdefault("_samples", [0.0, 0, 0])[1] += int(metrics["samples"])
-        samples = max(1, self.totals["_samples"][1])
-        for name in self.names:
-            metrics[f"win_rate_total/{name}"] = self.totals[name][2] / samples
+        totals = self._running_totals(logits.device)
+        totals[:-1] += counts
+        totals[-1, 1] += metrics["samples"].double()
+        samples = totals[-1, 1].clamp(min=1)
+        column = 2 if self.objective_config.selection == "ce" else 3
+        for i, name in enumerate(self.names):
+            metrics[f"win_rate_total/{name}"] = totals[i, column] / samples
         return result.loss, metrics
+
+    def _running_totals(self, device: torch.device) -> torch.Tensor:
+        """(sources + 1, 4): loss sum, candidates, wins under "ce", wins under "kl"; the last
+        row's second column counts samples. Kept on the device: read only at save and end."""
+        if self._totals is None or self._totals.device != device:
+            rows = [self._saved_totals.get(n, [0.0, 0, 0, 0]) for n in self.names + ["_samples"]]
+            rows = [(list(r) + [0, 0, 0, 0])[:4] for r in rows]
+            self._totals = torch.tensor(rows, dtype=torch.float64, device=device)
+        return self._totals
+
+    @property
+    def totals(self) -> dict[str, list[float]]:
+        """Running per-source totals (a host copy: loss sum, candidates, wins ce, wins kl)."""
+        if self._totals is None:
+            return dict(self._saved_totals)
+        rows = self._totals.cpu().tolist()
+        return {n: rows[i] for i, n in enumerate(self.names + ["_samples"])}
 
     def _add_online_candidates(self, micro: dict[str, Any], device: torch.device) -> dict:
         """One more candidate per online teacher, sampled now from the shared prompt."""
@@ -197,15 +300,29 @@ class TeacherDistillation(Callback):
         token_bytes = torch.as_tensor(self.cache.token_bytes, device=device)
         out = {key: [micro[key]] for key in ("input_ids", "labels", "n_bytes", "source")}
         prompt = ids[:, 0, :Lp]  # (P, Lp)
+        prompt_ids = prompt.tolist()
+        texts = [self._student.decode(p) for p in prompt_ids]
+        index = int(micro.get("distill_index", 0))
         for t, teacher in enumerate(self.online_teachers):
             teacher.sampling.max_new_tokens = C
-            seed = self.seed * 7919 + int(micro.get("distill_index", 0)) * 31 + t
-            gens = teacher.generate_ids(prompt.tolist(), seed)
+            checked = generate_checked(
+                lambda rows, seed, teacher=teacher: teacher.generate_ids(
+                    [prompt_ids[r] for r in rows], seed),
+                texts, lambda g: (g.token_ids[:C], self._student.decode(g.token_ids[:C])),
+                lambda attempt, t=t: self.seed * 7919 + index * 31 + t + attempt * 1_000_003,
+                self.index, self.max_tries, teacher.name)
+            rep = self.online_report.setdefault(teacher.name, {
+                "candidates": 0, "regenerations": 0, "dropped_benchmark": 0})
+            rep["candidates"] += P
+            rep["regenerations"] += checked.regenerations
+            rep["dropped_benchmark"] += len(checked.dropped)
             cand = torch.full((P, C), teacher.eot_id or 0, dtype=torch.long, device=device)
             lab = torch.full((P, T), -100, dtype=torch.long, device=device)
             n_bytes = torch.zeros(P, dtype=torch.long, device=device)
-            for p, g in enumerate(gens):
-                toks = torch.tensor(g.token_ids[:C], dtype=torch.long, device=device)
+            for p, kept in enumerate(checked.kept):
+                if kept is None:  # every try copied benchmark text: the candidate is absent
+                    continue
+                toks = torch.tensor(kept[1], dtype=torch.long, device=device)
                 cand[p, : len(toks)] = toks
                 lab[p, Lp - 1: Lp - 1 + len(toks)] = toks
                 n_bytes[p] = token_bytes[toks].sum() if len(toks) else 0
@@ -226,25 +343,29 @@ class TeacherDistillation(Callback):
         if isinstance(batch, dict) and batch.get("kind") == KIND:
             index = int(batch.get("distill_index", self.distill_steps))
             self.distill_steps = index + 1
-            self.cursor = self.steps.start(index + 1) if self.steps else self.cursor
+            self.cursor = int(batch.get("distill_next", self.cursor))
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.summary_file or not self.names:
             return
-        names = self.names + ["_samples"]
-        local = torch.tensor([self.totals.get(n, [0.0, 0, 0]) for n in names],
-                             dtype=torch.float64, device=pl_module.device)
+        local = self._running_totals(pl_module.device).clone()
         total = trainer.strategy.reduce(local, reduce_op="sum")
         folder = Path(trainer.log_dir or trainer.default_root_dir)  # a broadcast: every rank
         if not trainer.is_global_zero:
             return
         samples = max(1.0, float(total[-1, 1]))
+        column = 2 if self.objective_config.selection == "ce" else 3
         summary = {"every_n_batches": self.every_n, "distill_steps": self.distill_steps,
                    "samples": int(total[-1, 1]), "cache": self.cache_path, "sources": {
                        n: {"mean_candidate_loss": float(total[i, 0] / max(1.0, total[i, 1])),
-                           "candidates": int(total[i, 1]), "wins": int(total[i, 2]),
-                           "win_rate": float(total[i, 2] / samples)}
-                       for i, n in enumerate(self.names)}}
+                           "candidates": int(total[i, 1]), "wins": int(total[i, column]),
+                           "win_rate": float(total[i, column] / samples),
+                           # the win rate under each scoring (the selection uses one of them)
+                           "win_rate_ce": float(total[i, 2] / samples),
+                           "win_rate_kl": float(total[i, 3] / samples)}
+                       for i, n in enumerate(self.names)},
+                   "selection": self.objective_config.selection,
+                   "online_decontam": self.online_report}
         folder.mkdir(parents=True, exist_ok=True)
         (folder / self.summary_file).write_text(json.dumps(summary, indent=1) + "\n")
 
@@ -259,7 +380,8 @@ class TeacherDistillation(Callback):
         self._loaded = dict(state_dict)
         self.distill_steps = int(state_dict.get("distill_steps", 0))
         self.cursor = int(state_dict.get("cursor", 0))
-        self.totals = {k: list(v) for k, v in state_dict.get("totals", {}).items()}
+        self._saved_totals = {k: list(v) for k, v in state_dict.get("totals", {}).items()}
+        self._totals = None
         if self.cache is not None:
             self._check_resume(self._loaded)
 

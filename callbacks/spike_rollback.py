@@ -404,6 +404,8 @@ class LossSpikeRollback(L.Callback):
         if self.skip_spike_samples:
             data["stream"]["consumed"] = copy.deepcopy(spike_data["stream"]["consumed"])
         trainer.datamodule.load_state_dict(data)
+        if self.skip_spike_samples and hasattr(trainer.datamodule, "skip_samples"):
+            trainer.datamodule.skip_samples(window_ids.tolist())  # in later epochs too
         trainer.datamodule.reseed(new_seed)
         random.seed(new_seed)
         np.random.seed(new_seed)

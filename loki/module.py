@@ -144,7 +144,11 @@ class LokiLM(L.LightningModule):
             training_flops(self.config, mb["input_ids"].numel(), mb["input_ids"].size(-1))
             for mb in micro_batches
         )
-        self.tokens_seen += step_tokens * self.trainer.world_size
+        # The one token clock: LokiDataModule says what a step adds (ground-truth tokens; for a
+        # distillation step its ground-truth continuations), the same count its warmup, mixture
+        # and max_tokens use. Batches from elsewhere count their input tokens on every rank.
+        clock = batch.get("tokens")
+        self.tokens_seen += int(clock) if clock is not None else step_tokens * self.trainer.world_size
         self._set_lr(opt)
 
         total = torch.zeros((), device=self.device)

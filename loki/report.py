@@ -263,8 +263,30 @@ def distill_section(rows: list[dict[str, float]] | None, path: str | None) -> di
             steps += 1
         table.append([src, num / den if den else None,
                       loss_sum / steps if steps and not math.isnan(loss_sum) else None, steps])
-    return {"status": "ok", "source": path,
-            "table": _table(["source", "win rate", "mean candidate loss", "steps"], table)}
+    section = {"status": "ok", "source": path,
+               "table": _table(["source", "win rate", "mean candidate loss", "steps"], table)}
+    by_scoring = _win_rates_by_scoring(path)
+    if by_scoring is not None:
+        section["summary"] = by_scoring
+    return section
+
+
+def _win_rates_by_scoring(metrics_path: str | None) -> dict[str, Any] | None:
+    """Win rate by source under both scorings, from the ``distill_summary.json`` that
+    ``TeacherDistillation`` writes next to metrics.csv: "ce" compares every candidate by the
+    student's CE per byte (like for like); "kl" lets soft-target positions score KL instead."""
+    if not metrics_path:
+        return None
+    summary, _ = _load_json(str(Path(metrics_path).parent / "distill_summary.json"))
+    sources = (summary or {}).get("sources") or {}
+    if not sources or "win_rate_ce" not in next(iter(sources.values())):
+        return None
+    chosen = summary.get("selection", "ce")
+    return _table(["source", f"win rate, CE per byte{' (selected)' if chosen == 'ce' else ''}",
+                   f"win rate, KL on soft targets{' (selected)' if chosen == 'kl' else ''}",
+                   "candidates"],
+                  [[name, s.get("win_rate_ce"), s.get("win_rate_kl"), s.get("candidates")]
+                   for name, s in sources.items()])
 
 
 def _eval_rows(results: dict[str, Any]) -> list[list[Any]]:

@@ -100,6 +100,8 @@ def test_distillation_every_fourth_batch_with_the_min_loss_objective(fit):
     kd = _callback(fit, "TeacherDistillation")
     assert kd["every_n_batches"] == 4
     assert kd["softmin_temperature"] == 0.0  # the hard minimum over the candidates
+    assert kd.get("accumulation") is None  # distillation steps follow the batch warmup
+    assert kd.get("selection", "ce") == "ce"  # every candidate scored by its CE per byte
     distill = _load("distill/loki-1.4b.yaml")
     assert kd["cache"] == distill["output"]  # trains on what `loki distill build` writes
     assert [t["name"] for t in distill["teachers"]] == ["gpt-4", "mistral-7b", "llama-2-13b"]

@@ -392,8 +392,16 @@ class LokiDataModule(L.LightningDataModule):
             raise LokiError(f"seed {seed} must be in [0, 2**63)")
         state = self.cursor.state
         state["reseeds"].append({"seed": int(seed), "at": dict(state["consumed"]),
+                                 "interleave_at": dict(state.get("interleave_pos", {})),
                                  "step": state["step"]})
         state["seed"] = int(seed)
+        self.cursor.generation += 1
+
+    def skip_samples(self, ids: list[int]) -> None:
+        """Never serve these global sample ids again, in this epoch or any later one (the
+        samples of the steps that led to a loss spike). Recorded in the state."""
+        state = self.cursor.state
+        state["skipped"] = sorted(set(state.get("skipped", [])) | {int(i) for i in ids})
         self.cursor.generation += 1
 
     def attach_interleave(self, kind: str, every_n: int, make_step: Callable[[int], dict]) -> None:
@@ -403,9 +411,12 @@ class LokiDataModule(L.LightningDataModule):
         Contract: ``index`` counts this kind's steps from 0 over the whole run (saved in the
         state, so it continues after resume); ``make_step`` must return this rank's step batch
         for it deterministically (``{"kind": kind, ...tensors with a leading A axis}``) and be
-        picklable when DataLoader workers are spawned (it runs in the workers). Interleaved
-        steps do not advance the tokens the warmup and mixture schedules count. Call it before
-        the train loader starts (e.g. from a callback's ``setup``).
+        picklable when DataLoader workers are spawned (it runs in the workers). A plain
+        ``make_step`` adds no tokens to the clock; a sized one (``step_units`` / ``step_tokens``
+        / ``build``, see ``loki.data.stream.Interleave``) follows the batch-size warmup, adds its
+        tokens to the one token clock (warmup, mixture, ``max_tokens`` and the LR) and is
+        reseeded with the LM stream. Call it before the train loader starts (e.g. from a
+        callback's ``setup``).
         """
         if every_n < 2:
             raise LokiError(f"interleave every_n must be >= 2 (got {every_n})")

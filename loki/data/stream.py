@@ -24,13 +24,21 @@ import torch
 from loki.data.order import SourceOrder, key_of, uniform
 from loki.data.schedules import BatchSizeWarmup, MixtureSchedule
 from loki.data.shards import Remote, TokenShardSet
+from loki.errors import LokiError
 
 
 def initial_state(seed: int, sources: list[str]) -> dict:
     # seed: the current seed (mixture draws); base_seed + reseeds: the sample order history.
     return {"step": 0, "lm_steps": 0, "tokens": 0, "slots": 0, "seed": int(seed),
             "base_seed": int(seed),
-            "consumed": {s: 0 for s in sources}, "reseeds": [], "interleave": {}}
+            "consumed": {s: 0 for s in sources}, "reseeds": [], "interleave": {},
+            "interleave_pos": {}}
+
+
+def interleave_reseeds(state: dict, kind: str) -> list[tuple[int, int]]:
+    """The reseeds that reach an interleaved kind: (its stream position then, new seed)."""
+    return [(ev["interleave_at"][kind], ev["seed"]) for ev in state["reseeds"]
+            if kind in ev.get("interleave_at", {})]
 
 
 @dataclass
@@ -88,11 +96,27 @@ class SourceSamples:
 
 @dataclass
 class Interleave:
-    """Every ``every_n``-th step (1-based global step index) comes from ``make_step``."""
+    """Every ``every_n``-th step (1-based global step index) comes from ``make_step``.
+
+    A plain ``make_step(index)`` adds no tokens to the clock. A *sized* step source (one with
+    ``step_units``, e.g. ``callbacks.distillation.DistillSteps``) is planned like an LM step:
+
+    - ``step_units(A) -> int``: global units (prompts) of a step taken while LM steps accumulate
+      ``A`` micro-batches, so interleaved steps follow the batch-size warmup;
+    - ``step_tokens(start, count, reseeds) -> int``: what units ``[start, start + count)`` of its
+      own stream add to the token clock;
+    - ``build(layout) -> dict``: this rank's step batch for a layout with ``index``, ``start``,
+      ``count`` and ``reseeds`` ((position, seed) pairs: the stream's reseeds, at this kind's
+      position), so a rollback's reseed reaches the interleaved order too.
+    """
 
     kind: str
     every_n: int
     make_step: Callable[[int], dict]
+
+    @property
+    def sized(self) -> bool:
+        return hasattr(self.make_step, "step_units")
 
 
 @dataclass
@@ -128,7 +152,18 @@ class TrainStream:
         if it is not None:
             index = state["interleave"].get(it.kind, 0)
             nxt["interleave"][it.kind] = index + 1
-            return {"kind": it.kind, "index": index, "step": state["step"]}, nxt
+            layout = {"kind": it.kind, "index": index, "step": state["step"], "tokens": 0}
+            if it.sized:
+                A = self.warmup.accumulation(state["tokens"], self.micro_batch_size,
+                                             self.world_size)
+                start = state.get("interleave_pos", {}).get(it.kind, 0)
+                count = int(it.make_step.step_units(A))
+                reseeds = interleave_reseeds(state, it.kind)
+                tokens = int(it.make_step.step_tokens(start, count, reseeds))
+                nxt.setdefault("interleave_pos", {})[it.kind] = start + count
+                nxt["tokens"] += tokens
+                layout.update(A=A, start=start, count=count, reseeds=reseeds, tokens=tokens)
+            return layout, nxt
         B, W, T = self.micro_batch_size, self.world_size, self.block_size
         A = self.warmup.accumulation(state["tokens"], B, W)
         n = A * B * W
@@ -137,25 +172,55 @@ class TrainStream:
         u = uniform(key_of(state["seed"], "mixture"), slots)
         src = np.minimum(np.searchsorted(cum, u, side="right"), len(cum) - 1)
         pos = np.empty(n, dtype=np.int64)
+        skipped = state.get("skipped")
         for s, source in enumerate(self.sources):
             sel = src == s
             count = int(sel.sum())
-            pos[sel] = state["consumed"][source.name] + np.arange(count)
-            nxt["consumed"][source.name] += count
+            start = state["consumed"][source.name]
+            if skipped:
+                pos[sel] = self._positions(source, start, count, state, skipped)
+                nxt["consumed"][source.name] = int(pos[sel][-1]) + 1 if count else start
+            else:
+                pos[sel] = start + np.arange(count)
+                nxt["consumed"][source.name] += count
         nxt["slots"] += n
         nxt["tokens"] += n * T
         nxt["lm_steps"] += 1
         mine = slice(self.rank * A * B, (self.rank + 1) * A * B)
         return {"kind": "lm", "A": A, "source": src[mine], "position": pos[mine],
                 "step": state["step"], "base_seed": state["base_seed"],
-                "reseeds": state["reseeds"]}, nxt
+                "reseeds": state["reseeds"], "tokens": n * T}, nxt
+
+    def _positions(self, source: SourceSamples, start: int, count: int, state: dict,
+                   skipped: list[int]) -> np.ndarray:
+        """``count`` stream positions from ``start`` on, passing over positions whose sample is
+        in ``skipped`` (samples that led to a loss spike: never served again, in any epoch)."""
+        skip = np.asarray(skipped, dtype=np.int64)
+        skip = skip[(skip >= source.id_offset) & (skip < source.id_offset + source.num_samples)]
+        if not len(skip):
+            return start + np.arange(count)
+        if len(np.unique(skip)) >= source.train_size:
+            raise LokiError(f"every training sample of source {source.name} is marked skipped")
+        reseeds = [(ev["at"][source.name], ev["seed"]) for ev in state["reseeds"]]
+        out: list[np.ndarray] = []
+        need, p = count, start
+        while need > 0:
+            cand = p + np.arange(need, dtype=np.int64)
+            shard, j = source.order.locate(cand, state["base_seed"], reseeds)
+            ids = source.id_offset + source.first_id[shard] + source.train_index(j)
+            kept = cand[~np.isin(ids, skip)]
+            out.append(kept)
+            need -= len(kept)
+            p += len(cand)
+        return np.concatenate(out)[:count]
 
     # ------------------------------------------------------------------ reading
     def materialize(self, layout: dict) -> dict:
         """The step batch of a layout: (A, B, T) tensors for this rank."""
         if layout["kind"] != "lm":
             it = next(i for i in self.interleaves if i.kind == layout["kind"])
-            return it.make_step(layout["index"])
+            batch = it.make_step.build(layout) if it.sized else it.make_step(layout["index"])
+            return {**batch, "tokens": layout["tokens"]}
         A, B, T = layout["A"], self.micro_batch_size, self.block_size
         rows = np.empty((A * B, T + 1), dtype=np.int64)
         ids = np.empty(A * B, dtype=np.int64)
@@ -172,7 +237,7 @@ class TrainStream:
                                         self.max_cached_shards)
             ids[sel] = source.id_offset + source.first_id[shard] + sample
         x = torch.from_numpy(rows).view(A, B, T + 1)
-        return {"kind": "lm", "input_ids": x[..., :-1].contiguous(),
+        return {"kind": "lm", "tokens": layout["tokens"], "input_ids": x[..., :-1].contiguous(),
                 "labels": x[..., 1:].contiguous(),
                 "index": torch.from_numpy(ids).view(A, B),
                 "source": torch.from_numpy(src.astype(np.int64)).view(A, B)}

@@ -19,11 +19,12 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from loki.distill.cache import finalize, shard_name, write_shard
+from loki.distill.leaks import ContaminationIndex, check_text, generate_checked, load_index
 from loki.distill.teachers import (
     Generation,
     HFTeacher,
@@ -38,12 +39,6 @@ from loki.filtering.config import ExecutorConfig
 log = logging.getLogger(__name__)
 GROUND_TRUTH = "ground_truth"
 TEACHER_KINDS = {"hf": HFTeacher, "openai": OpenAITeacher, "loki": LokiTeacher}
-
-
-class ContaminationIndex(Protocol):
-    """What the builder needs from ``loki.filtering.decontam.BenchmarkIndex``."""
-
-    def contaminated(self, text: str) -> bool: ...
 
 
 @dataclass
@@ -196,6 +191,9 @@ def build_shard(cfg: BuildConfig, rank: int = 0, world_size: int = 1,
     Lp, C = p.prompt_tokens, p.max_new_tokens
     prompt_ids = np.zeros((len(mine), Lp), dtype=np.int32)
     teachers = teachers if teachers is not None else [make_teacher(t) for t in cfg.teachers]
+    for teacher in teachers:
+        if hasattr(teacher, "share_budget"):  # a per-run budget, split over the build's tasks
+            teacher.share_budget(world_size)
     k = 1 + len(teachers)
     cont = np.full((len(mine), k, C), student.pad_id, dtype=np.int32)
     cont_len = np.zeros((len(mine), k), dtype=np.int32)
@@ -206,10 +204,8 @@ def build_shard(cfg: BuildConfig, rank: int = 0, world_size: int = 1,
     soft_ids = np.full((len(mine), k, C, K), -1, dtype=np.int32) if K else None
     soft_lp = np.full((len(mine), k, C, K), -np.inf, dtype=np.float16) if K else None
     token_bytes = token_byte_lengths(student)
-    if index is None and cfg.decontam.index:
-        from loki._optional import require
-
-        index = require("loki.filtering.decontam", "data").BenchmarkIndex.load(cfg.decontam.index)
+    if index is None:
+        index = load_index(cfg.decontam.index)
     report: dict[str, dict[str, int]] = {GROUND_TRUTH: {"candidates": 0, "benchmark_flagged": 0}}
     texts = []
     for row, w in enumerate(mine):
@@ -221,7 +217,7 @@ def build_shard(cfg: BuildConfig, rank: int = 0, world_size: int = 1,
         n_bytes[row, 0] = int(token_bytes[gt].sum())
         texts.append(student.decode(toks[:Lp].tolist()))
         report[GROUND_TRUTH]["candidates"] += 1
-        if index is not None and index.contaminated(student.decode(gt.tolist())):
+        if check_text(index, texts[-1], student.decode(gt.tolist())):
             report[GROUND_TRUTH]["benchmark_flagged"] += 1  # kept: it is the training text itself
     for j, teacher in enumerate(teachers, start=1):
         if isinstance(teacher, LokiTeacher):
@@ -230,42 +226,34 @@ def build_shard(cfg: BuildConfig, rank: int = 0, world_size: int = 1,
         rep = report.setdefault(teacher.name, {
             "candidates": 0, "kept": 0, "regenerations": 0, "dropped_benchmark": 0,
             "dropped_empty": 0, "soft_targets": 0, "soft_unaligned": 0})
-        pending = list(range(len(mine)))
-        for attempt in range(cfg.decontam.max_tries):
-            if not pending:
-                break
-            seed = _seed(cfg.seed, j, rank, attempt)
-            gens = teacher.generate([texts[r] for r in pending],
-                                    [prompt_ids[r].tolist() for r in pending], seed)
-            if len(gens) != len(pending):
-                raise LokiError(f"teacher {teacher.name} returned {len(gens)} continuations "
-                                f"for {len(pending)} prompts")
-            retry = []
-            for r, gen in zip(pending, gens):
-                attempts[r, j] = attempt + 1
-                ids, text = _student_ids(gen, student, C)
-                if index is not None and index.contaminated(text):
-                    retry.append(r)
-                    continue
-                rep["candidates"] += 1
-                if not ids:
-                    rep["dropped_empty"] += 1
-                    continue
-                rep["kept"] += 1
-                cont[r, j, : len(ids)], cont_len[r, j] = ids, len(ids)
-                n_bytes[r, j] = int(token_bytes[ids].sum())
-                seeds[r, j] = seed
-                if K:
-                    soft = _soft_targets(gen, student, ids, K)
-                    if soft is None:
-                        rep["soft_unaligned"] += gen.top_logprobs is not None
-                    else:
-                        soft_ids[r, j, : len(ids)], soft_lp[r, j, : len(ids)] = soft
-                        rep["soft_targets"] += 1
-            rep["regenerations"] += len(retry) if attempt + 1 < cfg.decontam.max_tries else 0
-            pending = retry
-        rep["dropped_benchmark"] += len(pending)
-        rep["candidates"] += len(pending)
+        checked = generate_checked(
+            lambda rows, seed, teacher=teacher: teacher.generate(
+                [texts[r] for r in rows], [prompt_ids[r].tolist() for r in rows], seed),
+            texts, lambda gen: _student_ids(gen, student, C),
+            lambda attempt, j=j: _seed(cfg.seed, j, rank, attempt), index,
+            cfg.decontam.max_tries, teacher.name)
+        attempts[:, j] = checked.attempts
+        rep["regenerations"] += checked.regenerations
+        rep["dropped_benchmark"] += len(checked.dropped)
+        rep["candidates"] += len(mine)
+        for r, kept in enumerate(checked.kept):
+            if kept is None:
+                continue
+            gen, ids, _, seed = kept
+            if not ids:
+                rep["dropped_empty"] += 1
+                continue
+            rep["kept"] += 1
+            cont[r, j, : len(ids)], cont_len[r, j] = ids, len(ids)
+            n_bytes[r, j] = int(token_bytes[ids].sum())
+            seeds[r, j] = seed
+            if K:
+                soft = _soft_targets(gen, student, ids, K)
+                if soft is None:
+                    rep["soft_unaligned"] += gen.top_logprobs is not None
+                else:
+                    soft_ids[r, j, : len(ids)], soft_lp[r, j, : len(ids)] = soft
+                    rep["soft_targets"] += 1
     arrays = {"prompt_ids": prompt_ids, "prompt_index": np.asarray(mine, dtype=np.int64),
               "cont_ids": cont, "cont_len": cont_len, "n_bytes": n_bytes, "seeds": seeds,
               "attempts": attempts}
@@ -353,9 +341,12 @@ def build(cfg: BuildConfig) -> dict:
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
     _claim_output(cfg)
+    from functools import partial
+
     from loki.distill.executor import run_tasks
 
-    submitted = run_tasks(cfg)
+    submitted = run_tasks(cfg.executor, partial(build_shard, cfg), f"{cfg.output}/logs",
+                          "distill candidates")
     if submitted:
         return {"submitted": True}
     return finalize_cache(cfg)

@@ -8,7 +8,7 @@ Layout of a cache folder (written by ``loki distill build``)::
                                  regeneration report
     <folder>/token_bytes.npy     (V,) UTF-8 bytes of each student token (per-byte normalization
                                  of candidates produced during training by online teachers)
-    <folder>/shards/cand-00003/  one folder per build task (rank), memory-mapped ``.npy`` arrays:
+    <folder>/shards/cand-00003/  one folder per build task (rank), ``.npy`` arrays read by row:
         prompt_ids   (N, Lp)      int32   the prompt (a document prefix)
         prompt_index (N,)         int64   global prompt number (its place in the prompt set)
         cont_ids     (N, k, C)    int32   continuation of each source, padded with pad_id
@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from loki.data.order import SourceOrder
 from loki.errors import LokiError
 
 FORMAT = "loki-distill-cache"
@@ -101,9 +102,51 @@ def _sum_reports(reports: list[dict]) -> dict:
     return total
 
 
+class RowFile:
+    """One ``.npy`` array read row by row with ``os.pread`` (no memory map, no full load)."""
+
+    def __init__(self, path: Path) -> None:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0)
+            self.shape, fortran, self.dtype = read(f)
+            self.offset = f.tell()
+        if fortran:
+            raise LokiError(f"{path}: Fortran-ordered arrays are not cache arrays")
+        self.path = path
+        self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+
+    def __len__(self) -> int:
+        return int(self.shape[0])
+
+    def __getitem__(self, rows: np.ndarray) -> np.ndarray:
+        """Rows ``rows`` (ascending reads are sequential), as a new array. The file is opened
+        per call: a 1.4B cache has thousands of files, more than a process may hold open."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.empty((len(rows), *self.shape[1:]), dtype=self.dtype)
+        flat = out.reshape(len(rows), -1).view(np.uint8).reshape(len(rows), self.row_bytes)
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            i = 0
+            while i < len(rows):  # one read per run of consecutive rows
+                j = i + 1
+                while j < len(rows) and rows[j] == rows[j - 1] + 1:
+                    j += 1
+                want = (j - i) * self.row_bytes
+                data = os.pread(fd, want, self.offset + int(rows[i]) * self.row_bytes)
+                if len(data) != want:
+                    raise LokiError(f"distillation cache file {self.path} is truncated")
+                flat[i:j] = np.frombuffer(data, dtype=np.uint8).reshape(j - i, self.row_bytes)
+                i = j
+        finally:
+            os.close(fd)
+        return out
+
+
 @dataclass
 class CandidateCache:
-    """A finished cache, opened read-only (arrays memory-mapped)."""
+    """A finished cache, opened read-only (shards read lazily, row by row)."""
 
     folder: Path
     manifest: dict
@@ -124,7 +167,7 @@ class CandidateCache:
         cache = cls(folder, manifest)
         if vocab_hash is not None:
             cache.check_vocab(vocab_hash)
-        cache._load()
+        cache._index()
         return cache
 
     def check_vocab(self, vocab_hash: str) -> None:
@@ -136,25 +179,68 @@ class CandidateCache:
                 f"vocab_hash {have}, but the model trains with vocab_hash {vocab_hash}; rebuild "
                 "the cache with the training tokenizer (`loki distill build`)")
 
-    def _load(self) -> None:
-        parts: dict[str, list[np.ndarray]] = {}
-        for shard in self.manifest["shards"]:
+    def _index(self) -> None:
+        """Row offsets of the shards from the manifest; no array is opened yet.
+
+        At the 1.4B settings the arrays total ~250 GB, so nothing is ever concatenated: a shard's
+        ``.npy`` files are opened the first time one of their rows is read (in each process,
+        loader workers included) and a batch reads just its rows, shard by shard, with
+        positioned reads (``RowFile``). The kernel's page cache holds the file pages once for
+        every process; a process's own memory is the batch it builds. (A memory map would do
+        the same reads, but every page it touches, with the kernel's fault-around, stays mapped
+        and counted in the process's RSS, which then grows with the part of the cache read.)"""
+        counts = [int(shard["prompts"]) for shard in self.manifest["shards"]]
+        if not sum(counts):
+            raise LokiError(f"distillation cache {self.folder} holds no prompts")
+        self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        self._shards: dict[int, dict[str, np.ndarray]] = {}
+        self._order: SourceOrder | None = None
+        token_bytes = self.folder / "token_bytes.npy"
+        self.token_bytes = np.load(token_bytes) if token_bytes.is_file() else None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_shards": {}}  # files reopen in the receiving process
+
+    def shard_arrays(self, s: int) -> dict[str, RowFile]:
+        """Shard ``s``'s arrays as row readers (opened on first use, then kept)."""
+        if s not in self._shards:
+            shard = self.manifest["shards"][s]
             base = self.folder / "shards" / shard["name"]
-            for name in shard["arrays"]:
+            arrays = {}
+            for name, shape in shard["arrays"].items():
                 file = base / f"{name}.npy"
                 if not file.is_file():
                     raise LokiError(f"distillation cache file {file} is missing")
-                arr = np.load(file, mmap_mode="r")
-                if list(arr.shape) != shard["arrays"][name]:
+                arr = RowFile(file)
+                if list(arr.shape) != shape:
                     raise LokiError(f"distillation cache file {file} has shape {arr.shape}, "
-                                    f"manifest says {shard['arrays'][name]}: truncated or mixed")
-                parts.setdefault(name, []).append(arr)
-        # Small demo caches concatenate; a large cache would index shard by shard instead.
-        self.arrays = {k: np.concatenate(v) if len(v) > 1 else v[0] for k, v in parts.items()}
-        if "prompt_index" not in self.arrays or not len(self.arrays["prompt_index"]):
-            raise LokiError(f"distillation cache {self.folder} holds no prompts")
-        token_bytes = self.folder / "token_bytes.npy"
-        self.token_bytes = np.load(token_bytes) if token_bytes.is_file() else None
+                                    f"manifest says {shape}: truncated or mixed")
+                arrays[name] = arr
+            self._shards[s] = arrays
+        return self._shards[s]
+
+    def gather(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """Array ``name`` at global rows ``rows`` (any order), read shard by shard."""
+        rows = np.asarray(rows, dtype=np.int64)
+        shard = np.searchsorted(self.offsets, rows, side="right") - 1
+        out = None
+        for s in np.unique(shard).tolist():
+            sel = np.nonzero(shard == s)[0]
+            arr = self.shard_arrays(s)[name]
+            local = rows[sel] - self.offsets[s]
+            order = np.argsort(local, kind="stable")  # ascending reads: sequential pages
+            part = np.empty((len(sel), *arr.shape[1:]), dtype=arr.dtype)
+            part[order] = arr[local[order]]
+            if out is None:
+                out = np.empty((len(rows), *arr.shape[1:]), dtype=arr.dtype)
+            out[sel] = part
+        if out is None:
+            arr = self.shard_arrays(0)[name]
+            out = np.empty((0, *arr.shape[1:]), dtype=arr.dtype)
+        return out
+
+    def has(self, name: str) -> bool:
+        return name in self.manifest["shards"][0]["arrays"]
 
     # ------------------------------------------------------------------ facts
     @property
@@ -163,7 +249,7 @@ class CandidateCache:
 
     @property
     def num_prompts(self) -> int:
-        return len(self.arrays["prompt_index"])
+        return int(self.offsets[-1])
 
     @property
     def num_candidates(self) -> int:
@@ -181,26 +267,25 @@ class CandidateCache:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     # ------------------------------------------------------------------ batches
-    def order(self, epoch: int, seed: int) -> np.ndarray:
-        return np.random.default_rng([seed, epoch]).permutation(self.num_prompts)
+    def rows(self, start: int, count: int, seed: int,
+             reseeds: list[tuple[int, int]] | tuple = ()) -> np.ndarray:
+        """Rows for positions ``[start, start + count)`` of the endless shuffled stream.
 
-    def rows(self, start: int, count: int, seed: int) -> np.ndarray:
-        """Rows for positions ``[start, start + count)`` of the endless shuffled stream."""
-        n = self.num_prompts
-        pos = np.arange(start, start + count)
-        out = np.empty(count, dtype=np.int64)
-        for epoch in np.unique(pos // n).tolist():
-            sel = pos // n == epoch
-            out[sel] = self.order(epoch, seed)[pos[sel] % n]
-        return out
+        Each epoch is a keyed permutation computed position by position (``SourceOrder``: O(count)
+        work and memory, whatever the cache's size); ``reseeds`` ((position, seed), in order)
+        re-permute what was not consumed yet, exactly as the LM stream's reseeds do."""
+        if self._order is None:
+            self._order = SourceOrder("distill", [self.num_prompts])
+        pos = np.arange(start, start + count, dtype=np.int64)
+        return self._order.locate(pos, seed, list(reseeds))[1]
 
     def micro_batch(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
         """Tensors for prompts ``rows``: input_ids/labels (P, k, T), n_bytes/source (P, k)."""
-        a = self.arrays
+        a = self.gather
         pad = int(self.manifest["student"]["pad_id"])
-        prompt = np.asarray(a["prompt_ids"][rows], dtype=np.int64)  # (P, Lp)
-        cont = np.asarray(a["cont_ids"][rows], dtype=np.int64)  # (P, k, C)
-        cont_len = np.asarray(a["cont_len"][rows], dtype=np.int64)  # (P, k)
+        prompt = a("prompt_ids", rows).astype(np.int64)  # (P, Lp)
+        cont = a("cont_ids", rows).astype(np.int64)  # (P, k, C)
+        cont_len = a("cont_len", rows).astype(np.int64)  # (P, k)
         P, k, C = cont.shape
         Lp = prompt.shape[1]
         full = np.concatenate([np.broadcast_to(prompt[:, None, :], (P, k, Lp)), cont], axis=-1)
@@ -212,17 +297,18 @@ class CandidateCache:
         batch = {
             "input_ids": torch.from_numpy(np.ascontiguousarray(full[..., :-1])),
             "labels": torch.from_numpy(labels),
-            "n_bytes": torch.from_numpy(np.asarray(a["n_bytes"][rows], dtype=np.int64)),
+            "n_bytes": torch.from_numpy(a("n_bytes", rows).astype(np.int64)),
             "source": torch.from_numpy(
                 np.where(cont_len > 0, np.arange(k)[None, :], -1).astype(np.int64)),
-            "index": torch.from_numpy(np.asarray(a["prompt_index"][rows], dtype=np.int64)),
+            "index": torch.from_numpy(a("prompt_index", rows).astype(np.int64)),
         }
-        if "soft_ids" in a:
-            K = a["soft_ids"].shape[-1]
+        if self.has("soft_ids"):
+            soft = a("soft_ids", rows)  # (P, k, C, K)
+            K = soft.shape[-1]
             ids = np.full((P, k, Lp + C - 1, K), -1, dtype=np.int64)
             lp = np.full((P, k, Lp + C - 1, K), -np.inf, dtype=np.float32)
-            ids[:, :, Lp - 1:] = a["soft_ids"][rows]
-            lp[:, :, Lp - 1:] = a["soft_logprobs"][rows]
+            ids[:, :, Lp - 1:] = soft
+            lp[:, :, Lp - 1:] = a("soft_logprobs", rows)
             batch["soft_ids"] = torch.from_numpy(ids)
             batch["soft_logprobs"] = torch.from_numpy(lp)
         return batch

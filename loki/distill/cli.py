@@ -2,6 +2,7 @@
 
     loki distill build --config experiments/distill/demo.yaml
     loki distill finalize --config experiments/distill/demo.yaml   # after cluster jobs end
+    loki distill synthetic --config experiments/distill/synthetic.yaml
     loki distill prepare-smollm --root data/teachers
 """
 
@@ -10,34 +11,39 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-from typing import TYPE_CHECKING
 
 from loki.errors import LokiError
 
-if TYPE_CHECKING:
-    from loki.distill.build import BuildConfig
-
-USAGE = "usage: loki distill {build,finalize,prepare-smollm} [--config FILE] [options]"
+USAGE = ("usage: loki distill {build,finalize,synthetic,prepare-smollm} [--config FILE] "
+         "[options]")
 
 
-def parse_build(argv: list[str], prog: str):
-    """argv (``--config X.yaml`` plus dotted overrides) -> a ``BuildConfig``."""
+def parse_build(argv: list[str], prog: str, cls: type | None = None):
+    """argv (``--config X.yaml`` plus dotted overrides) -> a ``BuildConfig`` (or ``cls``)."""
     from jsonargparse import ActionConfigFile, ArgumentParser
 
-    from loki.distill.build import BuildConfig
+    if cls is None:
+        from loki.distill.build import BuildConfig as cls
 
-    parser = ArgumentParser(prog=prog, description=(BuildConfig.__doc__ or "").strip())
+    parser = ArgumentParser(prog=prog, description=(cls.__doc__ or "").strip())
     parser.add_argument("--config", action=ActionConfigFile, help="YAML config file")
-    parser.add_class_arguments(BuildConfig, nested_key=None, fail_untyped=False)
+    parser.add_class_arguments(cls, nested_key=None, fail_untyped=False)
     init = parser.instantiate(parser.parse_args(argv))
     try:
-        return BuildConfig(**{f.name: init.get(f.name) for f in dataclasses.fields(BuildConfig)})
+        return cls(**{f.name: init.get(f.name) for f in dataclasses.fields(cls)})
     except (TypeError, ValueError) as err:
         raise LokiError(f"bad {prog} config: {err}") from err
 
 
-def parse_config(path: str) -> BuildConfig:
-    """A ``loki distill build`` YAML -> ``BuildConfig`` (what the experiments test calls)."""
+def parse_config(path: str):
+    """A ``loki distill build`` or ``synthetic`` YAML (it has ``topics``) -> its config (what
+    the experiments test calls)."""
+    import yaml
+
+    if "topics" in (yaml.safe_load(open(path)) or {}):
+        from loki.distill.synthetic import SyntheticConfig
+
+        return parse_build(["--config", str(path)], "loki distill synthetic", SyntheticConfig)
     return parse_build(["--config", str(path)], "loki distill build")
 
 
@@ -55,6 +61,16 @@ def main(argv: list[str] | None = None) -> None:
         parser = ArgumentParser(prog="loki distill prepare-smollm")
         parser.add_argument("--root", default="data/teachers", help="teacher folder")
         print(prepare_smollm(parser.parse_args(rest).root))
+        return
+    if command == "synthetic":
+        from loki.distill.synthetic import SyntheticConfig, run_synthetic
+
+        report = run_synthetic(parse_build(rest, "loki distill synthetic", SyntheticConfig))
+        if report.get("submitted"):
+            print("submitted; run `loki distill synthetic` again with the same config when the "
+                  "jobs end")
+            return
+        print(json.dumps(report, indent=1))
         return
     if command not in ("build", "finalize"):
         raise LokiError(f"unknown distill command {command!r}; {USAGE}")

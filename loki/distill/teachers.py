@@ -3,9 +3,11 @@
 - ``HFTeacher``: a transformers causal LM (local folder or hub id); batched sampling with vLLM
   when it is installed and a GPU is present, ``generate`` otherwise. Its own tokenizer: the
   builder re-tokenizes the text with the student's.
-- ``OpenAITeacher``: an OpenAI-compatible chat or completions endpoint. Base URL and key come
-  from environment variables only (never from configs that get committed); timeouts; retries with
-  exponential backoff on 429, 5xx, dropped connections and malformed answers.
+- ``OpenAITeacher``: an OpenAI-compatible chat or completions endpoint (OpenAI, a vLLM or TGI
+  server: any ``base_url``). The key comes from an environment variable only and is never
+  written (not to the cache, its manifest, logs or error messages); requests in flight at once
+  (``concurrency``); timeouts; retries with exponential backoff on 429, 5xx, timeouts, dropped
+  connections and malformed answers; a per-run budget in requests and tokens.
 - ``LokiTeacher``: a Loki checkpoint trained with the student's tokenizer: it continues the
   student token ids directly and can give exact top-k soft targets.
 
@@ -15,9 +17,11 @@ the same seed gives the same text (API teachers: as far as the endpoint honours 
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import random
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -208,8 +212,11 @@ class OpenAITeacher:
     """Sampling parameters."""
     endpoint: Literal["chat", "completions"] = "chat"
     """chat: /chat/completions with an instruction; completions: /completions with raw text."""
+    base_url: str | None = None
+    """Base URL (e.g. https://api.openai.com/v1, http://vllm-host:8000/v1); None: read it from
+    ``base_url_env``."""
     base_url_env: str = "OPENAI_BASE_URL"
-    """Environment variable holding the base URL (e.g. https://api.openai.com/v1)."""
+    """Environment variable holding the base URL when ``base_url`` is not set."""
     api_key_env: str = "OPENAI_API_KEY"
     """Environment variable holding the key (unset: no Authorization header, local servers)."""
     instruction: str = ("Continue the following text. Reply with the continuation only, "
@@ -227,20 +234,56 @@ class OpenAITeacher:
     """Ask for the top-k log-probabilities of each generated token (APIs give at most ~20)."""
     concurrency: int = 4
     """Requests in flight at once."""
+    max_requests: int | None = None
+    """Budget of the whole build in requests, retries included (None: no limit); each of the
+    build's tasks gets an equal share. Spent: the task stops with an error; a rerun resumes."""
+    max_tokens: int | None = None
+    """Budget of the whole build in tokens (the server's ``usage.total_tokens``, else the
+    requested ``max_new_tokens``), shared like ``max_requests``."""
     shares_student_vocab: bool = False
 
     def __post_init__(self) -> None:
         self.name = self.name or self.model
+        self._lock = threading.Lock()
+        self.spent = {"requests": 0, "tokens": 0}
+        self._share = 1
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def share_budget(self, tasks: int) -> None:
+        """This process runs one of ``tasks`` build tasks: spend at most its share."""
+        self._share = max(1, int(tasks))
+
+    def _limit(self, total: int | None) -> int | None:
+        return None if total is None else -(-total // self._share)
+
+    def _charge(self, requests: int = 0, tokens: int = 0) -> None:
+        with self._lock:
+            self.spent["requests"] += requests
+            self.spent["tokens"] += tokens
+            for what, total in (("requests", self.max_requests), ("tokens", self.max_tokens)):
+                limit = self._limit(total)
+                if limit is not None and self.spent[what] > limit:
+                    raise LokiError(
+                        f"OpenAITeacher {self.name!r}: budget of {total} {what} spent (this "
+                        f"task's share: {limit}); raise max_{what} and rerun `loki distill "
+                        "build`: finished tasks are kept")
 
     def identity(self) -> dict[str, Any]:
         return {"kind": "openai", "model": self.model, "endpoint": self.endpoint,
-                "base_url_env": self.base_url_env, "sampling": asdict(self.sampling)}
+                "base_url": self.base_url, "base_url_env": self.base_url_env,
+                "sampling": asdict(self.sampling)}
 
     def _url(self) -> str:
-        base = os.environ.get(self.base_url_env)
+        base = self.base_url or os.environ.get(self.base_url_env)
         if not base:
-            raise LokiError(f"OpenAITeacher {self.name!r}: set the base URL in the environment "
-                            f"variable {self.base_url_env}")
+            raise LokiError(f"OpenAITeacher {self.name!r}: set base_url, or the base URL in the "
+                            f"environment variable {self.base_url_env}")
         path = "chat/completions" if self.endpoint == "chat" else "completions"
         return f"{base.rstrip('/')}/{path}"
 
@@ -275,8 +318,11 @@ class OpenAITeacher:
         data = json.dumps(self._body(prompt, seed)).encode()
         last = ""
         for attempt in range(self.max_retries + 1):
+            self._charge(requests=1)
             try:
-                return self._once(url, data, headers)
+                gen, used = self._once(url, data, headers)
+                self._charge(tokens=used or self.sampling.max_new_tokens)
+                return gen
             except _Retry as err:
                 last = str(err)
                 if attempt == self.max_retries:
@@ -287,7 +333,9 @@ class OpenAITeacher:
         raise LokiError(f"OpenAITeacher {self.name!r}: gave up after {self.max_retries + 1} "
                         f"tries at {url}: {last}")
 
-    def _once(self, url: str, data: bytes, headers: dict[str, str]) -> Generation:
+    def _once(self, url: str, data: bytes, headers: dict[str, str],
+              ) -> tuple[Generation, int | None]:
+        """One request: (generation, tokens the server says it used)."""
         req = urllib.request.Request(url, data=data, headers=headers, method="POST")
         try:
             with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
@@ -300,11 +348,16 @@ class OpenAITeacher:
             detail = err.read()[:200].decode(errors="replace")
             raise LokiError(f"OpenAITeacher {self.name!r}: HTTP {err.code} from {url}: "
                             f"{detail}") from err
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
+        except (urllib.error.URLError, TimeoutError, ConnectionError,
+                http.client.HTTPException) as err:
             raise _Retry(f"connection: {err}") from err
         try:
-            return self._parse(json.loads(raw))
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, IndexError, TypeError) as err:
+            answer = json.loads(raw)
+            usage = answer.get("usage") or {}
+            used = usage.get("total_tokens")
+            return self._parse(answer), int(used) if isinstance(used, int | float) else None
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, IndexError, TypeError,
+                AttributeError) as err:
             raise _Retry(f"malformed answer ({type(err).__name__}): {raw[:80]!r}") from err
 
     def _parse(self, answer: dict) -> Generation:

@@ -100,7 +100,7 @@ def test_tasks_split_prompts_and_finalize_waits_for_all(tmp_path, student, shard
     manifest = finalize_cache(cfg)
     cache = CandidateCache.open(cfg.output)
     assert manifest["prompts"] == 12
-    assert sorted(cache.arrays["prompt_index"].tolist()) == list(range(12))
+    assert sorted(cache.gather("prompt_index", np.arange(cache.num_prompts)).tolist()) == list(range(12))
 
 
 def test_cli_build_through_datatrove(tmp_path, student, shards, loki_ckpt):

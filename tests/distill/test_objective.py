@@ -89,22 +89,57 @@ def test_padding_and_dropped_candidates_never_give_nan():
     assert float(res.loss) == 0.0 and res.loss.requires_grad
 
 
-def test_soft_targets_compare_by_kl_not_ce():
-    # Student uniform over 3 tokens. Ground truth (one-hot): CE = KL = log 3. A teacher candidate
-    # whose soft target is uniform over the same tokens has KL 0 (its CE would be log 3 too, and
-    # a CE comparison could never prefer it over the ground truth).
-    V = 3
+def _soft_twin(V: int = 3) -> tuple[torch.Tensor, dict]:
+    """Two candidates with the same text (label 0 at the one scored position); only candidate 1
+    carries soft targets (uniform over the vocabulary). The student is uniform."""
     logits = torch.zeros(1, 2, 2, V)
-    labels = torch.tensor([[[-100, 0], [-100, 1]]])
+    labels = torch.tensor([[[-100, 0], [-100, 0]]])
     soft_ids = torch.full((1, 2, 2, V), -1)
     soft_lp = torch.full((1, 2, 2, V), float("-inf"))
     soft_ids[0, 1, 1] = torch.arange(V)
     soft_lp[0, 1, 1] = math.log(1 / V)
-    batch = {"labels": labels, "n_bytes": torch.tensor([[1, 1]]), "soft_ids": soft_ids,
-             "soft_logprobs": soft_lp}
-    res = min_ce_loss(logits, batch, MinCEConfig())
-    assert res.cand_loss[0].tolist() == pytest.approx([math.log(3), 0.0], abs=1e-6)
+    return logits, {"labels": labels, "n_bytes": torch.tensor([[1, 1]]),
+                    "source": torch.tensor([[0, 1]]), "soft_ids": soft_ids,
+                    "soft_logprobs": soft_lp}
+
+
+def test_like_for_like_minimum_a_soft_twin_does_not_win_for_being_soft():
+    logits, batch = _soft_twin()
+    # the earlier reading: KL (0 here, the teacher's entropy left out) against CE (log 3)
+    old = min_ce_loss(logits, batch, MinCEConfig(selection="kl"))
+    assert old.cand_loss[0].tolist() == pytest.approx([math.log(3), 0.0], abs=1e-6)
+    assert old.winner.tolist() == [1]
+    # like for like: both scored by CE per byte; same text, same score; the tie goes to the first
+    new = min_ce_loss(logits, batch, MinCEConfig())
+    assert new.cand_loss[0].tolist() == pytest.approx([math.log(3)] * 2, abs=1e-6)
+    assert new.winner.tolist() == [0]
+    assert new.winners["kl"].tolist() == [1] and new.winners["ce"].tolist() == [0]
+    assert float(new.loss) == pytest.approx(math.log(3))  # the winner has no soft targets: no KD
+    metrics, counts = candidate_metrics(new, batch["source"], ["gt", "soft"])
+    assert counts[:, 2].tolist() == [1, 0] and counts[:, 3].tolist() == [0, 1]  # wins ce / kl
+    assert float(metrics["win_rate/gt"]) == 1.0
+
+
+def test_soft_targets_add_kd_on_the_selected_candidate_only():
+    logits, batch = _soft_twin()
+    logits[0, 1, 1, 0] = 1.0  # the soft candidate's text is now likelier: it wins on CE
+    soft_lp = batch["soft_logprobs"].clone()
+    soft_lp[0, 1, 1] = torch.log(torch.tensor([0.6, 0.3, 0.1]))
+    batch["soft_logprobs"] = soft_lp
+    logits.requires_grad_(True)
+    res = min_ce_loss(logits, batch, MinCEConfig(kd_weight=0.5))
     assert res.winner.tolist() == [1]
+    s_logp = torch.log_softmax(logits[0, 1, 1].detach(), -1)
+    ce = -float(s_logp[0])
+    t = torch.tensor([0.6, 0.3, 0.1])
+    kl = float((t * (t.log() - s_logp)).sum())
+    assert float(res.loss) == pytest.approx(ce + 0.5 * kl, rel=1e-5)
+    res.loss.backward()
+    assert torch.count_nonzero(logits.grad[0, 0]) == 0  # the loser gets nothing, KD included
+    no_kd = min_ce_loss(logits.detach(), batch, MinCEConfig(kd_weight=0.0))
+    assert float(no_kd.loss) == pytest.approx(ce, rel=1e-5)
+    with pytest.raises(ValueError):
+        MinCEConfig(selection="both")
 
 
 def test_min_over_candidates_ignores_invalid_and_metrics_per_source():
@@ -116,7 +151,9 @@ def test_min_over_candidates_ignores_invalid_and_metrics_per_source():
 
     res = MinCEResult(loss.mean(), cand, valid, winner, has_any)
     metrics, counts = candidate_metrics(res, torch.tensor([[0, 1, 2], [0, 1, 2]]), ["gt", "a", "b"])
-    assert metrics["win_rate/gt"] == 0.5 and metrics["win_rate/a"] == 0.5
-    assert metrics["win_rate/b"] == 0.0 and metrics["loss/b"] == 0.0
-    assert metrics["loss/gt"] == pytest.approx(0.65) and metrics["gap"] == pytest.approx(0.55)
-    assert counts["a"] == (pytest.approx(1.4), 2, 1)
+    assert float(metrics["win_rate/gt"]) == 0.5 and float(metrics["win_rate/a"]) == 0.5
+    assert float(metrics["win_rate/b"]) == 0.0 and float(metrics["loss/b"]) == 0.0
+    assert float(metrics["loss/gt"]) == pytest.approx(0.65)
+    assert float(metrics["gap"]) == pytest.approx(0.55)
+    assert all(torch.is_tensor(v) for v in metrics.values())  # no host sync per step
+    assert counts[1].tolist() == pytest.approx([1.4, 2, 1, 1])

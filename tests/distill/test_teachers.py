@@ -123,3 +123,18 @@ def test_loki_teacher_is_seeded_and_stops_at_eot(loki_ckpt, student):
     teacher.eot_id = a[0].token_ids[0]  # pretend the first sampled token ends the text
     assert teacher.generate([], prompts[:1], seed=3)[0].token_ids == []
     assert teacher.name == Path(loki_ckpt).stem
+
+
+def test_budget_in_requests_and_tokens_stops_the_run(endpoint):
+    good = json.dumps({**GOOD_CHAT, "usage": {"total_tokens": 30}}).encode()
+    endpoint([(429, b"{}"), (500, b"{}"), (200, good)])
+    teacher = _teacher(max_requests=2)  # retries count: the third try is over budget
+    with pytest.raises(LokiError, match="budget of 2 requests spent"):
+        teacher.generate(["x"], [[1]], seed=0)
+    endpoint([(200, good)] * 4)
+    teacher = _teacher(max_tokens=100)
+    teacher.share_budget(2)  # one of two build tasks: 50 tokens for this one
+    teacher.generate(["a"], [[1]], seed=0)
+    assert teacher.spent == {"requests": 1, "tokens": 30}
+    with pytest.raises(LokiError, match="budget of 100 tokens spent"):
+        teacher.generate(["b"], [[1]], seed=0)
