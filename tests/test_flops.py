@@ -125,6 +125,34 @@ def test_throughput_monitor_logs_tokens_and_mfu_for_step_batches(tmp_path):
     assert math.isfinite(last["train/device/samples_per_sec"])
 
 
+def test_throughput_on_a_gpu_missing_from_the_table_warns_once_and_logs_no_mfu(monkeypatch):
+    from types import SimpleNamespace
+
+    from lightning.pytorch.plugins.precision import Precision
+    from lightning.pytorch.trainer.states import RunningStage
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a, **k: "NVIDIA B200")
+    trainer = SimpleNamespace(
+        strategy=SimpleNamespace(root_device=torch.device("cuda", 0)), log_every_n_steps=10,
+        precision_plugin=Precision(), enable_validation=False, world_size=1,
+        state=SimpleNamespace(stage=RunningStage.TRAINING))
+    callback = TokenThroughput(window_size=50)
+    with pytest.warns(UserWarning, match="no dense bf16 peak known for 'NVIDIA B200'") as seen:
+        callback.setup(trainer, None, "fit")
+        callback.setup(trainer, None, "fit")  # fit, then validate: still one warning
+    assert len([w for w in seen if "TokenThroughput" in str(w.message)]) == 1
+    assert callback.available_flops is None
+    throughput = callback._throughputs[RunningStage.TRAINING]
+    assert throughput.available_flops is None
+    assert throughput._time.maxlen == 6  # 50 steps logged every 10: 6 points span them
+    for i in range(6):  # tokens/s come out, MFU does not
+        throughput.update(time=float(i + 1), batches=i + 1, samples=2 * (i + 1),
+                          lengths=32 * (i + 1), flops=10**12)
+    metrics = throughput.compute()
+    assert metrics["device/items_per_sec"] == pytest.approx(32.0)
+    assert "device/mfu" not in metrics
+
+
 @pytest.mark.slow
 def test_gpu_benchmark_dry_run_exercises_every_variant(tmp_path, capsys):
     import runpy
