@@ -165,9 +165,12 @@ def test_gpu_benchmark_dry_run_exercises_every_variant(tmp_path, capsys):
     finally:
         sys.argv = old
     rows = {r["variant"]: r for r in json.loads(out.read_text())}
-    for name in ("loki-sdpa", "loki-compiled(sdpa)", "llama-sdpa"):
+    for name in ("loki-sdpa", "loki-flex", "loki-flex,full-logits", "loki-compiled(blocks,sdpa)",
+                 "loki-compiled(model,sdpa)", "llama-sdpa", "fit"):
         assert rows[name]["tokens_per_s"] > 0 and math.isfinite(rows[name]["loss"]), name
     # GPU-only variants are reported as skipped with the reason, not silently dropped
     assert "flash-attn" in rows["loki-flash"]["skipped"]
-    assert "needs a CUDA GPU" in rows["loki-fp8(sdpa,compiled)"]["skipped"]
-    assert "loki / llama (sdpa)" in capsys.readouterr().out
+    assert "needs a CUDA GPU" in rows["loki-fp8-rowwise(sdpa)"]["skipped"]
+    assert {"full", "chunked"} <= set(rows["head-memory"])  # measured (tiny here: ~0 GiB)
+    printed = capsys.readouterr().out
+    assert "loki-sdpa / llama-sdpa" in printed and "Lightning fit / raw loop" in printed
