@@ -67,22 +67,6 @@ def test_flex_score_mod_and_block_mask_match_eager():
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.slow
-def test_compiled_flex_serves_the_model_like_eager():
-    # The compiled kernel, compiled once here for the tiny model's layout (B2 H4 T32 D16; ~20 s
-    # on a quiet 2-core CPU). fp32, forward only (torch has no FlexAttention backward on the
-    # CPU): differences are summation order, 1e-4 over two blocks and the head.
-    torch.manual_seed(0)
-    flex = Loki(LokiConfig.from_name("tiny", attention_backend="flex")).eval()
-    eager = Loki(LokiConfig.from_name("tiny", attention_backend="eager")).eval()
-    eager.load_state_dict(flex.state_dict())
-    idx = torch.randint(0, 512, (2, 32))
-    with torch.no_grad():
-        torch.testing.assert_close(flex(idx)[0], eager(idx)[0], atol=1e-4, rtol=1e-4)
-    # generation: the prefill runs flex (same shape, no recompile), decode steps fall back
-    assert torch.equal(flex.generate(idx, 3, temperature=0), eager.generate(idx, 3, temperature=0))
-
-
 def test_flex_falls_back_to_sdpa_where_it_cannot_serve():
     q = torch.randn(1, 2, 4, 8)
     k = torch.randn(1, 2, 6, 8)
@@ -188,8 +172,7 @@ def test_flex_matches_eager_on_gpu_at_training_shape():
     grad = torch.randn_like(out)
     gq, gk, gv = torch.autograd.grad(out, (q, k, v), grad)
     qf, kf, vf = (t.detach().float().requires_grad_() for t in (q, k, v))
-    ref = causal_attention(qf, kf, vf, slopes.cpu().cuda(), "eager",
-                           key=tuple(alibi_slopes(H).tolist()))
+    ref = causal_attention(qf, kf, vf, slopes, "eager", key=slope_key(alibi_slopes(H)))
     rq, rk, rv = torch.autograd.grad(ref, (qf, kf, vf), grad.float())
     torch.testing.assert_close(out.float(), ref, atol=2e-2, rtol=2e-2)
     for got, want in ((gq, rq), (gk, rk), (gv, rv)):
