@@ -3,8 +3,10 @@
     python benchmarks/step_throughput.py --config small [--n_embd 512 --n_head 8] [--device cpu]
 
 Both models get the same width, depth, heads, SwiGLU width and vocabulary (Llama: RoPE instead of
-ALiBi, SDPA with ``is_causal``; Loki: SDPA with a float ALiBi bias, or flash-attn on a GPU when
-installed), untied embeddings, no dropout, randomly initialised, the same token batch. Each round
+ALiBi, SDPA with ``is_causal``; Loki: its ``auto`` attention, on the CPU SDPA with a 4-D float
+ALiBi bias, which runs the fused flash kernel; and the chunked LM head + loss that ``LokiLM``
+trains with, ``--loss full`` for the plain head), untied embeddings, no dropout, randomly
+initialised, the same token batch. Each round
 times one training step (forward, loss, backward) of every contender in turn, so machine drift
 hits both alike; the figure is the median over rounds after warmup. Printed: tokens/s of each and
 the ratio Loki / Llama (goal >= 1.0x). Needs ``transformers`` (the 'eval' or 'dev' extra).
@@ -38,9 +40,9 @@ def llama_like(config: LokiConfig, attn: str = "sdpa") -> torch.nn.Module:
     return transformers.LlamaForCausalLM(hf)
 
 
-def loki_step(model: Loki, idx: torch.Tensor) -> Callable[[], None]:
+def loki_step(model: Loki, idx: torch.Tensor, chunked: bool = True) -> Callable[[], None]:
     def step() -> None:
-        model(idx, idx)[1].backward()
+        model(idx, idx, return_logits=not chunked)[1].backward()
 
     return step
 
@@ -89,6 +91,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--loss", choices=("chunked", "full"), default="chunked",
+                        help="Loki's LM head + loss: chunked (as LokiLM trains) or full logits")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -101,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     idx = torch.randint(0, config.vocab_size, (args.batch, seq), device=device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     secs = median_seconds(
-        {"loki": loki_step(loki, idx), "llama": llama_step(llama, idx)},
+        {"loki": loki_step(loki, idx, args.loss == "chunked"), "llama": llama_step(llama, idx)},
         args.rounds, args.warmup, sync,
     )
     tokens = args.batch * seq
@@ -109,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     n_llama = sum(p.numel() for p in llama.parameters())
     print(f"shape: n_layer={config.n_layer} n_head={config.n_head} n_embd={config.n_embd} "
           f"ffn={config.ffn_hidden} vocab={config.vocab_size}; batch {args.batch} x {seq} "
-          f"on {device} ({torch.get_num_threads()} threads)")
+          f"on {device} ({torch.get_num_threads()} threads), loki loss: {args.loss}")
     print(f"  loki   {n_loki / 1e6:8.2f}M params  {tokens / secs['loki']:10.0f} tokens/s")
     print(f"  llama  {n_llama / 1e6:8.2f}M params  {tokens / secs['llama']:10.0f} tokens/s")
     print(f"  ratio loki/llama (fwd+bwd tokens/s, median of {args.rounds}): "

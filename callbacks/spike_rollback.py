@@ -4,11 +4,15 @@ The paper: "Whenever a loss spike occurs, we revert the model to the most recent
 restart training with a different random seed." Here that is:
 
 1. **Detect** on plain ``"lm"`` steps only (distillation losses are minima over candidates and
-   live on another scale): ``pl_module.last_train_loss`` (already averaged over ranks) is a spike
-   when it is non-finite, or, after ``warmup_steps``, above ``mean + sigma * std`` of the last
-   ``window`` normal losses, or above ``ratio * mean``, by at least ``min_increase`` nats, for
-   ``persistence`` consecutive LM steps. The decision is or-reduced over ranks, so all ranks
-   roll back together.
+   live on another scale): ``pl_module.last_train_loss_tensor`` (already averaged over ranks) is
+   a spike when it is non-finite, or, after ``warmup_steps``, above ``mean + sigma * std`` of
+   the last ``window`` normal losses, or above ``ratio * mean``, by at least ``min_increase``
+   nats, for ``persistence`` consecutive LM steps. Every rank reads the same averaged value and
+   runs the same rule, so all ranks decide alike without a collective. On a GPU the loss is
+   read without stalling the step: a non-blocking copy to pinned memory and a CUDA event at
+   step s, read at the end of step s + ``read_lag`` (the event is then long complete), so a
+   spike is acted on one step later than it shows and the extra step is rolled back too.
+   The sample ids of each step stay on the device until a rollback needs them.
 2. **Targets**: an in-memory snapshot every ``snapshot_every_n_steps`` (CPU copies of model and
    optimizer state, ``tokens_seen``, DataModule state, detector statistics) and/or a Lightning
    checkpoint every ``checkpoint_every_n_steps`` (written to a temp file and renamed; older good
@@ -149,6 +153,29 @@ def _copy_subclass(t: torch.Tensor) -> torch.Tensor:
     return type(t).__tensor_unflatten__(inner, ctx, t.size(), t.stride())
 
 
+class _LossReading:
+    """A scalar loss on its way to the host. On CUDA: a non-blocking copy into pinned memory
+    and an event recorded behind it; ``value()`` waits on that event only, which is complete
+    once a later step has run, so reading never drains the GPU's queue. None reads as NaN."""
+
+    def __init__(self, loss: torch.Tensor | None) -> None:
+        self.event = None
+        if loss is None:
+            self.host: torch.Tensor | float = math.nan
+        elif loss.is_cuda:
+            self.host = torch.empty((), dtype=loss.dtype, pin_memory=True)
+            self.host.copy_(loss.detach(), non_blocking=True)
+            self.event = torch.cuda.Event()
+            self.event.record()
+        else:
+            self.host = loss.detach()
+
+    def value(self) -> float:
+        if self.event is not None:
+            self.event.synchronize()
+        return float(self.host)
+
+
 def derive_seed(base_seed: int, rollbacks: int) -> int:
     """The seed after the ``rollbacks``-th rollback (stable across runs and processes)."""
     return key_of("loss-spike-rollback", int(base_seed), int(rollbacks)) % (2**31 - 1)
@@ -171,6 +198,7 @@ class LossSpikeRollback(L.Callback):
         rollback_window_tokens: int | str | None = None,
         seed: int | None = None,
         skip_spike_samples: bool = True,
+        read_lag: int | None = None,
     ) -> None:
         """
         Args:
@@ -190,6 +218,8 @@ class LossSpikeRollback(L.Callback):
             rollback_window_tokens: token window of that limit, e.g. ``20B`` (None: whole run).
             seed: base of the reseeding seeds (default: Lightning's ``seed_everything`` seed).
             skip_spike_samples: never serve again the samples of the steps that led to a spike.
+            read_lag: steps between a loss and its reading (None: 1 on CUDA, where reading at
+                once would wait for the GPU every step; 0 elsewhere).
         """
         super().__init__()
         if snapshot_every_n_steps is None and checkpoint_every_n_steps is None:
@@ -206,6 +236,10 @@ class LossSpikeRollback(L.Callback):
         self.window_tokens = (None if rollback_window_tokens is None
                               else parse_tokens(rollback_window_tokens))
         self.seed, self.skip_spike_samples = seed, skip_spike_samples
+        if read_lag is not None and read_lag < 0:
+            raise LokiError(f"LossSpikeRollback read_lag must be >= 0, got {read_lag}")
+        self.read_lag = read_lag
+        self._pending: list[tuple[int, _LossReading]] = []  # LM losses not yet judged
         # state saved with the run
         self.count = 0
         self.history: list[dict[str, Any]] = []
@@ -246,6 +280,8 @@ class LossSpikeRollback(L.Callback):
                             "checkpoint_every_n_steps: null and use snapshot_every_n_steps")
         if self.seed is None:
             self.seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+        if self.read_lag is None:
+            self.read_lag = 1 if trainer.strategy.root_device.type == "cuda" else 0
         if self.dirpath is None:
             self.dirpath = os.path.join(trainer.default_root_dir, "rollback")
 
@@ -254,17 +290,19 @@ class LossSpikeRollback(L.Callback):
                            outputs: Any, batch: dict, batch_idx: int) -> None:
         step = trainer.global_step
         if batch.get("kind", "lm") == "lm":
-            if "index" in batch:
-                self.step_indices.append((step, batch["index"].detach().reshape(-1).cpu()))
-            loss = pl_module.last_train_loss
-            verdict, reason = self.detector.observe(float("nan") if loss is None else loss)
-            # last_train_loss is already the mean over ranks; the or-reduce makes a
-            # non-finite value on any rank (or any disagreement) a spike on all of them.
-            spike = trainer.strategy.reduce_boolean_decision(verdict == "spike", all=False)
-            if spike:
-                self._roll_back(trainer, pl_module, step, loss, reason or "spike on another rank")
+            if "index" in batch:  # kept where it is; copied to the CPU only for a rollback
+                self.step_indices.append((step, batch["index"].detach().reshape(-1)))
+            self._pending.append((step, _LossReading(pl_module.last_train_loss_tensor)))
+        while self._pending and self._pending[0][0] <= step - (self.read_lag or 0):
+            loss_step, reading = self._pending.pop(0)
+            loss = reading.value()
+            verdict, reason = self.detector.observe(loss)
+            if verdict == "spike":
+                if loss_step != step:
+                    reason += f" (loss of step {loss_step}, read at step {step})"
+                self._roll_back(trainer, pl_module, step, loss, reason)
                 return
-            self._update_candidates(trainer, verdict == "normal")
+            self._update_candidates(trainer, verdict == "normal", loss_step)
         pl_module.log("rollback/count", float(self.count), on_step=True, reduce_fx="max")
         if self.detector.calm:
             if self.snapshot_every and step % self.snapshot_every == 0:
@@ -272,13 +310,16 @@ class LossSpikeRollback(L.Callback):
             if self.checkpoint_every and step % self.checkpoint_every == 0:
                 self.candidates.append(self._write_checkpoint(trainer, step))
 
-    def _update_candidates(self, trainer: L.Trainer, normal: bool) -> None:
-        """A candidate becomes good after ``persistence`` normal LM losses; any abnormal loss
-        before that discards it (its weights may be where the spike began)."""
+    def _update_candidates(self, trainer: L.Trainer, normal: bool, loss_step: int) -> None:
+        """A candidate becomes good after ``persistence`` normal LM losses of later steps; any
+        abnormal loss before that discards it (its weights may be where the spike began)."""
         keep = []
         for cand in self.candidates:
             if not normal:
                 self._discard(trainer, cand)
+                continue
+            if cand["step"] >= loss_step:  # (read_lag) a loss from before the snapshot
+                keep.append(cand)
                 continue
             cand["normal"] += 1
             if cand["normal"] < self.detector.persistence:
@@ -383,10 +424,12 @@ class LossSpikeRollback(L.Callback):
         self.count += 1
         new_seed = derive_seed(self.seed or 0, self.count)
         window = [i for s, i in self.step_indices if s > target["step"]]
-        window_ids = torch.cat(window) if window else torch.zeros(0, dtype=torch.long)
+        window_ids = (torch.cat([i.cpu() for i in window]) if window
+                      else torch.zeros(0, dtype=torch.long))
         if trainer.world_size > 1:  # every rank trained on other samples
-            window_ids = trainer.strategy.all_gather(window_ids).reshape(-1).cpu()
-        window_ids = torch.unique(window_ids)
+            window_ids = trainer.strategy.all_gather(window_ids.to(pl_module.device))
+        window_ids = torch.unique(window_ids.reshape(-1).cpu())
+        self._pending = []  # losses of the steps being discarded
         spike_data = trainer.datamodule.state_dict()
 
         # 1. weights, optimizer (copies: the optimizer must never alias the snapshot), tokens
@@ -508,7 +551,7 @@ class LossSpikeRollback(L.Callback):
         return {"count": self.count, "history": copy.deepcopy(self.history),
                 "detector": self.detector.state_dict(),
                 "good_checkpoints": list(self.good_checkpoints),
-                "step_indices": [(s, i.clone()) for s, i in self.step_indices]}
+                "step_indices": [(s, i.cpu().clone()) for s, i in self.step_indices]}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.count = int(state_dict["count"])

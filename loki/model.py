@@ -15,8 +15,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from loki.attention import alibi_slopes, causal_attention
+from loki.attention import alibi_slopes, causal_attention, slope_key
 from loki.config import LokiConfig
+from loki.loss import linear_cross_entropy
 
 __all__ = ["Block", "KVCache", "Loki", "alibi_slopes"]
 
@@ -54,9 +55,16 @@ class CausalSelfAttention(nn.Module):
         self.dropout = config.dropout
         self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=False)
         self.proj = nn.Linear(config.n_embd, config.n_embd, bias=False)
-        # A plain CPU tensor, not a buffer: it stays on the CPU when the module moves, so building
-        # the (cached) bias never reads a GPU tensor back; flash-attn gets a copy on its device.
-        self.slopes = alibi_slopes(config.n_head)
+        # The slopes twice: a tuple keys the cached SDPA bias without reading the device, and a
+        # non-persistent fp32 buffer moves with the module for flash/flex (no copy per call).
+        self.slope_key = slope_key(alibi_slopes(config.n_head))
+        self.register_buffer("slopes", alibi_slopes(config.n_head), persistent=False)
+
+    def _apply(self, fn, recurse=True):  # noqa: ANN001, ANN202 (nn.Module's signature)
+        # .to(bfloat16) or .to_empty() must not round or forget the slopes: rebuild them
+        super()._apply(fn, recurse)
+        self.slopes = torch.tensor(self.slope_key, dtype=torch.float32, device=self.slopes.device)
+        return self
 
     def forward(
         self, x: torch.Tensor, kv_cache: KVCache | None = None, layer: int = 0
@@ -69,7 +77,7 @@ class CausalSelfAttention(nn.Module):
         if kv_cache is not None:
             k, v = kv_cache.update(layer, k, v)  # (B, nh, past + T, hs)
         dropout = self.dropout if self.training else 0.0
-        y = causal_attention(q, k, v, self.slopes, self.backend, dropout)  # (B, nh, T, hs)
+        y = causal_attention(q, k, v, self.slopes, self.backend, dropout, self.slope_key)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return F.dropout(self.proj(y), p=dropout, training=self.training)
 
@@ -135,15 +143,21 @@ class Loki(nn.Module):
         idx: torch.Tensor,
         targets: torch.Tensor | None = None,
         kv_cache: KVCache | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return_logits: bool = True,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """idx (B, T) token ids -> logits (B, T, vocab) and, with targets (B, T), the mean
-        next-token cross-entropy over targets != -100."""
+        next-token cross-entropy over targets != -100. ``return_logits=False`` (with targets)
+        returns (None, loss) from the chunked head + loss, never holding the full logits."""
         x = self.wte(idx)  # (B, T, C)
         for i, block in enumerate(self.blocks):
             x = block(x, kv_cache, i)
         if kv_cache is not None:
             kv_cache.pos += idx.size(1)
-        logits = self.lm_head(self.norm(x))  # (B, T, vocab)
+        x = self.norm(x)
+        if targets is not None and not return_logits:
+            return None, linear_cross_entropy(x.flatten(0, 1), self.lm_head.weight,
+                                              targets.flatten())
+        logits = self.lm_head(x)  # (B, T, vocab)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(

@@ -8,7 +8,9 @@ use the small surface documented here:
 - ``register_objective(kind, fn)``: step batches whose ``"kind"`` is not ``"lm"`` are scored by
   ``fn(pl_module, micro_batch) -> (loss, metrics)``.
 - ``tokens_seen``: global training tokens so far (saved in checkpoints).
-- ``last_train_loss``: the last plain-LM step's loss, averaged over ranks.
+- ``last_train_loss``: the last plain-LM step's loss, averaged over ranks, as a float (reading
+  it waits for the device); ``last_train_loss_tensor``: the same as a 0-dim tensor on the
+  training device, for callbacks that must not synchronize every step.
 
 Optimization is manual so that one training step is one optimizer step over a variable number
 of accumulated micro-batches (batch-size warmup grows that number, never the micro-batch).
@@ -106,7 +108,7 @@ class LokiLM(L.LightningModule):
         self.flops_per_batch = 0
         self.val_ppl = Perplexity(ignore_index=-100)
         self.tokens_seen = 0
-        self.last_train_loss: float | None = None
+        self.last_train_loss_tensor: torch.Tensor | None = None
         self._objectives: dict[str, Objective] = {}
         self._peak_lrs: list[float] = []
 
@@ -117,12 +119,18 @@ class LokiLM(L.LightningModule):
             raise ValueError("the 'lm' objective is the model's own cross-entropy")
         self._objectives[kind] = fn
 
+    @property
+    def last_train_loss(self) -> float | None:
+        loss = self.last_train_loss_tensor
+        return None if loss is None else float(loss)
+
     def loss_on(self, batch: dict[str, Any], objective: str | None = None) -> torch.Tensor:
         """Scalar loss of one micro-batch (tensors shaped (B, T)) under ``objective``
-        (default: the batch's own ``"kind"``, plain next-token cross-entropy for ``"lm"``)."""
+        (default: the batch's own ``"kind"``, plain next-token cross-entropy for ``"lm"``).
+        The LM loss comes from the chunked head + cross-entropy: no full logits are kept."""
         kind = objective or batch.get("kind", "lm")
         if kind == "lm":
-            _, loss = self.model(batch["input_ids"], batch["labels"])
+            _, loss = self.model(batch["input_ids"], batch["labels"], return_logits=False)
             return loss
         return self._objective(kind)(self, batch)[0]
 
@@ -180,8 +188,9 @@ class LokiLM(L.LightningModule):
             self.log("train/grad_norm", grad_norm.float(), on_step=True)
         if kind == "lm":
             # The plain LM loss only: distillation losses are minima over candidates, biased low.
+            # stays on the device: a float() here would wait for the GPU every step
             reduced = self.trainer.strategy.reduce(loss, reduce_op="mean")
-            self.last_train_loss = float(reduced)
+            self.last_train_loss_tensor = reduced.detach()
             self.log("train/loss", reduced, on_step=True, prog_bar=True)
         else:
             self.log(f"train/{kind}_loss", loss, on_step=True, sync_dist=True)

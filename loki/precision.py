@@ -139,10 +139,19 @@ def float8_filter(module: torch.nn.Module, name: str) -> bool:
     return module.in_features % 16 == 0 and module.out_features % 16 == 0
 
 
-def convert_to_float8(model: torch.nn.Module) -> torch.nn.Module:
-    """torchao float8 training (dynamic tensorwise scaling) for the blocks' linears, in place.
-    Parameter names do not change. Must run before FSDP2 sharding."""
+def convert_to_float8(model: torch.nn.Module, recipe: str = "tensorwise",
+                      fsdp_float8_all_gather: bool = True) -> torch.nn.Module:
+    """torchao float8 training for the blocks' linears, in place; parameter names do not change.
+    Must run before FSDP2 sharding.
+
+    ``tensorwise``: dynamic per-tensor scales; with ``fsdp_float8_all_gather`` FSDP2 gathers the
+    weights in FP8. ``rowwise``: per-row scales (torchao's recipe; gathers stay bf16)."""
     require_fp8_gpu()
     float8 = require("torchao.float8", "gpu")
-    config = float8.Float8LinearConfig(enable_fsdp_float8_all_gather=True)
+    if recipe == "tensorwise":
+        config = float8.Float8LinearConfig(enable_fsdp_float8_all_gather=fsdp_float8_all_gather)
+    elif recipe == "rowwise":
+        config = float8.Float8LinearConfig.from_recipe_name("rowwise")
+    else:
+        raise LokiError(f"float8 recipe must be tensorwise or rowwise, got {recipe!r}")
     return float8.convert_to_float8_training(model, module_filter_fn=float8_filter, config=config)

@@ -46,9 +46,18 @@ class ShardingConfig:
     activation_checkpointing: bool = False
     """Recompute each block's activations in backward instead of storing them."""
     compile: bool = False
-    """``torch.compile`` each block (in place; one graph per block, not across blocks)."""
+    """``torch.compile`` the model, in place (see ``compile_scope``)."""
+    compile_scope: str = "blocks"
+    """What one compiled graph covers: ``blocks`` (each block; compiles once, since all blocks
+    share their code) or ``model`` (the whole forward with the chunked LM-head loss; graphs
+    break at FSDP2's hooks). ``benchmarks/gpu_step.py`` measures both."""
     float8: bool = False
     """Train the blocks' linear layers in FP8 with torchao (H100/H200); refuses other devices."""
+    float8_recipe: str = "tensorwise"
+    """torchao FP8 scaling: ``tensorwise`` (one scale per tensor; allows the FP8 all-gather)
+    or ``rowwise`` (one scale per row; more accurate, its gathers stay bf16)."""
+    float8_all_gather: bool = True
+    """FSDP2 all-gathers FP8 weights (half the traffic of bf16); ``tensorwise`` only."""
 
     def __post_init__(self) -> None:
         for name in ("param_dtype", "reduce_dtype"):
@@ -57,6 +66,12 @@ class ShardingConfig:
                 raise LokiError(
                     f"sharding.{name} must be one of {', '.join(_DTYPES)} or null, got {value!r}"
                 )
+        if self.compile_scope not in ("blocks", "model"):
+            raise LokiError(f"sharding.compile_scope must be blocks or model, "
+                            f"got {self.compile_scope!r}")
+        if self.float8_recipe not in ("tensorwise", "rowwise"):
+            raise LokiError(f"sharding.float8_recipe must be tensorwise or rowwise, "
+                            f"got {self.float8_recipe!r}")
 
 
 # LokiLM saves its init arguments in every checkpoint; let weights-only loading (Lightning's
@@ -106,8 +121,10 @@ def shard_model(
     compile: bool = False,
     reshard_after_forward: bool = True,
     compile_backend: str = "inductor",
+    compile_scope: str = "blocks",
 ) -> Loki:
-    """Apply checkpointing and compilation per block, then FSDP2 per block and on the root.
+    """Apply checkpointing and compilation per block, then FSDP2 per block and on the root
+    (whole-model compilation, ``compile_scope="model"``, comes last, over the sharded model).
 
     ``device_mesh`` is a 1-D data-parallel mesh (``None``: do not shard). Order matters: the
     FSDP2 hooks must wrap the checkpointed/compiled block so that backward's recomputation sees
@@ -117,11 +134,19 @@ def shard_model(
     for block in model.blocks:
         if activation_checkpointing:
             checkpoint_block(block)
-        if compile and not getattr(block, "_loki_compiled", False):
+        if compile and compile_scope == "blocks" and not getattr(block, "_loki_compiled", False):
             block.compile(backend=compile_backend)
             block._loki_compiled = True
-    if device_mesh is None or is_sharded(model):
-        return model
+    if device_mesh is not None and not is_sharded(model):
+        _fully_shard(model, device_mesh, mp_policy, reshard_after_forward)
+    if compile and compile_scope == "model" and not getattr(model, "_loki_compiled", False):
+        model.compile(backend=compile_backend)
+        model._loki_compiled = True
+    return model
+
+
+def _fully_shard(model: Loki, device_mesh: Any, mp_policy: Any | None,
+                 reshard_after_forward: bool) -> None:
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     mp_policy = mp_policy or MixedPrecisionPolicy()
@@ -130,7 +155,6 @@ def shard_model(
         fully_shard(block, mesh=device_mesh, mp_policy=mp_policy,
                     reshard_after_forward=reshard_after_forward and i < last)
     fully_shard(model, mesh=device_mesh, mp_policy=mp_policy, reshard_after_forward=False)
-    return model
 
 
 def configure_loki(model: Loki, config: ShardingConfig | None, device_mesh: Any | None) -> Loki:
@@ -141,7 +165,8 @@ def configure_loki(model: Loki, config: ShardingConfig | None, device_mesh: Any 
     if config.float8 and not getattr(model, "_loki_float8", False):
         from loki.precision import convert_to_float8
 
-        convert_to_float8(model)  # before sharding: FSDP2 then all-gathers in FP8
+        # before sharding: FSDP2 then all-gathers in FP8 (tensorwise with float8_all_gather)
+        convert_to_float8(model, config.float8_recipe, config.float8_all_gather)
         model._loki_float8 = True
     mesh = None
     if device_mesh is not None:
@@ -152,6 +177,7 @@ def configure_loki(model: Loki, config: ShardingConfig | None, device_mesh: Any 
     return shard_model(
         model, mesh, mixed_precision_policy(config) if mesh is not None else None,
         config.activation_checkpointing, config.compile, config.reshard_after_forward,
+        compile_scope=config.compile_scope,
     )
 
 
@@ -161,16 +187,20 @@ def gradient_sync(wrapped: nn.Module | None, model: nn.Module, enabled: bool) ->
 
     DDP: ``no_sync()`` on the wrapper Lightning made (``trainer.model``). FSDP2: the sharded
     model itself, ``set_requires_gradient_sync(False)`` (its gradients then accumulate unsharded
-    until the last micro-batch reduce-scatters them)."""
+    until the last micro-batch reduce-scatters them) and ``set_reshard_after_backward(False)``:
+    the parameters gathered for one micro-batch's backward stay gathered for the next
+    micro-batch, instead of being freed and gathered again; the last micro-batch frees them."""
     if enabled:
         if is_sharded(model):
             model.set_requires_gradient_sync(True)
+            model.set_reshard_after_backward(True)
         yield
     elif isinstance(wrapped, nn.parallel.DistributedDataParallel):
         with wrapped.no_sync():
             yield
     elif is_sharded(model):
         model.set_requires_gradient_sync(False)
+        model.set_reshard_after_backward(False)
         yield
     else:
         yield

@@ -125,6 +125,34 @@ def test_throughput_monitor_logs_tokens_and_mfu_for_step_batches(tmp_path):
     assert math.isfinite(last["train/device/samples_per_sec"])
 
 
+def test_throughput_on_a_gpu_missing_from_the_table_warns_once_and_logs_no_mfu(monkeypatch):
+    from types import SimpleNamespace
+
+    from lightning.pytorch.plugins.precision import Precision
+    from lightning.pytorch.trainer.states import RunningStage
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a, **k: "NVIDIA B200")
+    trainer = SimpleNamespace(
+        strategy=SimpleNamespace(root_device=torch.device("cuda", 0)), log_every_n_steps=10,
+        precision_plugin=Precision(), enable_validation=False, world_size=1,
+        state=SimpleNamespace(stage=RunningStage.TRAINING))
+    callback = TokenThroughput(window_size=50)
+    with pytest.warns(UserWarning, match="no dense bf16 peak known for 'NVIDIA B200'") as seen:
+        callback.setup(trainer, None, "fit")
+        callback.setup(trainer, None, "fit")  # fit, then validate: still one warning
+    assert len([w for w in seen if "TokenThroughput" in str(w.message)]) == 1
+    assert callback.available_flops is None
+    throughput = callback._throughputs[RunningStage.TRAINING]
+    assert throughput.available_flops is None
+    assert throughput._time.maxlen == 6  # 50 steps logged every 10: 6 points span them
+    for i in range(6):  # tokens/s come out, MFU does not
+        throughput.update(time=float(i + 1), batches=i + 1, samples=2 * (i + 1),
+                          lengths=32 * (i + 1), flops=10**12)
+    metrics = throughput.compute()
+    assert metrics["device/items_per_sec"] == pytest.approx(32.0)
+    assert "device/mfu" not in metrics
+
+
 @pytest.mark.slow
 def test_gpu_benchmark_dry_run_exercises_every_variant(tmp_path, capsys):
     import runpy
@@ -137,9 +165,12 @@ def test_gpu_benchmark_dry_run_exercises_every_variant(tmp_path, capsys):
     finally:
         sys.argv = old
     rows = {r["variant"]: r for r in json.loads(out.read_text())}
-    for name in ("loki-sdpa", "loki-compiled(sdpa)", "llama-sdpa"):
+    for name in ("loki-sdpa", "loki-flex", "loki-flex,full-logits", "loki-compiled(blocks,sdpa)",
+                 "loki-compiled(model,sdpa)", "llama-sdpa", "fit"):
         assert rows[name]["tokens_per_s"] > 0 and math.isfinite(rows[name]["loss"]), name
     # GPU-only variants are reported as skipped with the reason, not silently dropped
     assert "flash-attn" in rows["loki-flash"]["skipped"]
-    assert "needs a CUDA GPU" in rows["loki-fp8(sdpa,compiled)"]["skipped"]
-    assert "loki / llama (sdpa)" in capsys.readouterr().out
+    assert "needs a CUDA GPU" in rows["loki-fp8-rowwise(sdpa)"]["skipped"]
+    assert {"full", "chunked"} <= set(rows["head-memory"])  # measured (tiny here: ~0 GiB)
+    printed = capsys.readouterr().out
+    assert "loki-sdpa / llama-sdpa" in printed and "Lightning fit / raw loop" in printed

@@ -189,9 +189,40 @@ def test_checkpointing_and_compile_keep_names_and_gradients():
         torch.testing.assert_close(p.grad, q.grad, msg=name)
 
 
+def test_fsdp2_keeps_blocks_gathered_between_micro_batches(tmp_path):
+    # One process, a gloo group of one: FSDP2's state is the same as on a GPU node. Parameters
+    # are plain tensors while gathered and DTensors once resharded.
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import DTensor
+
+    from loki.config import LokiConfig
+    from loki.model import Loki
+    from loki.sharding import gradient_sync
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0,
+                            world_size=1)
+    try:
+        model = shard_model(Loki(LokiConfig.from_name("tiny")), init_device_mesh("cpu", (1,)))
+        idx = torch.randint(0, 512, (2, 16))
+        weight = lambda: model.blocks[0].attn.qkv.weight  # noqa: E731 (re-read: FSDP swaps it)
+        with gradient_sync(None, model, enabled=False):  # not the last micro-batch
+            model(idx, idx, return_logits=False)[1].backward()
+        assert not isinstance(weight(), DTensor)  # still gathered for the next micro-batch
+        with gradient_sync(None, model, enabled=True):  # the last one frees them
+            model(idx, idx, return_logits=False)[1].backward()
+        assert isinstance(weight(), DTensor) and weight().grad is not None
+    finally:
+        dist.destroy_process_group()
+
+
 def test_sharding_config_rejects_unknown_dtype():
     with pytest.raises(LokiError, match="param_dtype"):
         ShardingConfig(param_dtype="fp12")
+    with pytest.raises(LokiError, match="compile_scope"):
+        ShardingConfig(compile_scope="layers")
+    with pytest.raises(LokiError, match="float8_recipe"):
+        ShardingConfig(float8_recipe="blockwise")
 
 
 if __name__ == "__main__":

@@ -266,6 +266,21 @@ def test_a_normal_tiny_run_has_no_false_positive(corpus, tmp_path):
     assert module.last_train_loss < 5.5  # it learned (ln 512 = 6.2)
 
 
+def test_lagged_reading_still_catches_a_two_step_spike(corpus, tmp_path):
+    # read_lag=1 is what a GPU run does (the loss is read a step later, without a sync): a
+    # spike that must persist two steps (13 and 14) is acted on at step 15, back to step 10.
+    rollback = _rollback(persistence=2, read_lag=1)
+    probe = Probe(rollback)
+    _trainer(tmp_path, 17, [InjectLossSpike(at_steps=[13], factor=20.0), rollback, probe]).fit(
+        _module(), _data(corpus))
+    assert rollback.count == 1
+    event = rollback.history[0]
+    assert (event["spike_step"], event["target_step"]) == (15, 10), event
+    assert "loss of step 14, read at step 15" in event["reason"]
+    assert probe.checks == [dict.fromkeys(probe.checks[0], True)], probe.checks
+    assert len(event["skipped_samples"]) == 5 * 2  # steps 11-15, one micro-batch of 2 each
+
+
 # --------------------------------------------------------------------------- limits
 def test_repeated_spikes_beyond_the_limit_stop_with_a_clear_error(corpus, tmp_path):
     # A NaN loss at step 9, every time step 9 comes round: roll back once, then give up.

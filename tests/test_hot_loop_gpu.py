@@ -1,0 +1,96 @@
+"""The training hot loop on a GPU: no host synchronization on steps that do not log.
+
+Runs 20 steps of a small LokiLM (flex attention, chunked loss) through ``Trainer.fit`` with the
+recipe's loss-spike rollback, token throughput and dashboard callbacks, with
+``torch.cuda.set_sync_debug_mode("warn")`` armed from step 6 (after the first compilations) and
+every synchronizing CUDA call counted per step. Steps that do not log must have none; logging
+steps (every 5th) may read their metrics back.
+"""
+
+from __future__ import annotations
+
+import warnings
+from functools import partial
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch.loggers import CSVLogger
+
+from callbacks.spike_rollback import LossSpikeRollback
+from callbacks.throughput import TokenThroughput
+from callbacks.wandb_dashboard import WandbDashboard
+from loki.data.datamodule import LokiDataModule
+from loki.data.shards import ShardWriter
+from loki.module import LokiLM
+
+TOKENIZER = {"spec": "test", "vocab_size": 8192, "vocab_hash": "test-8192", "eot_id": 8191}
+STEPS, ARM_AT, LOG_EVERY = 20, 6, 5
+
+
+class SyncCounter(L.Callback):
+    """Arms the sync debug mode at ``ARM_AT`` and records the syncs of each later step."""
+
+    def __init__(self) -> None:
+        self.per_step: dict[int, list[str]] = {}
+        self._catcher = None
+        self._records: list = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        step = trainer.global_step + 1
+        if step == ARM_AT:
+            torch.cuda.synchronize()
+            self._catcher = warnings.catch_warnings(record=True)
+            self._records = self._catcher.__enter__()
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        step = trainer.global_step
+        if self._catcher is None:
+            return
+        syncs = [f"{w.filename}:{w.lineno}" for w in self._records
+                 if "synchroniz" in str(w.message)]
+        self.per_step[step] = syncs
+        self._records.clear()
+        if step == trainer.max_steps:
+            self.disarm()
+
+    def disarm(self) -> None:
+        torch.cuda.set_sync_debug_mode("default")
+        if self._catcher is not None:
+            self._catcher.__exit__(None, None, None)
+            self._catcher = None
+
+
+@pytest.mark.gpu
+def test_no_host_sync_on_steps_that_do_not_log(tmp_path):
+    writer = ShardWriter(tmp_path / "web", "web", TOKENIZER, shard_tokens=1 << 16)
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        writer.add_document(rng.integers(0, 8000, size=1000))
+    writer.close()
+    data = LokiDataModule(sources={"web": [str(tmp_path / "web")]}, block_size=256,
+                          micro_batch_size=4, val_fraction=0.0, seed=0)
+    module = LokiLM("small", config_overrides={"attention_backend": "flex"},
+                    optimizer=partial(torch.optim.AdamW, lr=3e-4, fused=True))
+    counter = SyncCounter()
+    trainer = L.Trainer(
+        accelerator="gpu", devices=1, precision="bf16-mixed", max_steps=STEPS,
+        log_every_n_steps=LOG_EVERY, logger=CSVLogger(tmp_path, name="csv"),
+        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+        limit_val_batches=0, default_root_dir=tmp_path,
+        callbacks=[TokenThroughput(window_size=5), WandbDashboard(),
+                   LossSpikeRollback(warmup_steps=2, snapshot_every_n_steps=100, persistence=2),
+                   counter])
+    try:
+        trainer.fit(module, data)
+    finally:
+        counter.disarm()
+    assert sorted(counter.per_step) == list(range(ARM_AT, STEPS + 1))
+    quiet = {s: v for s, v in counter.per_step.items() if s % LOG_EVERY}
+    logging = {s: v for s, v in counter.per_step.items() if not s % LOG_EVERY}
+    print("syncs per step:", {s: len(v) for s, v in counter.per_step.items()})
+    assert all(not v for v in quiet.values()), quiet
+    assert all(len(v) <= 40 for v in logging.values()), logging
