@@ -24,6 +24,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
+from loki.errors import LokiError
+
 _terminal: TextIO | None = None
 _muted = False
 
@@ -131,8 +133,9 @@ def quiet_console(log_path: str | Path, verbose: bool = False,
     failed = False
     try:
         yield log_path
-    except BaseException:
-        failed = True
+    except BaseException as exc:
+        # a LokiError is the whole story in one line; anything else points at the library logs
+        failed = not isinstance(exc, LokiError)
         raise
     finally:
         logging.captureWarnings(False)
