@@ -28,19 +28,22 @@ def corpus_text() -> str:
 
 @pytest.fixture(scope="session")
 def pruned(tmp_path_factory):
-    """A cl100k_base pruned to VOCAB ids on the corpus, with <|endoftext|> and <|pad|>."""
-    import loki.tokenizer_cli as cli
+    """cl100k_base pruned to VOCAB ids by usage on the corpus (BPE closure kept, as
+    ``loki tokenizer prune`` does), with <|endoftext|> and <|pad|>; saved, ``.path`` set."""
+    from collections import Counter
 
-    root = tmp_path_factory.mktemp("tok")
-    (root / "corpus.txt").write_text(corpus_text())
-    cfg = cli.PruneConfig(corpus=[str(root / "corpus.txt")], output=str(root / "tok"),
-                          vocab_size=VOCAB, workers=1, held_out_fraction=0.05)
-    tok = cli.prune(cfg)
-    tok.path = cfg.output
+    from loki.tokenizer import EOT, PAD, LokiTokenizer, pruned_tokenizer, select_vocabulary
+
+    base = LokiTokenizer.from_tiktoken("cl100k_base")
+    usage = Counter(base.encode(corpus_text()))
+    kept = select_vocabulary(base.ranks, [base.token_bytes(i) for i, _ in usage.most_common()],
+                             VOCAB - 2)
+    tok = pruned_tokenizer(base, kept, [EOT, PAD], name=f"cl100k-{VOCAB}")
+    tok.path = str(tok.save(tmp_path_factory.mktemp("tok")))
     return tok
 
 
-def save_trained_checkpoint(path: Path, tok, steps: int = 60, **overrides) -> Path:
+def save_trained_checkpoint(path: Path, tok, steps: int = 40, **overrides) -> Path:
     """A ``tiny`` LokiLM trained ``steps`` AdamW steps on the corpus, saved in the Lightning
     layout (as ``tests/eval/checkpoints.py``), so greedy decoding has clear winners."""
     from loki.module import LokiLM
