@@ -208,7 +208,7 @@ def _archive(run: Path) -> None:
     print(f"  previous run moved to {dest}")
 
 
-RUN_PARTS = ("checkpoints", "csv", "wandb", "eval", "rollback", "probes", "REPORT.md")
+RUN_PARTS = ("checkpoints", "csv", "wandb", "eval", "rollback", "probes", "REPORT.md", "hf")
 
 
 def _current(run: Path, name: str) -> list[Path]:
@@ -239,6 +239,17 @@ def _sample(checkpoint: Path, prompt: str, max_new_tokens: int = 40) -> str:
     gen = torch.Generator().manual_seed(0)
     out = model.generate(idx, max_new_tokens, temperature=0.8, top_k=40, generator=gen)
     return prompt + tokenizer.decode(out[0, idx.size(1):].tolist())
+
+
+def _stage_export(cfg: DemoConfig) -> dict[str, Any]:
+    from loki.export.hf import export_hf
+
+    run = Path(cfg.run_dir)
+    manifest = export_hf(run, run / "hf", check=True)  # the run's last checkpoint
+    diff = manifest["check"]["max_abs_logit_diff"]
+    print(f"  transformers export: {run / 'hf'} (AutoModelForCausalLM, trust_remote_code=True); "
+          f"max abs logit difference vs Loki {diff:.2g}")
+    return {"output": str(run / "hf"), "max_abs_logit_diff": diff}
 
 
 def _stage_probe(cfg: DemoConfig) -> dict[str, Any]:
@@ -275,6 +286,7 @@ STAGES: dict[str, Callable[[DemoConfig], dict[str, Any]]] = {
     "teacher": _stage_teacher,
     "distill": _stage_distill,
     "fit": _stage_fit,
+    "export": _stage_export,
     "probe": _stage_probe,
     "report": _stage_report,
 }

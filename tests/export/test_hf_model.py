@@ -107,3 +107,26 @@ def test_labels_give_lokis_shifted_loss(hf_model, loki_model):
         loss = hf_model(input_ids=ids, labels=ids).loss
         _, ref = loki_model.model(ids[:, :-1], ids[:, 1:])
     assert float(loss) == pytest.approx(float(ref), abs=1e-5)
+
+
+def test_gradient_checkpointing_recomputes_and_gives_the_same_gradients(exported):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(exported, trust_remote_code=True).train()
+    ids = torch.randint(0, model.config.vocab_size, (2, 24))
+    calls = []
+    # a pre-hook: the recompute stops early, once the tensors backward needs exist again
+    model.model.layers[0].register_forward_pre_hook(lambda *_: calls.append(1))
+
+    def grads() -> dict[str, torch.Tensor]:
+        model.zero_grad()
+        calls.clear()
+        model(input_ids=ids, labels=ids).loss.backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    plain, plain_calls = grads(), len(calls)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    checkpointed = grads()
+    assert (plain_calls, len(calls)) == (1, 2)  # the layer ran again in backward
+    for name, grad in plain.items():
+        torch.testing.assert_close(checkpointed[name], grad, atol=1e-6, rtol=1e-5, msg=name)

@@ -221,9 +221,9 @@ class LokiForCausalLM(LokiPreTrainedModel, GenerationMixin):
     ) -> CausalLMOutputWithPast | tuple:
         """Logits (B, T, vocab) and, with ``labels`` (B, T), the mean next-token cross-entropy
         (labels are shifted inside, -100 is ignored, as in transformers' causal LMs)."""
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask, cache=cache,
-                         inputs_embeds=inputs_embeds, use_cache=use_cache,
-                         past_key_values=past_key_values)
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask,
+                         cache=cache if cache is not None else past_key_values,
+                         inputs_embeds=inputs_embeds, use_cache=use_cache)
         hidden = out.last_hidden_state
         if isinstance(logits_to_keep, int):
             hidden = hidden[:, -logits_to_keep:] if logits_to_keep else hidden
