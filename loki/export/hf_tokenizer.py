@@ -37,7 +37,7 @@ def onig_pattern(pat_str: str) -> str:
 def to_tokenizers(tok: LokiTokenizer) -> Any:
     """A ``tokenizers.Tokenizer`` giving ``tok``'s ids on any text, specials included (matched in
     text as ``tok.encode(text, allowed_special="all")`` does)."""
-    require("tokenizers", "dev")
+    require("tokenizers", "eval")
     conv = require("transformers.convert_slow_tokenizer", "eval")
 
     class _RanksConverter(conv.TikTokenConverter):
@@ -53,7 +53,7 @@ def to_tokenizers(tok: LokiTokenizer) -> Any:
 
     specials = sorted(tok.specials, key=tok.specials.__getitem__)
     converted = _RanksConverter(vocab_file=tok.ranks, pattern=onig_pattern(tok.pat_str)).converted()
-    added = require("tokenizers", "dev").AddedToken
+    added = require("tokenizers", "eval").AddedToken
     converted.add_special_tokens([added(s, normalized=False, special=True) for s in specials])
     got = {s: converted.token_to_id(s) for s in specials}
     if got != tok.specials:

@@ -20,6 +20,15 @@ def _hf_logits(model, ids: torch.Tensor, **kw) -> torch.Tensor:
         return model(input_ids=ids, **kw).logits
 
 
+def test_remote_code_alibi_slopes_are_lokis():
+    """The remote file keeps its own copy (it must run without the loki package)."""
+    from loki.attention import alibi_slopes
+    from loki.export.remote import modeling_loki
+
+    for n in range(1, 41):
+        assert torch.equal(torch.tensor(modeling_loki.alibi_slopes(n)), alibi_slopes(n))
+
+
 @pytest.mark.parametrize("overrides", [{}, {"tie_embeddings": True, "n_head": 3, "n_embd": 48}],
                          ids=["tiny", "tied-3-heads"])
 def test_random_tiny_logits_equal_in_fp32(tmp_path, overrides):

@@ -1,9 +1,11 @@
 """Configuration of a LokiLM decoder for transformers (remote code written by ``loki export hf``).
 
 The fields are ``loki.config.LokiConfig`` under the names transformers' tooling reads
-(``hidden_size``, ``num_hidden_layers``, ...). Only torch-free transformers imports, so the file
-works wherever the export folder is copied.
+(``hidden_size``, ``num_hidden_layers``, ...). It imports transformers only, so it works wherever
+the export folder is copied.
 """
+
+from __future__ import annotations
 
 from transformers import PretrainedConfig
 
