@@ -30,8 +30,10 @@ from loki.errors import LokiError
 
 MANIFEST = "loki_export.json"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-# fp32 on both sides: what differs is the summation order of the split q/k/v and gate/up matmuls
-CHECK_TOLERANCE = 1e-4
+# fp32 on both sides: only the summation order of the split q/k/v and gate/up matmuls differs
+# (~1e-6 on the test models, growing with width and depth); a conversion error (a wrong slope, a
+# swapped half of a fused matrix) moves logits by O(1), far above this refusal threshold
+CHECK_TOLERANCE = 1e-3
 
 
 # ---------------------------------------------------------------------- checkpoints
