@@ -91,3 +91,26 @@ def test_bad_input_exits_2_and_writes_nothing(case, trained_ckpt, tmp_path, caps
     err = capsys.readouterr().err.strip()
     assert err.startswith("loki export: error:") and "\n" not in err
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+def test_check_refuses_a_wrong_conversion_and_keeps_the_earlier_export(trained_ckpt, tmp_path,
+                                                                       monkeypatch):
+    import loki.export.hf as hf
+    from loki.errors import LokiError
+
+    out = tmp_path / "hf"
+    hf.export_hf(trained_ckpt, out)
+    earlier = (out / "model.safetensors").read_bytes()
+    convert = hf.hf_state_dict
+
+    def swapped_halves(state, config):  # gate and up exchanged: a plausible conversion slip
+        out = convert(state, config)
+        out["model.layers.0.mlp.gate_proj.weight"], out["model.layers.0.mlp.up_proj.weight"] = (
+            out["model.layers.0.mlp.up_proj.weight"], out["model.layers.0.mlp.gate_proj.weight"])
+        return out
+
+    monkeypatch.setattr(hf, "hf_state_dict", swapped_halves)
+    with pytest.raises(LokiError, match="logits differ from Loki's"):
+        hf.export_hf(trained_ckpt, out, check=True)
+    assert (out / "model.safetensors").read_bytes() == earlier
+    assert not list(tmp_path.glob("hf.*"))
