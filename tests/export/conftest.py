@@ -12,9 +12,6 @@ import torch
 # the eval tests' autouse fixtures: one torch thread for tiny matmuls, no lm-eval env probe
 from tests.eval.conftest import _no_env_probe, _one_thread  # noqa: F401
 
-pytest.importorskip("transformers")
-pytest.importorskip("tokenizers")
-
 VOCAB = 1500  # pruned size: small enough to train and convert in a second
 
 
