@@ -229,7 +229,8 @@ def _archive(run: Path) -> Path | None:
     return dest
 
 
-RUN_PARTS = ("checkpoints", "csv", "wandb", "eval", "compare", "rollback", "probes", "REPORT.md")
+RUN_PARTS = ("checkpoints", "csv", "wandb", "eval", "compare", "rollback", "probes", "REPORT.md",
+             "hf")
 
 
 def _current(run: Path, name: str) -> list[Path]:
@@ -285,6 +286,17 @@ def _stage_compare(cfg: DemoConfig) -> dict[str, Any]:
                     f"[{100 * r['ci_low']:+.1f}, {100 * r['ci_high']:+.1f}])"}
 
 
+def _stage_export(cfg: DemoConfig) -> dict[str, Any]:
+    from loki.export.hf import export_hf
+
+    run = Path(cfg.run_dir)
+    manifest = export_hf(run, run / "hf", check=True)  # the run's last checkpoint
+    diff = manifest["check"]["max_abs_logit_diff"]
+    return {"output": str(run / "hf"), "max_abs_logit_diff": diff,
+            "line": f"{run / 'hf'} (AutoModelForCausalLM, trust_remote_code=True); max abs "
+                    f"logit difference vs Loki {diff:.2g}"}
+
+
 def _stage_probe(cfg: DemoConfig) -> dict[str, Any]:
     from loki.eval.probes import main as probe_main
 
@@ -320,6 +332,7 @@ STAGES: dict[str, Callable[[DemoConfig], dict[str, Any]]] = {
     "distill": _stage_distill,
     "fit": _stage_fit,
     "compare": _stage_compare,
+    "export": _stage_export,
     "probe": _stage_probe,
     "report": _stage_report,
 }

@@ -507,6 +507,9 @@ TITLES = {"filter": "Filter", "tokenizer": "Tokenizer", "training": "Training",
 def render(report: dict[str, Any]) -> str:
     lines = [f"# LokiLM run report: `{report['run_dir']}`", "",
              "Every table below is rendered from `report.json` in this folder.", ""]
+    if report.get("hf_export"):
+        lines += [f"Hugging Face export (`loki export hf`): `{report['hf_export']}`, loads with "
+                  "`AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True)`", ""]
     for key, title in TITLES.items():
         sec = report["sections"][key]
         lines += [f"## {title}", ""]
@@ -569,6 +572,8 @@ def build_report(run_dir: str | Path = "runs/demo", data_root: str | Path = "dat
     }
     report: dict[str, Any] = {"run_dir": cfg.run_dir, "config": asdict(cfg), "artifacts": found,
                               "sections": sections}
+    hf_export = Path(cfg.run_dir) / "hf"
+    report["hf_export"] = str(hf_export) if (hf_export / "loki_export.json").is_file() else None
     view = {"training": sections["training"], "rollbacks": sections["rollbacks"],
             "distillation": sections["distillation"], "filter": sections["filter"],
             "tokenizer": sections["tokenizer"]}
