@@ -5,7 +5,9 @@
 Every other subcommand is a tool with its own YAML config, dispatched through ``TOOLS``: each
 entry names a module whose ``main(argv)`` parses its arguments with jsonargparse.
 
-A ``LokiError`` raised anywhere below is printed as one line and exits with status 2.
+A ``LokiError`` raised anywhere below is printed as one line and exits with status 2, and so
+is a file the user named that cannot be found, read or written, or a config that does not parse.
+``LOKI_DEBUG=1`` shows the full traceback instead.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import importlib
 import os
 import sys
 
-from loki.errors import LokiError
+from loki.errors import LokiError, one_line
 
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
@@ -79,9 +81,31 @@ def main(argv: list[str] | None = None) -> None:
         else:
             raise LokiError(f"unknown command {command!r}; choose one of: "
                             + ", ".join([*LIGHTNING_SUBCOMMANDS, *TOOLS]))
-    except LokiError as err:
-        print(f"loki {command}: error: {err}", file=sys.stderr)
+    except (LokiError, *_USER_ERRORS, *_argument_errors()) as err:
+        if os.environ.get("LOKI_DEBUG") == "1":
+            raise
+        print(f"loki {command}: error: {_one_line(err, rest)}", file=sys.stderr)
         sys.exit(2)
+
+
+# Raised by library code on paths and files the user gave: their message names the file.
+_USER_ERRORS: tuple[type[BaseException], ...] = (FileNotFoundError, PermissionError,
+                                                   IsADirectoryError, NotADirectoryError)
+
+
+def _argument_errors() -> tuple[type[BaseException], ...]:
+    # tools built with exit_on_error=False raise jsonargparse's ArgumentError on a bad config
+    from jsonargparse import ArgumentError
+
+    return (ArgumentError,)
+
+
+def _one_line(err: BaseException, args: list[str]) -> str:
+    if not isinstance(err, OSError):
+        return one_line(err, args)
+    where = f" {err.filename}" if getattr(err, "filename", None) else ""
+    return (f"{err.strerror or type(err).__name__}:{where} "
+            f"(set LOKI_DEBUG=1 for the traceback)")
 
 
 if __name__ == "__main__":
