@@ -19,7 +19,6 @@ the rows from the first step it logs on.
 from __future__ import annotations
 
 import csv
-import io
 import logging
 import os
 import time
@@ -33,26 +32,11 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from loki import atomic
+from loki.metrics_csv import METRICS_FILE, read_rows
 from loki.redact import redact
 
 log = logging.getLogger(__name__)
-METRICS_FILE = "metrics.csv"
 NEW_RUN = 0  # resume_at(NEW_RUN): a fresh run, the earlier history is moved aside
-
-
-def read_rows(path: str) -> tuple[list[str], list[dict[str, str]]]:
-    """(header, rows) of a metrics.csv; a last line cut short by a kill is left out."""
-    try:
-        with open(path, newline="") as f:
-            text = f.read()
-    except FileNotFoundError:
-        return [], []
-    if text and not text.endswith("\n"):
-        text = text[: text.rfind("\n") + 1]
-    reader = csv.DictReader(io.StringIO(text))
-    header = list(reader.fieldnames or [])
-    rows = [r for r in reader if None not in r and None not in r.values()]
-    return header, rows
 
 
 def _step(row: dict[str, str]) -> float:
