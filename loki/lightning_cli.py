@@ -29,7 +29,7 @@ from loki.data import LokiDataModule
 from loki.errors import LokiError, one_line
 from loki.metrics_log import NEW_RUN, ResumableCSVLogger
 from loki.module import LokiLM
-from loki.preflight import check_fit
+from loki.preflight import SPECIAL_CKPT, check_checkpoint, check_fit
 from loki.redact import redact
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,16 @@ class LokiCLI(LightningCLI):
         except ArgumentError as err:
             # jsonargparse's message names the key or value at fault; keep it to one line.
             raise LokiError(one_line(err, args)) from None
+
+    def _parse_ckpt_path(self) -> None:
+        # Lightning reads the checkpoint's hyper-parameters into the config here, before any
+        # hook: a truncated or empty file must fail in one line now, not with torch's traceback.
+        sub = self.config.get("subcommand")
+        ckpt_path = self.config[sub].get("ckpt_path") if sub else None
+        if ckpt_path is not None and str(ckpt_path) not in SPECIAL_CKPT and "://" not in str(
+                ckpt_path):
+            check_checkpoint(ckpt_path)
+        super()._parse_ckpt_path()
 
     def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
         kwargs.setdefault("exit_on_error", False)
