@@ -84,6 +84,8 @@ def main(folder: str, kills: int, seed: int, extra: list[str]) -> dict:
     while mid_write < kills and trials < 3 * kills:
         trials += 1
         resume = ["--ckpt_path", str(last)] if last.exists() else []
+        # temp files a previous kill left (the child removes them at start) are not writes
+        stale = set(os.listdir(ckdir)) if ckdir.is_dir() else set()
         pid = _child(["fit", "--config", str(yaml), *resume, *extra])
         nth, seen, killed = rng.randint(1, 2), set(), False
         while not killed:
@@ -91,7 +93,7 @@ def main(folder: str, kills: int, seed: int, extra: list[str]) -> dict:
                 pid = 0
                 break
             names = set(os.listdir(ckdir)) if ckdir.is_dir() else set()
-            new = {n for n in names if n.startswith(".loki-tmp-last.ckpt")} - seen
+            new = {n for n in names if n.startswith(".loki-tmp-last.ckpt")} - seen - stale
             if new:
                 seen |= new
                 if len(seen) >= nth:
@@ -99,12 +101,14 @@ def main(folder: str, kills: int, seed: int, extra: list[str]) -> dict:
                     os.kill(pid, signal.SIGKILL)
                     os.waitpid(pid, 0)
                     killed = True
-                    mid_write += any(is_temp(n) for n in os.listdir(ckdir))
+                    mid_write += any(is_temp(n) for n in set(os.listdir(ckdir)) - stale)
             else:
                 time.sleep(0.0005)
         if not killed:
             break
         done += 1
+        print(f"kill {done}: write {nth} of this start, last.ckpt "
+              f"{'present' if last.exists() else 'absent'}", file=sys.stderr)
         if last.exists():  # every kill leaves a complete checkpoint equal to the reference
             step, weights = _weights(last)
             ref_step, ref_weights = _weights(reference / f"step={step}.ckpt")
