@@ -66,6 +66,21 @@ def lightning_main(args: list[str] | None = None) -> None:
         LokiCLI(args=args)
 
 
+def tool_main(module: str, args: list[str]) -> None:
+    """Run a tool's ``main(args)`` with its jsonargparse errors raised, not printed with the
+    usage text and exited: ``main`` prints them as one line (tools build their parsers with
+    the default ``exit_on_error=True``)."""
+    from unittest import mock
+
+    from jsonargparse import ArgumentError, ArgumentParser
+
+    def raise_error(parser: ArgumentParser, message: str, ex: Exception | None = None):
+        raise ArgumentError(None, message) from ex
+
+    with mock.patch.object(ArgumentParser, "error", raise_error):
+        importlib.import_module(module).main(args)
+
+
 def main(argv: list[str] | None = None) -> None:
     _set_offline_defaults()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -77,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
         if command in LIGHTNING_SUBCOMMANDS:
             lightning_main([command, *rest])
         elif command in TOOLS:
-            importlib.import_module(TOOLS[command][0]).main(rest)
+            tool_main(TOOLS[command][0], rest)
         else:
             raise LokiError(f"unknown command {command!r}; choose one of: "
                             + ", ".join([*LIGHTNING_SUBCOMMANDS, *TOOLS]))

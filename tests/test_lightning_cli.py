@@ -281,3 +281,17 @@ def test_loki_debug_shows_the_traceback(run, monkeypatch):
     monkeypatch.setenv("LOKI_DEBUG", "1")
     with pytest.raises(LokiError, match="does not exist"):
         _fit(run, "--ckpt_path", str(run / "nope.ckpt"))
+
+
+@pytest.mark.parametrize("tool", ["report", "tokenize", "filter"])
+def test_tool_config_errors_are_one_line_naming_the_file(capsys, tmp_path, tool):
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("run_dir: x\n data: [\n")
+    for config, expected in ((bad, f"in {bad}, line 2"), (tmp_path / "nope.yaml", "nope.yaml")):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as info:
+            main([tool, "--config", str(config)])
+        assert info.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"loki {tool}: error: "), err
+        assert expected in err[0], err
