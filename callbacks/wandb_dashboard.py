@@ -29,6 +29,7 @@ from typing import Any
 import lightning as L
 
 from loki.redact import REDACTED, is_secret, redact, secret_paths
+from loki.redact import plain as _plain
 
 __all__ = ["REDACTED", "WandbDashboard", "is_secret", "redact", "secret_paths"]
 
@@ -48,21 +49,6 @@ METRIC_FAMILIES: tuple[tuple[str, str], ...] = (
     ("rollback/*", "last"),
     ("eval/*", "max"),
 )
-
-def _plain(value: Any) -> Any:
-    """JSON-friendly config values (jsonargparse Namespaces, dataclasses, paths, classes)."""
-    if hasattr(value, "as_dict"):
-        value = value.as_dict()
-    elif hasattr(value, "to_dict"):
-        value = value.to_dict()
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    return str(value)
-
 
 def _redacting(log_hyperparams: Any) -> Any:
     def wrapped(params: Any) -> None:

@@ -91,6 +91,15 @@ class LokiCLI(LightningCLI):
         parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
         parser.link_arguments("data.tokenizer_spec", "model.tokenizer", apply_on="instantiate")
 
+    def instantiate_classes(self) -> None:
+        super().instantiate_classes()
+        dm = self.datamodule
+        if isinstance(dm, LokiDataModule) and dm.hparams.get("tokenizer") is None:
+            # The model's ``tokenizer`` is linked to the spec the data took (the shards' when
+            # data.tokenizer is unset); record the same on the data side, since Lightning
+            # refuses to log one hparam key with two values.
+            dm.hparams["tokenizer"] = dm._hparams_initial["tokenizer"] = dm.tokenizer_spec
+
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         config = self._get(self.config_init, "trainer", default={})
         plugins = kwargs.get("plugins", config.get("plugins"))

@@ -33,7 +33,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from loki import atomic
 from loki.metrics_csv import METRICS_FILE, read_rows
-from loki.redact import redact
+from loki.redact import plain, redact
 
 log = logging.getLogger(__name__)
 NEW_RUN = 0  # resume_at(NEW_RUN): a fresh run, the earlier history is moved aside
@@ -65,9 +65,9 @@ class _ResumableWriter(ExperimentWriter):
         import yaml
 
         self.hparams.update(params)
-        plain = redact(_yaml_safe(self.hparams))
+        safe = redact(plain(self.hparams))
         atomic.write_text(os.path.join(self.log_dir, self.NAME_HPARAMS_FILE),
-                          yaml.safe_dump(plain, sort_keys=False))
+                          yaml.safe_dump(safe, sort_keys=False))
 
     def _start(self) -> None:
         """First save of this process: continue, trim or set aside the history on disk."""
@@ -112,16 +112,6 @@ class _ResumableWriter(ExperimentWriter):
                 csv.DictWriter(f, fieldnames=self.metrics_keys).writerows(self.metrics)
                 f.flush()
         self.metrics = []
-
-
-def _yaml_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _yaml_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_yaml_safe(v) for v in value]
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    return str(value)
 
 
 class ResumableCSVLogger(CSVLogger):

@@ -94,3 +94,18 @@ def secret_paths(config: Any, prefix: str = "") -> list[str]:
             else:
                 out += secret_paths(v, path + ".")
     return out
+
+
+def plain(value: Any) -> Any:
+    """JSON-friendly config values (jsonargparse Namespaces, dataclasses, paths, classes)."""
+    if hasattr(value, "as_dict"):
+        value = value.as_dict()
+    elif hasattr(value, "to_dict"):
+        value = value.to_dict()
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)

@@ -189,10 +189,6 @@ class LokiDataModule(L.LightningDataModule):
             sets = [TokenShardSet.open(loc) for locs in self.source_locations.values()
                     for loc in expand_locations(locs)]
             self._tokenizer = self._check_tokenizer(sets)
-        if tokenizer is None:
-            # Recorded as taken, so it equals the model's linked ``tokenizer`` and Lightning can
-            # log both hparams sets side by side (it refuses one key with two values).
-            self.hparams["tokenizer"] = self._hparams_initial["tokenizer"] = self.tokenizer_spec
         self.val_locations = list(val_sources or [])
         self.cursor = _Cursor(initial_state(self.seed, list(self.source_locations)))
 
