@@ -60,9 +60,11 @@ import numpy as np
 import torch
 from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 
+from loki import atomic
 from loki.data.order import key_of
 from loki.data.schedules import parse_tokens
 from loki.errors import LokiError
+from loki.redact import redact
 
 log = logging.getLogger(__name__)
 REQUIRED_KEYS = ("state_dict", "optimizer_states", "global_step", "loki")
@@ -176,6 +178,17 @@ class _LossReading:
         return float(self.host)
 
 
+def _json_safe(obj: Any) -> Any:
+    """``obj`` with NaN and infinities as None, so each event line is valid JSON."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
 def derive_seed(base_seed: int, rollbacks: int) -> int:
     """The seed after the ``rollbacks``-th rollback (stable across runs and processes)."""
     return key_of("loss-spike-rollback", int(base_seed), int(rollbacks)) % (2**31 - 1)
@@ -284,6 +297,8 @@ class LossSpikeRollback(L.Callback):
             self.read_lag = 1 if trainer.strategy.root_device.type == "cuda" else 0
         if self.dirpath is None:
             self.dirpath = os.path.join(trainer.default_root_dir, "rollback")
+        if trainer.is_global_zero:  # what killed writes left behind (no rollback reads them)
+            atomic.clean_stale(self.dirpath, ("rollback-*.ckpt.tmp",))
 
     # ------------------------------------------------------------------ every step
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
@@ -537,8 +552,9 @@ class LossSpikeRollback(L.Callback):
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=event["log_step"])
         os.makedirs(self.dirpath, exist_ok=True)
+        line = json.dumps(redact(_json_safe(event)), allow_nan=False)  # NaN is not JSON: null
         with open(Path(self.dirpath) / "rollback-events.jsonl", "a") as f:
-            f.write(json.dumps(event) + "\n")
+            f.write(line + "\n")
         for logger in trainer.loggers:
             if type(logger).__name__ == "WandbLogger":
                 wandb = logger.experiment

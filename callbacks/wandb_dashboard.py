@@ -23,14 +23,17 @@ What it does when one is:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
 import lightning as L
 
+from loki.redact import REDACTED, is_secret, redact, secret_paths
+from loki.redact import plain as _plain
+
+__all__ = ["REDACTED", "WandbDashboard", "is_secret", "redact", "secret_paths"]
+
 TOKENS = "trainer/tokens_seen"
-REDACTED = "[redacted]"
 
 # (glob, summary) in the order they are defined; wandb applies the last matching definition.
 METRIC_FAMILIES: tuple[tuple[str, str], ...] = (
@@ -46,64 +49,6 @@ METRIC_FAMILIES: tuple[tuple[str, str], ...] = (
     ("rollback/*", "last"),
     ("eval/*", "max"),
 )
-
-# Names of config keys that hold credentials. Matched on the key only (case-insensitive) and kept
-# narrow on purpose: "tokenizer", "tokens_seen" or "max_new_tokens" are not secrets here.
-_SECRET_KEY = re.compile(
-    r"(api_?key|secret|passw(or)?d|credential|authorization|bearer|access_?token|auth_?token"
-    r"|hf_?token|wandb_?key|^token$|_key$)",
-    re.IGNORECASE,
-)
-_ENV_TOKEN = re.compile(r"^[A-Z0-9_]*TOKEN[A-Z0-9_]*$")  # HF_TOKEN, GITHUB_TOKEN, ...
-_SECRET_VALUE = re.compile(r"^(sk-|hf_|ghp_|xox[bp]-)[A-Za-z0-9_\-]{8,}")
-
-
-def is_secret(key: str, value: Any = None) -> bool:
-    """True for a config entry that must not reach the dashboard."""
-    if _SECRET_KEY.search(key) or _ENV_TOKEN.match(key):
-        return True
-    return isinstance(value, str) and bool(_SECRET_VALUE.match(value))
-
-
-def redact(config: Any) -> Any:
-    """A copy of ``config`` (nested dicts/lists) with every secret value replaced."""
-    if isinstance(config, Mapping):
-        return {str(k): (REDACTED if is_secret(str(k), v) and v not in (None, "") else redact(v))
-                for k, v in config.items()}
-    if isinstance(config, list | tuple):
-        return [redact(v) for v in config]
-    if isinstance(config, str) and _SECRET_VALUE.match(config):
-        return REDACTED
-    return config
-
-
-def secret_paths(config: Any, prefix: str = "") -> list[str]:
-    """Dotted paths of the secret entries in ``config`` (for overwriting what was logged)."""
-    out: list[str] = []
-    if isinstance(config, Mapping):
-        for k, v in config.items():
-            path = f"{prefix}{k}"
-            if is_secret(str(k), v) and v not in (None, ""):
-                out.append(path)
-            else:
-                out += secret_paths(v, path + ".")
-    return out
-
-
-def _plain(value: Any) -> Any:
-    """JSON-friendly config values (jsonargparse Namespaces, dataclasses, paths, classes)."""
-    if hasattr(value, "as_dict"):
-        value = value.as_dict()
-    elif hasattr(value, "to_dict"):
-        value = value.to_dict()
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    return str(value)
-
 
 def _redacting(log_hyperparams: Any) -> Any:
     def wrapped(params: Any) -> None:

@@ -5,7 +5,9 @@
 Every other subcommand is a tool with its own YAML config, dispatched through ``TOOLS``: each
 entry names a module whose ``main(argv)`` parses its arguments with jsonargparse.
 
-A ``LokiError`` raised anywhere below is printed as one line and exits with status 2.
+A ``LokiError`` raised anywhere below is printed as one line and exits with status 2, and so
+is a file the user named that cannot be found, read or written, or a config that does not parse.
+``LOKI_DEBUG=1`` shows the full traceback instead.
 
 ``filter``, ``fit`` and ``distill`` run under a quiet console (``loki.console``): the command's own
 lines and progress bars on the terminal, libraries' logs and warnings in ``runs/logs/<command>.log``;
@@ -19,7 +21,7 @@ import importlib
 import os
 import sys
 
-from loki.errors import LokiError
+from loki.errors import LokiError, one_line
 
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 QUIET_COMMANDS = ("filter", "fit", "distill")
@@ -73,6 +75,21 @@ def lightning_main(args: list[str] | None = None) -> None:
         LokiCLI(args=None)
 
 
+def tool_main(module: str, args: list[str]) -> None:
+    """Run a tool's ``main(args)`` with its jsonargparse errors raised, not printed with the
+    usage text and exited: ``main`` prints them as one line (tools build their parsers with
+    the default ``exit_on_error=True``)."""
+    from unittest import mock
+
+    from jsonargparse import ArgumentError, ArgumentParser
+
+    def raise_error(parser: ArgumentParser, message: str, ex: Exception | None = None):
+        raise ArgumentError(None, message) from ex
+
+    with mock.patch.object(ArgumentParser, "error", raise_error):
+        importlib.import_module(module).main(args)
+
+
 def main(argv: list[str] | None = None) -> None:
     _set_offline_defaults()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -93,19 +110,46 @@ def main(argv: list[str] | None = None) -> None:
                 say(f"library logs and warnings: {log} (--verbose shows them here)")
         else:
             _run(command, rest)
-    except LokiError as err:
-        print(f"loki {command}: error: {err}", file=sys.stderr)
+    except (LokiError, *_USER_ERRORS, *_argument_errors()) as err:
+        if os.environ.get("LOKI_DEBUG") == "1":
+            raise
+        print(f"loki {command}: error: {_one_line(err, rest)}", file=sys.stderr)
         sys.exit(2)
+    except Exception:
+        if command in QUIET_COMMANDS and not verbose:  # the traceback follows; the context is there
+            print(f"(library logs and warnings: {os.path.join(LOG_DIR, f'{command}.log')})",
+                  file=sys.stderr, flush=True)
+        raise
 
 
 def _run(command: str, rest: list[str]) -> None:
     if command in LIGHTNING_SUBCOMMANDS:
         lightning_main([command, *rest])
     elif command in TOOLS:
-        importlib.import_module(TOOLS[command][0]).main(rest)
+        tool_main(TOOLS[command][0], rest)
     else:
         raise LokiError(f"unknown command {command!r}; choose one of: "
                         + ", ".join([*LIGHTNING_SUBCOMMANDS, *TOOLS]))
+
+
+# Raised by library code on paths and files the user gave: their message names the file.
+_USER_ERRORS: tuple[type[BaseException], ...] = (FileNotFoundError, PermissionError,
+                                                   IsADirectoryError, NotADirectoryError)
+
+
+def _argument_errors() -> tuple[type[BaseException], ...]:
+    # tools built with exit_on_error=False raise jsonargparse's ArgumentError on a bad config
+    from jsonargparse import ArgumentError
+
+    return (ArgumentError,)
+
+
+def _one_line(err: BaseException, args: list[str]) -> str:
+    if not isinstance(err, OSError):
+        return one_line(err, args)
+    where = f" {err.filename}" if getattr(err, "filename", None) else ""
+    return (f"{err.strerror or type(err).__name__}:{where} "
+            f"(set LOKI_DEBUG=1 for the traceback)")
 
 
 if __name__ == "__main__":

@@ -24,8 +24,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
-from loki.errors import LokiError
-
 _terminal: TextIO | None = None
 _muted = False
 
@@ -130,13 +128,8 @@ def quiet_console(log_path: str | Path, verbose: bool = False,
     py_warnings.addHandler(to_log)
     py_warnings.propagate = False
     logging.captureWarnings(True)
-    failed = False
     try:
         yield log_path
-    except BaseException as exc:
-        # a LokiError is the whole story in one line; anything else points at the library logs
-        failed = not isinstance(exc, LokiError)
-        raise
     finally:
         logging.captureWarnings(False)
         py_warnings.removeHandler(to_log)
@@ -152,5 +145,3 @@ def quiet_console(log_path: str | Path, verbose: bool = False,
         _terminal.close()
         _terminal = None
         log.close()
-        if failed:
-            print(f"(library logs and warnings: {log_path})", file=sys.stderr, flush=True)

@@ -1,15 +1,59 @@
-"""``loki fit|validate|test|predict``: LightningCLI over ``LokiLM`` and ``LokiDataModule``."""
+"""``loki fit|validate|test|predict``: LightningCLI over ``LokiLM`` and ``LokiDataModule``.
+
+On top of Lightning's CLI, every run gets what makes a failed command lose nothing:
+
+- checkpoints written atomically in their own folder (``AtomicCheckpointIO``), stale temp files
+  of killed writes removed at start;
+- ``loki fit`` checks ``--ckpt_path``, the folders it will write and the shards before any
+  logger or callback touches the run folder (``loki.preflight``);
+- a ``ResumableCSVLogger`` told where a resumed run continues, so ``metrics.csv`` stays one
+  history;
+- ``config.yaml`` in the log folder written with secrets redacted.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
 from typing import Any
 
 from jsonargparse import ArgumentError
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
+from loki import atomic
+from loki.checkpoint_io import AtomicCheckpointIO
 from loki.data import LokiDataModule
-from loki.errors import LokiError
+from loki.errors import LokiError, one_line
+from loki.metrics_log import NEW_RUN, ResumableCSVLogger
 from loki.module import LokiLM
+from loki.preflight import SPECIAL_CKPT, check_checkpoint, check_fit
+from loki.redact import redact
+
+log = logging.getLogger(__name__)
+
+
+class RedactedConfig(SaveConfigCallback):
+    """Lightning's ``SaveConfigCallback`` with secrets redacted and an atomic write."""
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if self.already_saved:
+            return
+        if self.save_to_log_dir:
+            log_dir = trainer.log_dir  # this broadcasts the directory
+            if trainer.is_global_zero and log_dir is not None:
+                import yaml
+
+                text = self.parser.dump(self.config, skip_none=False)
+                plain = redact(yaml.safe_load(text))
+                atomic.write_text(os.path.join(log_dir, self.config_filename),
+                                  yaml.safe_dump(plain, sort_keys=False))
+        if trainer.is_global_zero:
+            self.save_config(trainer, pl_module, stage)
+            self.already_saved = True
+        self.already_saved = trainer.strategy.broadcast(self.already_saved)
 
 
 class LokiCLI(LightningCLI):
@@ -21,11 +65,22 @@ class LokiCLI(LightningCLI):
                 args=args,
                 run=run,
                 auto_configure_optimizers=False,  # LokiLM takes its optimizer as an argument
+                save_config_callback=RedactedConfig,
                 save_config_kwargs={"overwrite": True},
             )
         except ArgumentError as err:
             # jsonargparse's message names the key or value at fault; keep it to one line.
-            raise LokiError(" ".join(str(err).split())) from None
+            raise LokiError(one_line(err, args)) from None
+
+    def _parse_ckpt_path(self) -> None:
+        # Lightning reads the checkpoint's hyper-parameters into the config here, before any
+        # hook: a truncated or empty file must fail in one line now, not with torch's traceback.
+        sub = self.config.get("subcommand")
+        ckpt_path = self.config[sub].get("ckpt_path") if sub else None
+        if ckpt_path is not None and str(ckpt_path) not in SPECIAL_CKPT and "://" not in str(
+                ckpt_path):
+            check_checkpoint(ckpt_path)
+        super()._parse_ckpt_path()
 
     def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
         kwargs.setdefault("exit_on_error", False)
@@ -35,3 +90,37 @@ class LokiCLI(LightningCLI):
         # The tokenizer decides the vocabulary; the model follows the data, never the reverse.
         parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
         parser.link_arguments("data.tokenizer_spec", "model.tokenizer", apply_on="instantiate")
+
+    def instantiate_classes(self) -> None:
+        super().instantiate_classes()
+        dm = self.datamodule
+        if isinstance(dm, LokiDataModule) and dm.hparams.get("tokenizer") is None:
+            # The model's ``tokenizer`` is linked to the spec the data took (the shards' when
+            # data.tokenizer is unset); record the same on the data side, since Lightning
+            # refuses to log one hparam key with two values.
+            dm.hparams["tokenizer"] = dm._hparams_initial["tokenizer"] = dm.tokenizer_spec
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        config = self._get(self.config_init, "trainer", default={})
+        plugins = kwargs.get("plugins", config.get("plugins"))
+        plugins = [] if plugins is None else list(plugins) if isinstance(plugins, list | tuple) \
+            else [plugins]
+        strategy = config.get("strategy")
+        # DeepSpeed writes its own checkpoint folders and takes no CheckpointIO.
+        if not any(isinstance(p, CheckpointIO) for p in plugins) and "deepspeed" not in str(
+                strategy).lower():
+            plugins.append(AtomicCheckpointIO())
+        return super().instantiate_trainer(**{**kwargs, "plugins": plugins})
+
+    def before_fit(self) -> None:
+        ckpt_path = self.config_init[self.subcommand].get("ckpt_path")
+        info = check_fit(self.trainer, self.model, self.datamodule, ckpt_path)
+        resume = NEW_RUN if ckpt_path is None else (info or {}).get("log_step")
+        for logger in self.trainer.loggers:
+            if isinstance(logger, ResumableCSVLogger):
+                logger.resume_at(resume)
+        if self.trainer.is_global_zero:
+            for cb in self.trainer.callbacks:
+                if isinstance(cb, ModelCheckpoint) and cb.dirpath and "://" not in str(
+                        cb.dirpath):
+                    atomic.clean_stale(cb.dirpath)

@@ -34,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from loki._optional import require
+from loki.metrics_csv import read_rows
+from loki.redact import redact
 
 NOT_RUN = "not run"
 _OUTPUT_KEYS = ("output", "completion", "generation", "response", "text")
@@ -104,17 +106,16 @@ def _load_json(path: str | None) -> tuple[Any, str | None]:
 
 
 def read_metrics(path: str) -> list[dict[str, float]]:
-    """CSVLogger rows as {column: float} with the empty cells left out."""
+    """Metrics rows as {column: float} with the empty cells left out."""
     rows = []
-    with open(path, newline="") as f:
-        for raw in csv.DictReader(f):
-            row = {}
-            for k, v in raw.items():
-                try:
-                    row[k] = float(v)
-                except (TypeError, ValueError):
-                    continue
-            rows.append(row)
+    for raw in read_rows(path)[1]:  # the whole history, less a last row cut short by a kill
+        row = {}
+        for k, v in raw.items():
+            try:
+                row[k] = float(v)
+            except (TypeError, ValueError):
+                continue
+        rows.append(row)
     return rows
 
 
@@ -579,7 +580,7 @@ def build_report(run_dir: str | Path = "runs/demo", data_root: str | Path = "dat
             "tokenizer": sections["tokenizer"]}
     report["plots"] = _plots(view, rows, _load_json(found["filter_report"])[0], out_md.parent)
     report["plot_sections"] = {k: _PLOT_SECTION[k] for k in report["plots"]}
-    (out_md.parent / "report.json").write_text(json.dumps(report, indent=1, default=str))
+    (out_md.parent / "report.json").write_text(json.dumps(redact(report), indent=1, default=str))
     out_md.write_text(render(report))
     return report
 

@@ -106,7 +106,7 @@ class LokiDataModule(L.LightningDataModule):
         shuffle_window: int = 0,
         num_workers: int = 0,
         tokenizer: str | None = None,
-        verify: Literal["full", "size"] = "size",
+        verify: Literal["full", "size"] = "full",
         remote: Literal["range", "cache"] = "range",
         cache_dir: str = "data/cache",
         max_cached_shards: int = 8,
@@ -137,8 +137,10 @@ class LokiDataModule(L.LightningDataModule):
             num_workers: DataLoader worker processes for training batches.
             tokenizer: the model's tokenizer spec; with ``sources`` every shard manifest must
                 carry its ``vocab_hash`` (default: take the shards' tokenizer).
-            verify: ``size`` checks every file's size (truncation) at setup; ``full`` also
-                hashes each shard (each rank hashes its share) against the manifest's sha256.
+            verify: ``full`` (default) hashes each shard at setup (each rank its share, in
+                parallel threads) against the manifest's sha256, so a flipped bit stops the
+                run; ``size`` checks only every file's size (truncation), for corpora too
+                large to hash at every start.
             remote: read remote shards by byte ``range`` or download them whole into a bounded
                 ``cache`` (``max_cached_shards`` shards under ``cache_dir``).
             cache_dir: tokenized corpus cache and remote shard cache.

@@ -27,6 +27,7 @@ import os
 import shutil
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -244,14 +245,21 @@ class TokenShardSet:
                     raise LokiError(f"token shard {path} has {size} bytes, its manifest "
                                     f"{self.manifest_path} says {expected}: truncated or replaced")
         if verify == "full":
-            for i in range(len(self.manifest["shards"])) if only is None else only:
-                for kind in ("tokens", "docs"):
-                    path = self.path(i, kind)
-                    fs, p = _fs(path) if is_url(path) else (None, path)
-                    digest = _sha256_file(p, fs)
-                    if digest != self.manifest["shards"][i][f"sha256_{kind}"]:
-                        raise LokiError(f"checksum mismatch for {path} (manifest "
-                                        f"{self.manifest_path}); the file is corrupt or replaced")
+            jobs = [(i, kind) for i in (range(len(self.manifest["shards"])) if only is None
+                                        else only) for kind in ("tokens", "docs")]
+
+            def digest(job: tuple[int, str]) -> tuple[int, str, str]:
+                path = self.path(*job)
+                fs, p = _fs(path) if is_url(path) else (None, path)
+                return (*job, _sha256_file(p, fs))
+
+            # hashlib releases the GIL: shards hash in parallel, bounded by the disk, not a core
+            with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
+                for i, kind, found in pool.map(digest, jobs):
+                    if found != self.manifest["shards"][i][f"sha256_{kind}"]:
+                        raise LokiError(f"checksum mismatch for {self.path(i, kind)} (manifest "
+                                        f"{self.manifest_path}); the file is corrupt or replaced:"
+                                        f" re-copy it or re-run `loki tokenize`")
 
     def _size(self, path: str) -> int:
         try:

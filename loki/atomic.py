@@ -1,0 +1,110 @@
+"""Atomic file writes: a kill at any instant leaves either the old file or the new one.
+
+The one place that writes outputs the safe way: a temp file *in the destination folder* (so the
+final rename never crosses a filesystem; ``TMPDIR`` on tmpfs would turn it into a copy that a
+kill can cut short), flushed and fsynced, then ``os.replace``d over the target, then the folder
+fsynced so the rename itself survives a crash. Temp files carry a fixed prefix and suffix so
+that a later start can find and remove the ones a kill left behind (``clean_stale``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+log = logging.getLogger(__name__)
+
+TMP_PREFIX = ".loki-tmp-"
+TMP_SUFFIX = ".part"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates 0600 files; a finished output gets the mode a plain open() would give it
+_FILE_MODE = 0o666 & ~_umask()
+
+
+def fsync_dir(folder: str | Path) -> None:
+    """Make a rename in ``folder`` durable (a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | Path, mode: str = "wb", **open_kwargs) -> Iterator[IO]:
+    """Open a temp file beside ``path``; on a clean exit it replaces ``path`` atomically.
+
+    On an exception the temp file is removed and ``path`` is untouched."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}.", suffix=TMP_SUFFIX,
+                               dir=path.parent)
+    try:
+        os.fchmod(fd, _FILE_MODE)
+        with os.fdopen(fd, mode, **open_kwargs) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_write(path, "wb") as f:
+        f.write(data)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    with atomic_write(path, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def is_temp(name: str) -> bool:
+    """True for a temp file name ``atomic_write`` makes."""
+    return name.startswith(TMP_PREFIX) and name.endswith(TMP_SUFFIX)
+
+
+def clean_stale(folder: str | Path, patterns: tuple[str, ...] = ()) -> list[Path]:
+    """Remove the temp files an earlier killed writer left in ``folder`` (and files matching
+    ``patterns``, e.g. ``rollback-*.ckpt.tmp``); returns what was removed.
+
+    Only call it where no other process is writing into ``folder`` at the same time (at the
+    start of a run, on rank 0)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = [p for p in folder.iterdir() if is_temp(p.name)]
+    for pattern in patterns:
+        stale += [p for p in folder.glob(pattern) if p not in stale]
+    removed = []
+    for p in stale:
+        try:
+            p.unlink()
+            removed.append(p)
+        except OSError:
+            continue
+    if removed:
+        log.warning("removed %d stale temp file(s) from an interrupted write in %s: %s",
+                    len(removed), folder, ", ".join(p.name for p in removed))
+    return removed

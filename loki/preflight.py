@@ -1,0 +1,180 @@
+"""Checks ``loki fit`` runs before anything touches the run folder.
+
+A mistyped ``--ckpt_path``, a truncated checkpoint, an unwritable checkpoint folder or missing
+shards must fail in one line before a logger, callback or checkpoint writes a byte, not after a
+logger has started a new history or after hours of training (the first save). ``LokiCLI`` calls
+``check_fit`` between building the trainer and ``trainer.fit``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from loki.errors import LokiError
+
+# ckpt_path values Lightning resolves itself (no file to check here)
+SPECIAL_CKPT = ("last", "best", "hpc", "registry")
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+
+
+def _zip_ok(path: Path) -> bool:
+    """True when ``path`` is a complete zip archive (what torch.save writes); reads only its
+    central directory, so it is cheap on a large checkpoint."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return bool(z.namelist())
+    except (OSError, zipfile.BadZipFile, EOFError):
+        return False
+
+
+def last_good_checkpoint(folder: Path, exclude: Path | None = None) -> Path | None:
+    """The newest complete ``*.ckpt`` in ``folder`` other than ``exclude``."""
+    if not folder.is_dir():
+        return None
+    found = [p for p in folder.glob("*.ckpt") if p.is_file()
+             and (exclude is None or p.resolve() != exclude.resolve())]
+    for p in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True):
+        if _zip_ok(p):
+            return p
+    return None
+
+
+def _hint(path: Path) -> str:
+    good = last_good_checkpoint(path.parent, exclude=path)
+    if good is not None:
+        return f"; the last good checkpoint in {path.parent} is {good}"
+    return f"; there is no other complete checkpoint in {path.parent}"
+
+
+def check_checkpoint(path: str | os.PathLike, model: Any | None = None) -> dict[str, Any]:
+    """Open ``path`` as a Lightning checkpoint of ``model`` without reading its tensors.
+
+    Returns ``{"global_step", "log_step"}``; raises ``LokiError`` naming the file, what is
+    wrong with it and the last good checkpoint beside it."""
+    p = Path(path)
+    if p.is_dir():  # a distributed (sharded) checkpoint: its strategy checks it on load
+        if not any(p.iterdir()):
+            raise LokiError(f"--ckpt_path {p} is an empty folder{_hint(p)}")
+        return {"global_step": None, "log_step": None}
+    if not p.exists():
+        near = last_good_checkpoint(p.parent) if p.parent.is_dir() else None
+        raise LokiError(f"--ckpt_path {p} does not exist" + (
+            f"; the last good checkpoint in {p.parent} is {near}" if near else
+            "" if p.parent.is_dir() else f" (no folder {p.parent})"))
+    if not os.access(p, os.R_OK):
+        raise LokiError(f"--ckpt_path {p} is not readable; fix its permissions")
+    if p.stat().st_size == 0:
+        raise LokiError(f"checkpoint {p} is empty (0 bytes; an interrupted write){_hint(p)}")
+    if not _zip_ok(p):
+        raise LokiError(f"checkpoint {p} is truncated or not a checkpoint file (not a complete "
+                        f"torch.save archive){_hint(p)}")
+    try:
+        ckpt = torch.load(p, map_location="cpu", mmap=True, weights_only=False)
+    except Exception as err:  # torch raises RuntimeError, EOFError, UnpicklingError, ...
+        raise LokiError(f"checkpoint {p} cannot be read ({_first_line(err)}){_hint(p)}") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise LokiError(f"{p} is not a Lightning checkpoint (no state_dict); pass a .ckpt "
+                        f"written by loki fit{_hint(p)}")
+    if model is not None:
+        _check_matches(p, ckpt["state_dict"], model)
+    return {"global_step": ckpt.get("global_step"), "log_step": resumed_log_step(ckpt)}
+
+
+def resumed_log_step(ckpt: dict[str, Any]) -> int | None:
+    """The logging step a run resumed from ``ckpt`` logs first: every row logged at or after
+    it in the earlier run is work done again. Lightning saves ``_batches_that_stepped`` before
+    counting the batch being trained and adds that one on restore when the save happened
+    inside the batch (a step or validation checkpoint), not at the end of an epoch."""
+    loops = ckpt.get("loops", {}).get("fit_loop", {})
+    epoch = loops.get("epoch_loop.state_dict", {})
+    stepped = epoch.get("_batches_that_stepped")
+    if stepped is None:
+        return ckpt.get("global_step")
+    total = loops.get("epoch_loop.batch_progress", {}).get("total", {})
+    inside_batch = total.get("processed", 0) > total.get("completed", 0)
+    return int(stepped) + int(inside_batch)
+
+
+def _check_matches(path: Path, saved: dict[str, Any], model: Any) -> None:
+    ours = {k: tuple(v.shape) for k, v in model.state_dict().items() if k.startswith("model.")}
+    theirs = {k: tuple(v.shape) for k, v in saved.items() if k.startswith("model.")}
+    missing, extra = sorted(set(ours) - set(theirs)), sorted(set(theirs) - set(ours))
+    if missing or extra:
+        raise LokiError(f"checkpoint {path} is not of this model: "
+                        + (f"{len(missing)} weights missing (e.g. {missing[0]})" if missing else "")
+                        + ("; " if missing and extra else "")
+                        + (f"{len(extra)} unexpected (e.g. {extra[0]})" if extra else "")
+                        + "; check model.config against the run that wrote it")
+    for k, shape in ours.items():
+        if theirs[k] != shape:
+            raise LokiError(f"checkpoint {path} is not of this model: {k} has shape "
+                            f"{list(theirs[k])}, the model {list(shape)}; check model.config "
+                            "and the data's tokenizer against the run that wrote it")
+
+
+def check_writable(folder: str | os.PathLike, what: str) -> None:
+    """``folder`` exists and takes new files, or can be created; probes with a temp file."""
+    p = Path(folder).absolute()
+    probe = p
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise LokiError(f"{what} {p}: {probe} is a file, not a folder; choose another path")
+    try:
+        fd, name = tempfile.mkstemp(prefix=".loki-write-probe-", dir=probe)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as err:
+        raise LokiError(f"{what} {p} is not writable ({err.strerror or err} in {probe}); "
+                        "choose a folder you can write to or fix its permissions") from None
+
+
+def run_folders(trainer: Any) -> list[tuple[str, str]]:
+    """(what, folder) for every place this trainer's loggers and callbacks will write."""
+    out: list[tuple[str, str]] = [("trainer.default_root_dir", trainer.default_root_dir)]
+    for logger in trainer.loggers:
+        folder = getattr(logger, "save_dir", None) or getattr(logger, "root_dir", None)
+        if folder:
+            out.append((f"{type(logger).__name__} folder", folder))
+    for cb in trainer.callbacks:
+        for attr in ("dirpath", "output_dir"):
+            folder = getattr(cb, attr, None)
+            if isinstance(folder, str | os.PathLike) and "://" not in str(folder):
+                out.append((f"{type(cb).__name__} {attr}", str(folder)))
+    return [(what, f) for what, f in out if "://" not in str(f)]
+
+
+def check_data(datamodule: Any) -> None:
+    """Every token shard listed in the configured manifests is present at its full size."""
+    from loki.data.shards import TokenShardSet, expand_locations
+
+    locations = [loc for locs in getattr(datamodule, "source_locations", {}).values()
+                 for loc in locs] + list(getattr(datamodule, "val_locations", []))
+    for loc in expand_locations(locations):
+        TokenShardSet.open(loc).check("size")
+
+
+def check_fit(trainer: Any, model: Any, datamodule: Any, ckpt_path: str | None) -> dict | None:
+    """All of the above for one ``loki fit``; returns the checkpoint's steps (or None)."""
+    info = None
+    if ckpt_path is not None and str(ckpt_path) not in SPECIAL_CKPT and "://" not in str(
+            ckpt_path):
+        info = check_checkpoint(ckpt_path, model)
+    if trainer.is_global_zero:
+        for what, folder in run_folders(trainer):
+            check_writable(folder, what)
+    if datamodule is not None:
+        check_data(datamodule)
+    return info

@@ -1,0 +1,58 @@
+"""A tiny ``loki fit`` run folder as a user has it: YAML, shards, metrics.csv, checkpoints."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from tests.data.fixtures import write_source
+
+
+def write_run(folder: Path, max_steps: int = 12, every: int = 3, extra_callbacks: str = "",
+              data_extra: str = "") -> Path:
+    """Shards under ``folder/web`` and ``folder/run.yaml`` (LokiLM tiny, ResumableCSVLogger,
+    a ModelCheckpoint every ``every`` steps keeping ``step=N.ckpt`` and ``last.ckpt``).
+    ``data.tokenizer`` is left unset on purpose: the run takes the shards' tokenizer."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shards = folder / "web"
+    if not (shards / "manifest.json").exists():
+        write_source(folder, n_docs=40, seed=3)
+    path = folder / "run.yaml"
+    path.write_text(f"""\
+seed_everything: 0
+model:
+  config: tiny
+data:
+  sources: {{web: ["{shards}"]}}
+  block_size: 16
+  micro_batch_size: 2
+  val_fraction: 0.05
+  val_samples: 4
+  seed: 7
+{data_extra}trainer:
+  accelerator: cpu
+  devices: 1
+  max_steps: {max_steps}
+  log_every_n_steps: 2
+  val_check_interval: 4
+  check_val_every_n_epoch: null
+  num_sanity_val_steps: 0
+  enable_progress_bar: false
+  enable_model_summary: false
+  deterministic: true
+  default_root_dir: "{folder}/run"
+  logger:
+    - class_path: loki.metrics_log.ResumableCSVLogger
+      init_args: {{save_dir: "{folder}/run", name: csv, version: ""}}
+  callbacks:
+    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
+      init_args: {{dirpath: "{folder}/run/checkpoints", save_last: true,
+                   every_n_train_steps: {every}, save_top_k: -1, filename: "{{step}}"}}
+{extra_callbacks}""")
+    return path
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """sha256 of every file under ``folder`` (what "byte-identical afterwards" compares)."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
