@@ -1,5 +1,6 @@
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -154,16 +155,16 @@ def test_throughput_on_a_gpu_missing_from_the_table_warns_once_and_logs_no_mfu(m
 
 
 @pytest.mark.slow
-def test_gpu_benchmark_dry_run_exercises_every_variant(tmp_path, capsys):
-    import runpy
+def test_gpu_benchmark_dry_run_exercises_every_variant(tmp_path):
+    import subprocess
 
+    # In its own process: the `fit` row runs Lightning's FSDP2 strategy, which initializes a
+    # process group and sets launcher variables (LOCAL_RANK, MASTER_PORT, ...) for good.
     out = tmp_path / "rows.json"
-    argv = ["gpu_step.py", "--dry-run", "--json", str(out)]
-    old, sys.argv = sys.argv, argv
-    try:
-        runpy.run_path(str(ROOT / "benchmarks" / "gpu_step.py"), run_name="__main__")
-    finally:
-        sys.argv = old
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_step.py"), "--dry-run",
+                          "--json", str(out)], cwd=ROOT, capture_output=True, text=True,
+                         timeout=900, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert run.returncode == 0, run.stderr[-3000:]
     rows = {r["variant"]: r for r in json.loads(out.read_text())}
     for name in ("loki-sdpa", "loki-flex", "loki-flex,full-logits", "loki-compiled(blocks,sdpa)",
                  "loki-compiled(model,sdpa)", "llama-sdpa", "fit"):
@@ -172,5 +173,5 @@ def test_gpu_benchmark_dry_run_exercises_every_variant(tmp_path, capsys):
     assert "flash-attn" in rows["loki-flash"]["skipped"]
     assert "needs a CUDA GPU" in rows["loki-fp8-rowwise(sdpa)"]["skipped"]
     assert {"full", "chunked"} <= set(rows["head-memory"])  # measured (tiny here: ~0 GiB)
-    printed = capsys.readouterr().out
+    printed = run.stdout
     assert "loki-sdpa / llama-sdpa" in printed and "Lightning fit / raw loop" in printed

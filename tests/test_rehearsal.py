@@ -39,6 +39,8 @@ ENTRY = ROOT / "tests" / "helpers" / "loki_entry.py"
 RUN = Path("runs/loki-1.4b")  # the recipe's run folder, relative to the rehearsal folder
 KILL_AFTER = 8  # the first fit is killed once this step's checkpoint is complete
 SPIKE_STEP = 14  # experiments/rehearsal.yaml InjectLossSpike.at_steps
+LAUNCHER_VARIABLES = {"LOCAL_RANK", "RANK", "GLOBAL_RANK", "NODE_RANK", "GROUP_RANK", "WORLD_SIZE",
+                      "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"}
 TIMEOUT = 900  # per phase: generous for a loaded CI machine; a hang still ends
 
 
@@ -100,7 +102,12 @@ def prepare(root: Path) -> None:
 def _fit(root: Path, phase: str, extra: list[str], stream: bool) -> subprocess.Popen:
     exits = root / "exits" / phase
     exits.mkdir(parents=True)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "LOKI_EXIT_DIR": str(exits),
+    # A launcher's variables left in this process by in-process runs of other tests (LOCAL_RANK,
+    # NODE_RANK, ...) would tell Lightning that the ranks are started externally: rank 0 would
+    # then wait for a rank 1 nobody starts. `loki fit` must start its own ranks here.
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARIABLES and
+           not k.startswith(("PL_", "TORCHELASTIC_"))}
+    env = {**env, "PYTHONPATH": str(ROOT), "LOKI_EXIT_DIR": str(exits),
            "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "MASTER_PORT": "29531",
            # torchao compiles its 8-bit AdamW step: minutes of inductor on 2 CPU cores
            "TORCHDYNAMO_DISABLE": "1"}

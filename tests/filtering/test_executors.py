@@ -27,7 +27,9 @@ def small_corpus(root: Path, rng, n: int = 36) -> None:
         row["text"] += " The bridge opened on 14 March 1931, 2,345 meters long. " + prose(rng, 2)
     write_jsonl(root / "raw" / "part-0.jsonl", rows[::2])
     write_jsonl(root / "raw" / "part-1.jsonl", rows[1::2])
-    write_jsonl(root / "tasks.jsonl", [{"query": rows[7]["text"][:300], "choices": ["x", "y"]}])
+    # one file serves every demo task: the pairs task indexes its choices alone, so they are text
+    write_jsonl(root / "tasks.jsonl", [{"query": rows[7]["text"][:300],
+                                        "choices": [rows[8]["text"][:200], "x y"]}])
 
 
 def demo_config(root: Path, kind: str, **options):

@@ -36,7 +36,7 @@ import loki.lightning_cli  # noqa: F401
 from loki.atomic import is_temp
 from tests.helpers.fit_run import write_run
 
-MAX_STEPS = 25
+MAX_STEPS = 40  # room for 20+ mid-write kills even when a start finishes a few saves
 
 
 def _child(argv: list[str]) -> int:
@@ -97,7 +97,9 @@ def main(folder: str, kills: int, seed: int, extra: list[str]) -> dict:
             if new:
                 seen |= new
                 if len(seen) >= nth:
-                    time.sleep(rng.uniform(0, 0.02))
+                    # a random instant inside the write: a small checkpoint on a quiet machine is
+                    # written in a few ms, so a longer delay would mostly land after the rename
+                    time.sleep(rng.uniform(0, 0.001))
                     os.kill(pid, signal.SIGKILL)
                     os.waitpid(pid, 0)
                     killed = True
