@@ -29,7 +29,8 @@ def _build(config: Path) -> None:
 def _build_process(config: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "loki.distill.cli", "build", "--config",
                              str(config)], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)  # its workers die with it (killpg)
 
 
 def test_killed_build_resumes_without_duplicates_and_never_writes_the_key(
@@ -53,7 +54,7 @@ def test_killed_build_resumes_without_duplicates_and_never_writes_the_key(
         while not llm.gated and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.05)
         assert llm.gated, proc.communicate()[1].decode()[-2000:]
-        proc.send_signal(signal.SIGKILL)
+        os.killpg(proc.pid, signal.SIGKILL)  # the command and its executor's workers
         proc.wait()
         markers = sorted(p.name for p in (out / "shards").glob("*.json"))
         assert markers == ["cand-00000.json"] and not (out / "manifest.json").exists()
@@ -63,7 +64,7 @@ def test_killed_build_resumes_without_duplicates_and_never_writes_the_key(
         _build(config)  # the rerun resumes (in this process)
     finally:
         if proc.poll() is None:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         llm.close()
     printed = capsys.readouterr()
