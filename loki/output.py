@@ -9,20 +9,21 @@ from pathlib import Path
 from loki.errors import LokiError
 
 
-def check_writable(folder: str | Path) -> None:
-    """One-line LokiError unless ``folder`` can be created and written; changes nothing on disk."""
-    folder = Path(folder)
-    existing = folder
-    while not existing.exists():
-        if existing.parent == existing:
+def check_writable(folder: str | os.PathLike, what: str = "output folder") -> None:
+    """One-line LokiError unless ``folder`` exists and takes new files, or can be created there;
+    probes with a temp file and changes nothing on disk."""
+    p = Path(folder).absolute()
+    probe = p
+    while not probe.exists():
+        if probe.parent == probe:
             break
-        existing = existing.parent
-    if not existing.is_dir():
-        raise LokiError(f"output folder {folder} cannot be created: {existing} is not a folder")
+        probe = probe.parent
+    if not probe.is_dir():
+        raise LokiError(f"{what} {p}: {probe} is a file, not a folder; choose another path")
     try:
-        fd, probe = tempfile.mkstemp(dir=existing, prefix=".loki-write-probe-")
+        fd, name = tempfile.mkstemp(prefix=".loki-write-probe-", dir=probe)
+        os.close(fd)
+        os.unlink(name)
     except OSError as err:
-        raise LokiError(f"output folder {folder} is not writable ({err.strerror}: {existing})"
-                        ) from err
-    os.close(fd)
-    os.unlink(probe)
+        raise LokiError(f"{what} {p} is not writable ({err.strerror or err} in {probe}); "
+                        "choose a folder you can write to or fix its permissions") from None

@@ -9,7 +9,6 @@ logger has started a new history or after hours of training (the first save). ``
 from __future__ import annotations
 
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import torch
 
 from loki.errors import LokiError
+from loki.output import check_writable
 
 # ckpt_path values Lightning resolves itself (no file to check here)
 SPECIAL_CKPT = ("last", "best", "hpc", "registry")
@@ -120,25 +120,6 @@ def _check_matches(path: Path, saved: dict[str, Any], model: Any) -> None:
             raise LokiError(f"checkpoint {path} is not of this model: {k} has shape "
                             f"{list(theirs[k])}, the model {list(shape)}; check model.config "
                             "and the data's tokenizer against the run that wrote it")
-
-
-def check_writable(folder: str | os.PathLike, what: str) -> None:
-    """``folder`` exists and takes new files, or can be created; probes with a temp file."""
-    p = Path(folder).absolute()
-    probe = p
-    while not probe.exists():
-        if probe.parent == probe:
-            break
-        probe = probe.parent
-    if not probe.is_dir():
-        raise LokiError(f"{what} {p}: {probe} is a file, not a folder; choose another path")
-    try:
-        fd, name = tempfile.mkstemp(prefix=".loki-write-probe-", dir=probe)
-        os.close(fd)
-        os.unlink(name)
-    except OSError as err:
-        raise LokiError(f"{what} {p} is not writable ({err.strerror or err} in {probe}); "
-                        "choose a folder you can write to or fix its permissions") from None
 
 
 def run_folders(trainer: Any) -> list[tuple[str, str]]:
