@@ -175,8 +175,12 @@ def _stage_distill(cfg: DemoConfig) -> dict[str, Any]:
 
     distill_main(["build", "--config", cfg.distill_config])
     report = json.loads((Path(cfg.root) / "distill" / "cache" / "report.json").read_text())
-    figures = ", ".join(f"{k} {v}" for k, v in report.items() if isinstance(v, int | float))
-    return {"report": report, "line": f"candidate cache: {figures}"[:150]}
+    prompts = report.get("ground_truth", {}).get("candidates", 0)
+    teachers = "; ".join(
+        f"{name} {counts.get('kept', 0)} kept, {counts.get('regenerations', 0)} regenerated, "
+        f"{counts.get('dropped_benchmark', 0)} benchmark copies dropped"
+        for name, counts in report.items() if isinstance(counts, dict) and name != "ground_truth")
+    return {"report": report, "line": f"candidate cache: {prompts} prompts; {teachers}"}
 
 
 def _stage_fit(cfg: DemoConfig) -> dict[str, Any]:
