@@ -43,6 +43,22 @@ def make_executor(ex: Any, pipeline: list, tasks: int, logging_dir: str, depends
     return RayPipelineExecutor(pipeline, tasks=tasks, logging_dir=logging_dir, **options)
 
 
+# Every Ray worker of a loki job runs this at start (``runtime_env`` below). datatrove runs a job's
+# ranks in a ``multiprocess`` pool inside a Ray actor, and the default start method forks that
+# actor, which has gRPC and logging threads and Ray's own signal handlers: a child can copy a lock
+# held mid-use and hang when the pool shuts it down, after its work and completion marker are
+# written (seen once in CI: the job never returned). A fork server is a clean, single-threaded
+# process, started once per actor with datatrove already imported, so ranks start as fast as forks.
+RAY_RUNTIME_ENV = {"worker_process_setup_hook": "loki.executors.pools_from_a_fork_server"}
+
+
+def pools_from_a_fork_server() -> None:
+    import multiprocess
+
+    multiprocess.set_forkserver_preload(["datatrove.executor.base"])
+    multiprocess.set_start_method("forkserver", force=True)
+
+
 def ensure_ray(ex: Any) -> None:
     """Connects to the configured Ray cluster once per process (datatrove expects ray.init)."""
     from loki._optional import require
@@ -50,7 +66,7 @@ def ensure_ray(ex: Any) -> None:
     ray = require("ray", "ray")
     if not ray.is_initialized():
         address = dict(ex.options).get("address") or os.environ.get("RAY_ADDRESS")
-        ray.init(address=address, log_to_driver=False)
+        ray.init(address=address, log_to_driver=False, runtime_env=RAY_RUNTIME_ENV)
 
 
 def submit_chain(ex: Any, jobs: list[tuple[str, list, int, str]],

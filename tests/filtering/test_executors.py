@@ -80,8 +80,10 @@ def test_demo_filter_on_a_local_ray_cluster_equals_local(local_run, tmp_path):
 
     root, local_report, local_seconds = local_run
     small_corpus(tmp_path, random.Random(7))
+    from loki.executors import RAY_RUNTIME_ENV
+
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 1024 ** 2,
-             log_to_driver=False, _node_ip_address="127.0.0.1")
+             log_to_driver=False, _node_ip_address="127.0.0.1", runtime_env=RAY_RUNTIME_ENV)
     try:
         start = time.perf_counter()
         # tasks_per_job: one Ray actor runs a job's ranks in a process pool (each actor is a new
@@ -89,6 +91,15 @@ def test_demo_filter_on_a_local_ray_cluster_equals_local(local_run, tmp_path):
         report = FilterPipeline(demo_config(tmp_path, "ray", cpus_per_task=1, mem_per_cpu_gb=0.5,
                                             tasks_per_job=16)).run()
         ray_seconds = time.perf_counter() - start
+
+        @ray.remote
+        def start_method():
+            import multiprocess
+
+            return multiprocess.get_start_method()
+
+        # the job's workers start their rank pools from a fork server, not by forking the actor
+        assert ray.get(start_method.remote()) == "forkserver"
     finally:
         ray.shutdown()
     print(f"demo filter: local {local_seconds:.1f} s, ray {ray_seconds:.1f} s")
@@ -144,3 +155,20 @@ def test_slurm_scripts_run_chained_through_a_stand_in(tmp_path, monkeypatch):
     report = FilterPipeline(cfg).report()
     assert [r.get("docs_out") for r in report["stages"]] == [
         r.get("docs_out") for r in local_report["stages"]]
+
+
+def test_ray_is_joined_with_the_fork_server_setup(monkeypatch):
+    ray = pytest.importorskip("ray")
+    from types import SimpleNamespace
+
+    from loki.executors import RAY_RUNTIME_ENV, ensure_ray, pools_from_a_fork_server
+
+    calls = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: calls.append(kw))
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
+    ensure_ray(SimpleNamespace(options={}))
+    assert calls == [{"address": "10.0.0.1:6379", "log_to_driver": False,
+                      "runtime_env": RAY_RUNTIME_ENV}]
+    hook = RAY_RUNTIME_ENV["worker_process_setup_hook"]
+    assert hook == f"{pools_from_a_fork_server.__module__}.{pools_from_a_fork_server.__name__}"
