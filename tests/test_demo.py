@@ -75,8 +75,9 @@ def test_console_stays_within_budget_and_libraries_go_to_the_log(tiny_demo, tmp_
     # progress-bar redraws are not lines; what is left is the demo's own
     own = [line.rsplit("\r", 1)[-1] for line in lines if "it/s" not in line.rsplit("\r", 1)[-1]]
     assert len(own) <= LINE_BUDGET
-    assert [line.split("]")[0] for line in own[1:4]] == ["[1/3", "[2/3", "[3/3"]
-    assert "2 steps" in own[2] and own[-1].startswith("time per stage:")
+    assert own[1].startswith("precision: ")  # bf16 or fp32, and why
+    assert [line.split("]")[0] for line in own[2:5]] == ["[1/3", "[2/3", "[3/3"]
+    assert "2 steps" in own[3] and own[-1].startswith("time per stage:")
     assert not [word for word in LIBRARY_NOISE if word in console], console
     assert "Epoch 0" in console  # the Lightning bar was drawn on the console
     log = (tmp_path / "run" / "demo.log").read_text()
@@ -88,7 +89,7 @@ def test_console_stays_within_budget_and_libraries_go_to_the_log(tiny_demo, tmp_
     # a second run skips the finished stages, still one line each
     demo.main(tiny_demo)
     again = capfd.readouterr().out.splitlines()
-    assert sum(line.endswith("skipped") for line in again) == 3 and len(again) == 5
+    assert sum(line.endswith("skipped") for line in again) == 3 and len(again) == 6
 
 
 def test_verbose_keeps_library_output_on_the_console(tiny_demo, tmp_path, capfd):

@@ -88,7 +88,8 @@ class HFTeacher:
     device: str = "cpu"
     """torch device ("cpu", "cuda", "cuda:1")."""
     dtype: str = "bfloat16"
-    """Weights dtype: bfloat16, float16 or float32."""
+    """Weights dtype: bfloat16, float16, float32, or auto: bfloat16 on a GPU or on a CPU with
+    native bf16 matmuls (AMX or AVX512-BF16; see loki/cpu.py), float32 on other CPUs."""
     batch_size: int = 8
     """Prompts per generate call."""
     backend: Literal["auto", "transformers", "vllm"] = "auto"
@@ -100,6 +101,11 @@ class HFTeacher:
     def __post_init__(self) -> None:
         self.name = self.name or self.model.rstrip("/").rsplit("/", 1)[-1]
         self._model = self._tok = self._llm = None
+        if self.dtype == "auto":  # resolved here, so the cache manifest records what ran
+            from loki.cpu import native_bf16
+
+            self.dtype = ("bfloat16" if not self.device.startswith("cpu") or native_bf16()
+                          else "float32")
 
     def identity(self) -> dict[str, Any]:
         return {"kind": "hf", "model": self.model, "dtype": self.dtype,

@@ -1,0 +1,61 @@
+"""The CPU demo's precision choice: bf16 only where the CPU multiplies it natively."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from loki import cpu, demo
+from loki.distill.teachers import HFTeacher
+
+
+@pytest.fixture
+def capabilities(monkeypatch):
+    def set_caps(**caps):
+        cpu.native_bf16.cache_clear()
+        monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: caps)
+
+    yield set_caps
+    cpu.native_bf16.cache_clear()
+
+
+@pytest.mark.parametrize(("caps", "native"), [
+    ({"amx_bf16": True, "avx512_bf16": True}, True),  # Sapphire Rapids and later
+    ({"amx_bf16": False, "avx512_bf16": True}, True),  # Cooper Lake, Zen 4
+    ({"avx512_f": True, "avx2": True}, False),  # AVX-512 without bf16: emulated
+    ({}, False),  # other architectures report nothing of these
+])
+def test_native_bf16_reads_the_cpu_capabilities(capabilities, caps, native):
+    capabilities(**caps)
+    assert cpu.native_bf16() is native
+    assert cpu.resolve_bf16("auto") is native
+    assert cpu.resolve_bf16(True) is True and cpu.resolve_bf16(False) is False
+    with pytest.raises(ValueError, match="true, false or auto"):
+        cpu.resolve_bf16("yes")
+
+
+def test_hf_teacher_auto_dtype_is_resolved_and_recorded(capabilities):
+    capabilities(avx2=True)
+    assert HFTeacher("m", dtype="auto").dtype == "float32"
+    assert HFTeacher("m", dtype="auto", device="cuda").dtype == "bfloat16"
+    assert HFTeacher("m", dtype="auto").identity()["dtype"] == "float32"
+    capabilities(amx_bf16=True)
+    assert HFTeacher("m", dtype="auto").dtype == "bfloat16"
+    assert HFTeacher("m", dtype="float32").dtype == "float32"  # an explicit dtype is kept
+
+
+def test_demo_fits_and_sampling_follow_the_bf16_choice(capabilities):
+    capabilities(amx_bf16=True)
+    cfg = demo.parse_config(Path(__file__).parents[1] / "experiments" / "demo.yaml")
+    assert cfg.bf16 == "auto"
+    assert demo._precision_args(cfg) == ["--trainer.precision", "bf16-mixed"]
+    assert demo._teacher_dtype(cfg) == "bfloat16"
+    assert "natively" in demo._precision_line(cfg)
+    capabilities()
+    assert demo._precision_args(cfg) == [] and demo._teacher_dtype(cfg) == "float32"
+    assert demo._precision_line(cfg) == "precision: fp32 (this CPU has no native bf16 matmuls)"
+    cfg.bf16 = True  # forced on a CPU without it (slower, but the user asked)
+    assert demo._precision_args(cfg) == ["--trainer.precision", "bf16-mixed"]
+    assert "--bf16 true" in demo._precision_line(cfg)
