@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from loki import cpu, demo
+from loki import cpu, demo, demo_stages
 from loki.distill.teachers import HFTeacher
 
 
@@ -50,12 +50,12 @@ def test_demo_fits_and_sampling_follow_the_bf16_choice(capabilities):
     capabilities(amx_bf16=True)
     cfg = demo.parse_config(Path(__file__).parents[1] / "experiments" / "demo.yaml")
     assert cfg.bf16 == "auto"
-    assert demo._precision_args(cfg) == ["--trainer.precision", "bf16-mixed"]
-    assert demo._teacher_dtype(cfg) == "bfloat16"
+    assert demo_stages.precision_args(cfg) == ["--trainer.precision", "bf16-mixed"]
+    assert demo_stages.teacher_dtype(cfg) == "bfloat16"
     assert "natively" in demo._precision_line(cfg)
     capabilities()
-    assert demo._precision_args(cfg) == [] and demo._teacher_dtype(cfg) == "float32"
+    assert demo_stages.precision_args(cfg) == [] and demo_stages.teacher_dtype(cfg) == "float32"
     assert demo._precision_line(cfg) == "precision: fp32 (this CPU has no native bf16 matmuls)"
     cfg.bf16 = True  # forced on a CPU without it (slower, but the user asked)
-    assert demo._precision_args(cfg) == ["--trainer.precision", "bf16-mixed"]
+    assert demo_stages.precision_args(cfg) == ["--trainer.precision", "bf16-mixed"]
     assert "--bf16 true" in demo._precision_line(cfg)

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 
 def test_demo_export_stage_and_the_report_line(trained_ckpt, tmp_path):
-    from loki.demo import DemoConfig, _stage_export
+    from loki.demo import DemoConfig
+    from loki.demo_stages import STAGES
     from loki.report import build_report
 
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     (run / "checkpoints" / "last.ckpt").symlink_to(trained_ckpt)
-    summary = _stage_export(DemoConfig(run_dir=str(run)))
+    summary = STAGES["export"](DemoConfig(run_dir=str(run)))
     assert summary["output"] == str(run / "hf") and summary["max_abs_logit_diff"] <= 1e-5
     assert (run / "hf" / "model.safetensors").is_file()
     assert "max abs logit difference" in summary["line"]  # the stage's one console line
