@@ -152,12 +152,15 @@ def filter_section(path: str | None) -> dict[str, Any]:
         din, dout = s.get("docs_in"), s.get("docs_out")
         kept = round(100.0 * dout / din, 2) if din else None
         reasons = s.get("reasons") or {}
+        counts = {**reasons, **(s.get("counters") or {})}  # the decontam stage counts in both
         note = None
-        if "contaminated_docs" in reasons or s["stage"] == "decontam":
-            n, dropped = reasons.get("contaminated_docs", 0), reasons.get(
-                "dropped_too_many_hits", 0)
-            note = (f"{n} contaminated documents: {dropped} dropped, the rest cut around "
-                    "the matches")
+        if "contaminated_docs" in counts or s["stage"] == "decontam":
+            n = counts.get("contaminated_docs", 0)
+            dropped = counts.get("dropped_too_many_hits", 0) + counts.get(
+                "dropped_no_fragment_left", 0)
+            shown = len(s.get("removed_examples") or [])
+            note = (f"{n} contaminated documents: {dropped} dropped, the rest cut around the "
+                    f"matches" + (f" ({shown} shown below)" if shown else ""))
             contaminated += [[ex.get("id"), ex.get("reason"), ex.get("text")]
                              for ex in s.get("removed_examples") or []]
         rows.append([s["stage"], din, dout, s.get("bytes_in"), s.get("bytes_out"), kept,
@@ -265,7 +268,8 @@ def distill_section(rows: list[dict[str, float]] | None, path: str | None) -> di
         table.append([src, num / den if den else None,
                       loss_sum / steps if steps and not math.isnan(loss_sum) else None, steps])
     section = {"status": "ok", "source": path,
-               "table": _table(["source", "win rate", "mean candidate loss", "steps"], table)}
+               "table": _table(["source", "win rate", "mean candidate loss", "logged rows"], table,
+                               {"win rate": "fraction"})}
     by_scoring = _win_rates_by_scoring(path)
     if by_scoring is not None:
         section["summary"] = by_scoring
@@ -283,11 +287,11 @@ def _win_rates_by_scoring(metrics_path: str | None) -> dict[str, Any] | None:
     if not sources or "win_rate_ce" not in next(iter(sources.values())):
         return None
     chosen = summary.get("selection", "ce")
-    return _table(["source", f"win rate, CE per byte{' (selected)' if chosen == 'ce' else ''}",
-                   f"win rate, KL on soft targets{' (selected)' if chosen == 'kl' else ''}",
-                   "candidates"],
+    ce = f"win rate, CE per byte{' (selected)' if chosen == 'ce' else ''}"
+    kl = f"win rate, KL on soft targets{' (selected)' if chosen == 'kl' else ''}"
+    return _table(["source", ce, kl, "candidates"],
                   [[name, s.get("win_rate_ce"), s.get("win_rate_kl"), s.get("candidates")]
-                   for name, s in sources.items()])
+                   for name, s in sources.items()], {ce: "fraction", kl: "fraction"})
 
 
 def _eval_rows(results: dict[str, Any]) -> list[list[Any]]:

@@ -138,6 +138,7 @@ def test_tables_match_json_and_plots_exist(tmp_path: Path) -> None:
     assert evals[("loki_demo_cloze", "acc_norm")][2:] == [0.55, 0.04, 0.25]  # chance beside it
     # percentages and seconds read as such; the decontamination row names its documents
     assert "| clean | 100 | 80 | 100000 | 70000 | 80.0% | 1.5 s | — |" in md
+    assert "| smollm | 75.0% | 1.5 | 3 |" in md  # a win rate reads as a percentage
     assert "| loki_demo_cloze | acc_norm | 55.0% | 4.0% | 25.0% |" in md
     assert "3 contaminated documents: 1 dropped" in md and "| doc-7 | benchmark_match |" in md
     assert ("| Demo minimal pairs | 200 | 50.0% | 50.5% | 78.0% | +27.5 | [+22.0, +33.0] | "
