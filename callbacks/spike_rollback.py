@@ -64,6 +64,7 @@ from loki import atomic
 from loki.data.order import key_of
 from loki.data.schedules import parse_tokens
 from loki.errors import LokiError
+from loki.module import host_scalar
 from loki.redact import redact
 
 log = logging.getLogger(__name__)
@@ -318,7 +319,8 @@ class LossSpikeRollback(L.Callback):
                 self._roll_back(trainer, pl_module, step, loss, reason)
                 return
             self._update_candidates(trainer, verdict == "normal", loss_step)
-        pl_module.log("rollback/count", float(self.count), on_step=True, reduce_fx="max")
+        pl_module.log("rollback/count", host_scalar(self.count), on_step=True,
+                      reduce_fx="max")
         if self.detector.calm:
             if self.snapshot_every and step % self.snapshot_every == 0:
                 self.candidates.append(self._take_snapshot(trainer, pl_module, step))
@@ -540,7 +542,8 @@ class LossSpikeRollback(L.Callback):
             "skipped: %s", event["spike_step"], event["reason"], event["rollback"],
             event["target_step"], event["target"], event["seed"], n,
             event["skipped_samples"][:32])
-        pl_module.log("rollback/count", float(self.count), on_step=True, reduce_fx="max")
+        pl_module.log("rollback/count", host_scalar(self.count), on_step=True,
+                      reduce_fx="max")
         if not trainer.is_global_zero:
             return
         # Straight to the loggers: a rollback step need not be a log_every_n_steps step.

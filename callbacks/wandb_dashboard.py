@@ -28,6 +28,7 @@ from typing import Any
 
 import lightning as L
 
+from loki.module import host_scalar
 from loki.redact import REDACTED, is_secret, redact, secret_paths
 from loki.redact import plain as _plain
 
@@ -135,13 +136,14 @@ class WandbDashboard(L.Callback):
             # (A, B, T) step batch, or (B, T) / (P, k, T) for a single micro-batch
             sequences = shape[0] * shape[1] if len(shape) == 3 else shape[0]
             sequences *= trainer.world_size
-            pl_module.log("batch/sequences", float(sequences), on_step=True, reduce_fx="max")
-            pl_module.log("batch/tokens", float(sequences * shape[-1]), on_step=True,
+            pl_module.log("batch/sequences", host_scalar(sequences), on_step=True,
+                          reduce_fx="max")
+            pl_module.log("batch/tokens", host_scalar(sequences * shape[-1]), on_step=True,
                           reduce_fx="max")
         if self.log_lr_groups:
             for opt in trainer.optimizers[:1]:
                 for i, group in enumerate(opt.param_groups):
-                    pl_module.log(f"lr/group{i}", float(group["lr"]), on_step=True)
+                    pl_module.log(f"lr/group{i}", host_scalar(group["lr"]), on_step=True)
 
     @staticmethod
     def _any_wandb(trainer: L.Trainer) -> bool:

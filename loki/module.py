@@ -157,7 +157,7 @@ class LokiLM(L.LightningModule):
         # and max_tokens use. Batches from elsewhere count their input tokens on every rank.
         clock = batch.get("tokens")
         self.tokens_seen += int(clock) if clock is not None else step_tokens * self.trainer.world_size
-        self._set_lr(opt)
+        lr = self._set_lr(opt)
 
         total = torch.zeros((), device=self.device)
         metrics: dict[str, float] = {}
@@ -181,9 +181,10 @@ class LokiLM(L.LightningModule):
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-        self.log("trainer/tokens_seen", float(self.tokens_seen), on_step=True, reduce_fx="max")
-        self.log("train/lr", opt.param_groups[0]["lr"], on_step=True)
-        self.log("train/micro_batches", float(len(micro_batches)), on_step=True)
+        self.log("trainer/tokens_seen", host_scalar(self.tokens_seen), on_step=True,
+                 reduce_fx="max")
+        self.log("train/lr", host_scalar(lr), on_step=True)
+        self.log("train/micro_batches", host_scalar(len(micro_batches)), on_step=True)
         if grad_norm is not None:
             self.log("train/grad_norm", grad_norm.float(), on_step=True)
         if kind == "lm":
@@ -206,16 +207,19 @@ class LokiLM(L.LightningModule):
             )
         return self._objectives[kind]
 
-    def _set_lr(self, opt: torch.optim.Optimizer) -> None:
-        # Peaks come from the optimizer as configured, not from its param groups: a distributed
-        # (FSDP2) checkpoint restores only the standard group keys, so a peak stored there would
-        # be lost on resume and the already-decayed LR taken as the new peak.
+    def _set_lr(self, opt: torch.optim.Optimizer) -> float:
+        """Sets every group's LR for ``tokens_seen``; returns the first group's.
+
+        Peaks come from the optimizer as configured, not from its param groups: a distributed
+        (FSDP2) checkpoint restores only the standard group keys, so a peak stored there would
+        be lost on resume and the already-decayed LR taken as the new peak."""
         factor = self.lr_schedule.factor(self.tokens_seen)
         for group, peak in zip(opt.param_groups, self._peak_lrs):
             if torch.is_tensor(group["lr"]):
                 group["lr"].fill_(peak * factor)  # torchao's 8-bit AdamW wants a tensor LR
             else:
                 group["lr"] = peak * factor
+        return self._peak_lrs[0] * factor
 
     @contextlib.contextmanager
     def _grad_sync(self, enabled: bool) -> Iterator[None]:
@@ -261,6 +265,14 @@ class LokiLM(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.tokens_seen = int(checkpoint.get("loki", {}).get("tokens_seen", 0))
+
+
+def host_scalar(value: float | int | torch.Tensor) -> torch.Tensor:
+    """A number known on the host, as a CPU tensor for ``LightningModule.log``. Given a plain
+    number, ``log`` makes a tensor of it on the module's device: a blocking host-to-GPU copy,
+    every step, for every such metric. A CPU tensor stays where it is until the logger reads it.
+    Pass numbers known on the host: ``float()`` of a GPU tensor would sync all the same."""
+    return torch.tensor(float(value), dtype=torch.float32)
 
 
 def _split_micro_batches(batch: dict[str, Any]) -> Iterator[dict[str, Any]]:

@@ -166,12 +166,30 @@ def test_gpu_benchmark_dry_run_exercises_every_variant(tmp_path):
                          timeout=900, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert run.returncode == 0, run.stderr[-3000:]
     rows = {r["variant"]: r for r in json.loads(out.read_text())}
-    for name in ("loki-sdpa", "loki-flex", "loki-flex,full-logits", "loki-compiled(blocks,sdpa)",
+    for name in ("loki-sdpa", "loki-flex", "loki-flex(full-logits)", "loki-compiled(blocks,sdpa)",
                  "loki-compiled(model,sdpa)", "llama-sdpa", "fit"):
         assert rows[name]["tokens_per_s"] > 0 and math.isfinite(rows[name]["loss"]), name
     # GPU-only variants are reported as skipped with the reason, not silently dropped
     assert "flash-attn" in rows["loki-flash"]["skipped"]
     assert "needs a CUDA GPU" in rows["loki-fp8-rowwise(sdpa)"]["skipped"]
+    assert "needs a CUDA GPU" in rows["fit-fp8(tensorwise,fp8-gather)"]["skipped"]
+    assert "fit(model)" not in rows  # the rows behind the recipe's choices run when named
     assert {"full", "chunked"} <= set(rows["head-memory"])  # measured (tiny here: ~0 GiB)
     printed = run.stdout
     assert "loki-sdpa / llama-sdpa" in printed and "Lightning fit / raw loop" in printed
+
+
+@pytest.mark.slow
+def test_gpu_benchmark_runs_the_rows_asked_for_in_that_order(tmp_path):
+    import subprocess
+
+    out = tmp_path / "rows.json"
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_step.py"), "--dry-run",
+                          "--only", "llama-sdpa,fit(model),loki-compiled(blocks,loki-sdpa,head",
+                          "--json", str(out)], cwd=ROOT, capture_output=True, text=True,
+                         timeout=900, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert run.returncode == 0, run.stderr[-3000:]
+    names = [r["variant"] for r in json.loads(out.read_text())]
+    assert names == ["llama-sdpa", "fit(model)", "loki-compiled(blocks,sdpa)", "loki-sdpa",
+                     "head-memory"]
+    assert next(r for r in json.loads(out.read_text()) if r["variant"] == "fit(model)")["loss"] > 0

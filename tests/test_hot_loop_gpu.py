@@ -9,8 +9,11 @@ steps (every 5th) may read their metrics back.
 
 from __future__ import annotations
 
+import threading
+import traceback
 import warnings
 from functools import partial
+from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -27,32 +30,40 @@ from loki.module import LokiLM
 
 TOKENIZER = {"spec": "test", "vocab_size": 8192, "vocab_hash": "test-8192", "eot_id": 8191}
 STEPS, ARM_AT, LOG_EVERY = 20, 6, 5
+STACK_FRAMES = 8  # of each sync's stack, in a failure's message
 
 
 class SyncCounter(L.Callback):
-    """Arms the sync debug mode at ``ARM_AT`` and records the syncs of each later step."""
+    """Arms the sync debug mode at ``ARM_AT`` and records the syncs of each later step, each as
+    its thread and the innermost frames of the Python stack that made it."""
 
     def __init__(self) -> None:
         self.per_step: dict[int, list[str]] = {}
         self._catcher = None
-        self._records: list = []
+        self._records: list[str] = []
+
+    def _record(self, message, category, filename, lineno, file=None, line=None) -> None:
+        if "synchroniz" not in str(message):
+            return
+        frames = traceback.extract_stack()[:-1][-STACK_FRAMES:]
+        where = " <- ".join(f"{Path(f.filename).name}:{f.lineno}" for f in reversed(frames))
+        self._records.append(f"[{threading.current_thread().name}] {filename}:{lineno} | {where}")
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         step = trainer.global_step + 1
         if step == ARM_AT:
             torch.cuda.synchronize()
-            self._catcher = warnings.catch_warnings(record=True)
-            self._records = self._catcher.__enter__()
+            self._catcher = warnings.catch_warnings()
+            self._catcher.__enter__()
             warnings.simplefilter("always")
+            warnings.showwarning = self._record
             torch.cuda.set_sync_debug_mode("warn")
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         step = trainer.global_step
         if self._catcher is None:
             return
-        syncs = [f"{w.filename}:{w.lineno}" for w in self._records
-                 if "synchroniz" in str(w.message)]
-        self.per_step[step] = syncs
+        self.per_step[step] = list(self._records)
         self._records.clear()
         if step == trainer.max_steps:
             self.disarm()
@@ -92,5 +103,6 @@ def test_no_host_sync_on_steps_that_do_not_log(tmp_path):
     quiet = {s: v for s, v in counter.per_step.items() if s % LOG_EVERY}
     logging = {s: v for s, v in counter.per_step.items() if not s % LOG_EVERY}
     print("syncs per step:", {s: len(v) for s, v in counter.per_step.items()})
-    assert all(not v for v in quiet.values()), quiet
+    where = sorted({w for v in quiet.values() for w in v})
+    assert all(not v for v in quiet.values()), "syncs on steps that do not log:\n" + "\n".join(where)
     assert all(len(v) <= 40 for v in logging.values()), logging

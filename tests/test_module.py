@@ -36,6 +36,38 @@ def test_tokens_seen_and_lr_follow_the_token_schedule(tmp_path):
     assert lrs == pytest.approx([3e-4 * schedule.factor(t) for t in tokens])
 
 
+def test_training_logs_only_tensors_that_need_no_host_to_gpu_copy(tmp_path, monkeypatch):
+    # LightningModule.log turns a plain number into a tensor on the module's device: on CUDA a
+    # blocking copy every step. The step's metrics are device tensors or host_scalar CPU tensors.
+    import numpy as np
+
+    from callbacks.spike_rollback import LossSpikeRollback
+    from loki.data.datamodule import LokiDataModule
+    from loki.data.shards import ShardWriter
+
+    tokenizer = {"spec": "test", "vocab_size": 512, "vocab_hash": "test-512", "eot_id": 511}
+    writer = ShardWriter(tmp_path / "web", "web", tokenizer, shard_tokens=1 << 12)
+    for doc in np.random.default_rng(0).integers(0, 511, size=(40, 100)):
+        writer.add_document(doc)
+    writer.close()
+    data = LokiDataModule(sources={"web": [str(tmp_path / "web")]}, block_size=16,
+                          micro_batch_size=4, val_fraction=0.0, seed=0)
+    logged = {}
+    original = L.LightningModule.log
+
+    def record(self, name, value, *args, **kwargs):
+        logged[name] = value
+        return original(self, name, value, *args, **kwargs)
+
+    monkeypatch.setattr(L.LightningModule, "log", record)
+    module = LokiLM("tiny", optimizer=partial(torch.optim.AdamW, lr=3e-4))
+    _trainer(tmp_path, 3, callbacks=[LossSpikeRollback(warmup_steps=1)]).fit(module, data)
+    assert {"train/loss", "train/lr", "trainer/tokens_seen", "rollback/count"} <= set(logged)
+    plain = {k: type(v).__name__ for k, v in logged.items() if not torch.is_tensor(v)}
+    assert not plain, plain
+    assert float(logged["train/lr"]) == pytest.approx(module.optimizers().param_groups[0]["lr"])
+
+
 def test_training_reduces_loss_and_validates(tmp_path):
     data = SyntheticSteps(n_steps=60, micro=8, seq=16)
     module = LokiLM("tiny", optimizer=partial(torch.optim.AdamW, lr=3e-3))
