@@ -192,6 +192,8 @@ def run_fit(args: argparse.Namespace, device: torch.device, seq: int, **sharding
     from loki.sharding import ShardingConfig
 
     config = args.model_config
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     steps, warmup = args.steps + 2, args.warmup
     per_step = FIT_ACCUM * args.batch
     root = Path(tempfile.mkdtemp(prefix="loki-gpu-step-"))

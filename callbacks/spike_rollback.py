@@ -64,6 +64,7 @@ from loki import atomic
 from loki.data.order import key_of
 from loki.data.schedules import parse_tokens
 from loki.errors import LokiError
+from loki.host_copy import HostCopy
 from loki.module import host_scalar
 from loki.redact import redact
 
@@ -156,29 +157,6 @@ def _copy_subclass(t: torch.Tensor) -> torch.Tensor:
     return type(t).__tensor_unflatten__(inner, ctx, t.size(), t.stride())
 
 
-class _LossReading:
-    """A scalar loss on its way to the host. On CUDA: a non-blocking copy into pinned memory
-    and an event recorded behind it; ``value()`` waits on that event only, which is complete
-    once a later step has run, so reading never drains the GPU's queue. None reads as NaN."""
-
-    def __init__(self, loss: torch.Tensor | None) -> None:
-        self.event = None
-        if loss is None:
-            self.host: torch.Tensor | float = math.nan
-        elif loss.is_cuda:
-            self.host = torch.empty((), dtype=loss.dtype, pin_memory=True)
-            self.host.copy_(loss.detach(), non_blocking=True)
-            self.event = torch.cuda.Event()
-            self.event.record()
-        else:
-            self.host = loss.detach()
-
-    def value(self) -> float:
-        if self.event is not None:
-            self.event.synchronize()
-        return float(self.host)
-
-
 def _json_safe(obj: Any) -> Any:
     """``obj`` with NaN and infinities as None, so each event line is valid JSON."""
     if isinstance(obj, float) and not math.isfinite(obj):
@@ -253,7 +231,7 @@ class LossSpikeRollback(L.Callback):
         if read_lag is not None and read_lag < 0:
             raise LokiError(f"LossSpikeRollback read_lag must be >= 0, got {read_lag}")
         self.read_lag = read_lag
-        self._pending: list[tuple[int, _LossReading]] = []  # LM losses not yet judged
+        self._pending: list[tuple[int, HostCopy]] = []  # LM losses not yet judged
         # state saved with the run
         self.count = 0
         self.history: list[dict[str, Any]] = []
@@ -308,7 +286,7 @@ class LossSpikeRollback(L.Callback):
         if batch.get("kind", "lm") == "lm":
             if "index" in batch:  # kept where it is; copied to the CPU only for a rollback
                 self.step_indices.append((step, batch["index"].detach().reshape(-1)))
-            self._pending.append((step, _LossReading(pl_module.last_train_loss_tensor)))
+            self._pending.append((step, HostCopy(pl_module.last_train_loss_tensor)))
         while self._pending and self._pending[0][0] <= step - (self.read_lag or 0):
             loss_step, reading = self._pending.pop(0)
             loss = reading.value()

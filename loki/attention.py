@@ -162,16 +162,22 @@ def flex_alibi_attention(
 ) -> torch.Tensor:
     """FlexAttention with ALiBi; q, k, v (B, nh, T, hs), ``slopes`` (nh,) on q's device.
     Queries and keys cover the same positions (training, validation, prefill)."""
-    from torch.nn.attention.flex_attention import flex_attention
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
     q_len, k_len = q.size(-2), k.size(-2)
     if q_len != k_len:
         raise ValueError(f"flex_alibi_attention needs Tq == Tk, got {q_len} and {k_len}")
-    block_mask = _causal_block_mask(q_len, str(q.device))
 
     def alibi(score: torch.Tensor, b: Any, h: Any, q_idx: Any, kv_idx: Any) -> torch.Tensor:
         return score - slopes[h] * (q_idx - kv_idx)  # fp32 score, fp32 slope
 
+    if torch.compiler.is_compiling():
+        # Traced into a compiled block or model, which would look through the caches anyway:
+        # the mask is built in the graph (a few small kernels per call) and flex is the graph's
+        # own operator.
+        block_mask = create_block_mask(_causal, None, None, q_len, k_len, device=q.device)
+        return flex_attention(q, k, v, score_mod=alibi, block_mask=block_mask)
+    block_mask = _causal_block_mask(q_len, str(q.device))
     fn = _compiled_flex() if compiled else flex_attention
     return fn(q, k, v, score_mod=alibi, block_mask=block_mask)
 

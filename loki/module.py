@@ -12,6 +12,10 @@ use the small surface documented here:
   it waits for the device); ``last_train_loss_tensor``: the same as a 0-dim tensor on the
   training device, for callbacks that must not synchronize every step.
 
+It logs ``train/loss`` (and the LR, tokens seen and micro-batches) every step without reading the
+GPU: numbers known on the host go in as CPU tensors, and the progress bar's ``loss`` is a step or
+so late, copied back without waiting (``loki.host_copy``).
+
 Optimization is manual so that one training step is one optimizer step over a variable number
 of accumulated micro-batches (batch-size warmup grows that number, never the micro-batch).
 """
@@ -19,6 +23,7 @@ of accumulated micro-batches (batch-size warmup grows that number, never the mic
 from __future__ import annotations
 
 import contextlib
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +36,7 @@ from torchmetrics.text import Perplexity
 from loki.config import LokiConfig
 from loki.errors import LokiError
 from loki.flops import forward_flops, training_flops
+from loki.host_copy import HostCopy
 from loki.model import Loki
 from loki.precision import check_optimizer
 from loki.schedule import TokenCosineSchedule
@@ -109,6 +115,7 @@ class LokiLM(L.LightningModule):
         self.val_ppl = Perplexity(ignore_index=-100)
         self.tokens_seen = 0
         self.last_train_loss_tensor: torch.Tensor | None = None
+        self._loss_copies: deque[HostCopy] = deque(maxlen=8)  # for the progress bar, in flight
         self._objectives: dict[str, Objective] = {}
         self._peak_lrs: list[float] = []
 
@@ -192,12 +199,24 @@ class LokiLM(L.LightningModule):
             # stays on the device: a float() here would wait for the GPU every step
             reduced = self.trainer.strategy.reduce(loss, reduce_op="mean")
             self.last_train_loss_tensor = reduced.detach()
-            self.log("train/loss", reduced, on_step=True, prog_bar=True)
+            self.log("train/loss", reduced, on_step=True)
+            self._show_loss(reduced)
         else:
             self.log(f"train/{kind}_loss", loss, on_step=True, sync_dist=True)
             for name, value in metrics.items():
                 self.log(f"{kind}/{name}", value, on_step=True, sync_dist=True)
         return loss
+
+    def _show_loss(self, loss: torch.Tensor) -> None:
+        """The progress bar's ``loss``: the newest LM loss already on the host, one step or so
+        late on a GPU. Lightning turns progress-bar values into numbers after every batch, so a
+        device tensor there would drain the GPU's queue every step."""
+        self._loss_copies.append(HostCopy(loss))
+        shown = None
+        while self._loss_copies and self._loss_copies[0].ready():
+            shown = self._loss_copies.popleft()
+        if shown is not None:
+            self.log("loss", shown.tensor(), on_step=True, prog_bar=True, logger=False)
 
     def _objective(self, kind: str) -> Objective:
         if kind not in self._objectives:

@@ -67,6 +67,26 @@ def test_flex_score_mod_and_block_mask_match_eager():
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
 
 
+def test_flex_traced_inside_a_compiled_block_builds_its_mask_in_the_graph():
+    # Under torch.compile the cached mask would be looked through (Dynamo warns that it ignores
+    # lru_cache); the traced path builds it in the graph instead. Dynamo's trace only (eager
+    # backend): the same values as the eager reference, one graph, and no cache warning.
+    import warnings
+
+    B, H, T, D = 1, 2, 150, 16
+    q, k, v = (torch.randn(B, H, T, D) for _ in range(3))
+    slopes = alibi_slopes(H)
+    torch._dynamo.reset()
+    traced = torch.compile(lambda q, k, v: flex_alibi_attention(q, k, v, slopes),
+                           backend="eager", fullgraph=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = traced(q, k, v)
+    torch.testing.assert_close(out, causal_attention(q, k, v, slopes, "eager"),
+                               atol=1e-5, rtol=1e-5)
+    assert not [w for w in caught if "lru_cache" in str(w.message)]
+
+
 def test_flex_falls_back_to_sdpa_where_it_cannot_serve():
     q = torch.randn(1, 2, 4, 8)
     k = torch.randn(1, 2, 6, 8)

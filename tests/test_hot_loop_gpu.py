@@ -1,10 +1,11 @@
 """The training hot loop on a GPU: no host synchronization on steps that do not log.
 
 Runs 20 steps of a small LokiLM (flex attention, chunked loss) through ``Trainer.fit`` with the
-recipe's loss-spike rollback, token throughput and dashboard callbacks, with
+recipe's loss-spike rollback, token throughput and dashboard callbacks and a progress bar, with
 ``torch.cuda.set_sync_debug_mode("warn")`` armed from step 6 (after the first compilations) and
-every synchronizing CUDA call counted per step. Steps that do not log must have none; logging
-steps (every 5th) may read their metrics back.
+every synchronizing CUDA call counted per step, from one step's batch start to the next. Steps
+that do not log must have none; logging steps (every 5th) may read their metrics back. A failure
+lists each sync with its thread and Python stack.
 """
 
 from __future__ import annotations
@@ -50,7 +51,11 @@ class SyncCounter(L.Callback):
         self._records.append(f"[{threading.current_thread().name}] {filename}:{lineno} | {where}")
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        # A step's window runs from its batch start to the next one: Lightning's own logging of
+        # a step comes after the step's on_train_batch_end.
         step = trainer.global_step + 1
+        if self._catcher is not None:
+            self._close(step - 1)
         if step == ARM_AT:
             torch.cuda.synchronize()
             self._catcher = warnings.catch_warnings()
@@ -58,15 +63,16 @@ class SyncCounter(L.Callback):
             warnings.simplefilter("always")
             warnings.showwarning = self._record
             torch.cuda.set_sync_debug_mode("warn")
+            self._records.clear()  # anything the arming itself reported is not the loop's
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        step = trainer.global_step
-        if self._catcher is None:
-            return
+    def on_train_end(self, trainer, pl_module):
+        if self._catcher is not None:  # the last step's window also holds the end of the epoch
+            self._close(trainer.global_step)
+        self.disarm()
+
+    def _close(self, step: int) -> None:
         self.per_step[step] = list(self._records)
         self._records.clear()
-        if step == trainer.max_steps:
-            self.disarm()
 
     def disarm(self) -> None:
         torch.cuda.set_sync_debug_mode("default")
@@ -90,7 +96,7 @@ def test_no_host_sync_on_steps_that_do_not_log(tmp_path):
     trainer = L.Trainer(
         accelerator="gpu", devices=1, precision="bf16-mixed", max_steps=STEPS,
         log_every_n_steps=LOG_EVERY, logger=CSVLogger(tmp_path, name="csv"),
-        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+        enable_progress_bar=True, enable_model_summary=False, enable_checkpointing=False,
         limit_val_batches=0, default_root_dir=tmp_path,
         callbacks=[TokenThroughput(window_size=5), WandbDashboard(),
                    LossSpikeRollback(warmup_steps=2, snapshot_every_n_steps=100, persistence=2),
