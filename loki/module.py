@@ -38,7 +38,7 @@ from loki.errors import LokiError
 from loki.flops import forward_flops, training_flops
 from loki.host_copy import HostCopy
 from loki.model import Loki
-from loki.precision import check_optimizer
+from loki.precision import check_optimizer, precompute_float8_scales
 from loki.schedule import TokenCosineSchedule
 from loki.sharding import ShardingConfig, configure_loki, full_tensor, gradient_sync
 
@@ -165,6 +165,7 @@ class LokiLM(L.LightningModule):
         clock = batch.get("tokens")
         self.tokens_seen += int(clock) if clock is not None else step_tokens * self.trainer.world_size
         lr = self._set_lr(opt)
+        precompute_float8_scales(self.model)  # FP8 all-gathers: this step's weight scales
 
         total = torch.zeros((), device=self.device)
         metrics: dict[str, float] = {}
@@ -247,6 +248,9 @@ class LokiLM(L.LightningModule):
             yield
 
     # ----------------------------------------------------------------- validation
+    def on_validation_start(self) -> None:
+        precompute_float8_scales(self.model)  # the weights moved since the step's own scales
+
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         logits, loss = self.model(batch["input_ids"], batch["labels"])
         ids = batch["input_ids"]

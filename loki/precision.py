@@ -155,3 +155,17 @@ def convert_to_float8(model: torch.nn.Module, recipe: str = "tensorwise",
     else:
         raise LokiError(f"float8 recipe must be tensorwise or rowwise, got {recipe!r}")
     return float8.convert_to_float8_training(model, module_filter_fn=float8_filter, config=config)
+
+
+def precompute_float8_scales(model: torch.nn.Module) -> None:
+    """FP8 weight scales for FSDP2's FP8 all-gathers, all in one reduction (torchao's
+    ``precompute_float8_dynamic_scale_for_fsdp``). Without them each weight's gather finds its
+    own scale, with a collective of its own: 120 small reductions per gather for loki-1.4b.
+    Call whenever the weights have changed before a forward: ``LokiLM`` does so at the start of
+    every training step (after the last optimizer step, a rollback or a resume) and before
+    validation. A no-op for models without FP8 linears or without FSDP2's FP8 gathers."""
+    if not getattr(model, "_loki_float8", False):
+        return
+    from torchao.float8 import precompute_float8_dynamic_scale_for_fsdp
+
+    precompute_float8_dynamic_scale_for_fsdp(model)

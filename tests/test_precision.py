@@ -119,3 +119,31 @@ def test_yaml_form_builds_the_library_optimizer():
     factory = parser.instantiate_classes(cfg).optimizer
     opt = factory([torch.nn.Parameter(torch.randn(64, 64))])
     assert type(opt).__module__.startswith("torchao") and float(opt.param_groups[0]["lr"]) == pytest.approx(1e-3)
+
+
+def test_fp8_gather_scales_are_precomputed_before_every_step_and_validation(tmp_path,
+                                                                            monkeypatch):
+    # torchao's one-reduction precompute, called when the weights may have moved: at each
+    # training step's start and before validation; never for a model without FP8 linears.
+    import lightning as L
+    import torchao.float8
+
+    from loki.module import LokiLM
+    from loki.precision import precompute_float8_scales
+    from tests.helpers.synthetic import SyntheticSteps
+
+    calls = []
+    monkeypatch.setattr(torchao.float8, "precompute_float8_dynamic_scale_for_fsdp",
+                        lambda model: calls.append((type(model).__name__, model.training)))
+    plain = LokiLM("tiny").model
+    precompute_float8_scales(plain)
+    assert calls == []
+    module = LokiLM("tiny")
+    module.model._loki_float8 = True  # as configure_loki marks a converted model
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=3, logger=False,
+                        enable_progress_bar=False, enable_model_summary=False,
+                        enable_checkpointing=False, limit_val_batches=1, val_check_interval=2,
+                        num_sanity_val_steps=0, default_root_dir=tmp_path)
+    trainer.fit(module, SyntheticSteps(n_steps=3, micro=2, seq=16))
+    # steps 1 and 2, the validation after step 2 (in eval mode), step 3
+    assert calls == [("Loki", True), ("Loki", True), ("Loki", False), ("Loki", True)]
