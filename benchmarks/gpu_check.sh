@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The GPU check of issue 13 as one command, on one H100/H200: the GPU tests, then the step
 # benchmark, headline rows first, each part capped in time so that one stall cannot take the
-# other's share. Output and the rows' JSON go to the folder given (default: runs/gpu_check).
+# other's share; together under one 10-minute device command (on one H200 the rows need ~9
+# minutes: the last few are cut). Output and the rows' JSON go to the folder given (default:
+# runs/gpu_check).
 #
 #   bash benchmarks/gpu_check.sh [OUT_DIR]
 #   ORDER=fit,head TESTS=tests/test_hot_loop_gpu.py bash benchmarks/gpu_check.sh   # a part
@@ -20,15 +22,15 @@ fi
 export PYTHONUNBUFFERED=1 WANDB_MODE=offline
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,utilization.gpu \
   --format=csv | tee "$out/nvidia_smi.csv"
-tests=${TESTS-tests/test_attention.py tests/test_hot_loop_gpu.py}
+tests=${TESTS-tests/test_attention.py tests/test_host_copy.py tests/test_hot_loop_gpu.py}
 if [ -n "$tests" ]; then
   # shellcheck disable=SC2086  # a list of test files
-  timeout "${TEST_SECONDS:-120}" $python -m pytest -q -s -m gpu $tests 2>&1 \
+  timeout "${TEST_SECONDS:-90}" $python -m pytest -q -s -m gpu $tests 2>&1 \
     | tee "$out/pytest_gpu.txt"
 fi
 headline="loki-compiled(blocks,fit,llama-sdpa,loki-fp8-tensorwise,fit-fp8(tensorwise,fp8-gather)"
 choices="loki-compiled(model,fit(model),loki-fp8-rowwise,fit-fp8(tensorwise),fit-fp8(rowwise)"
 rest="loki-sdpa,loki-flex,head,loki-flash,llama-flash"
-timeout "${BENCH_SECONDS:-600}" $python benchmarks/gpu_step.py \
+timeout "${BENCH_SECONDS:-480}" $python benchmarks/gpu_step.py \
   --only "${ORDER:-$headline,$choices,$rest}" --steps "${STEPS:-6}" --warmup "${WARMUP:-2}" \
   --json "$out/gpu_step.json" 2>&1 | tee "$out/gpu_step.txt"
