@@ -3,16 +3,16 @@
 The paper: "Whenever a loss spike occurs, we revert the model to the most recent checkpoint and
 restart training with a different random seed." Here that is:
 
-1. **Detect** on plain ``"lm"`` steps only (distillation losses are minima over candidates and
-   live on another scale): ``pl_module.last_train_loss_tensor`` (already averaged over ranks) is
-   a spike when it is non-finite, or, after ``warmup_steps``, above ``mean + sigma * std`` of
-   the last ``window`` normal losses, or above ``ratio * mean``, by at least ``min_increase``
-   nats, for ``persistence`` consecutive LM steps. Every rank reads the same averaged value and
-   runs the same rule, so all ranks decide alike without a collective. On a GPU the loss is
-   read without stalling the step: a non-blocking copy to pinned memory and a CUDA event at
-   step s, read at the end of step s + ``read_lag`` (the event is then long complete), so a
-   spike is acted on one step later than it shows and the extra step is rolled back too.
-   The sample ids of each step stay on the device until a rollback needs them.
+1. **Detect** on plain ``"lm"`` steps only (distillation losses are minima over candidates and live
+   on another scale): the step's loss (already averaged over ranks) is a spike when it is
+   non-finite, or, after ``warmup_steps``, above ``mean + sigma * std`` of the last ``window`` normal
+   losses, or above ``ratio * mean``, by at least ``min_increase`` nats, for ``persistence``
+   consecutive LM steps. Every rank reads the same averaged value and runs the same rule, so all
+   ranks decide alike without a collective. On a GPU the loss is read without stalling the step:
+   ``pl_module.last_train_loss_copy``, a non-blocking copy to pinned memory with a CUDA event
+   behind it made at step s, is read at the end of step s + ``read_lag`` (the event is then long
+   complete), so a spike is acted on one step later than it shows and the extra step is rolled back
+   too. The sample ids of each step stay on the device until a rollback needs them.
 2. **Targets**: an in-memory snapshot every ``snapshot_every_n_steps`` (CPU copies of model and
    optimizer state, ``tokens_seen``, DataModule state, detector statistics) and/or a Lightning
    checkpoint every ``checkpoint_every_n_steps`` (written to a temp file and renamed; older good
@@ -286,7 +286,7 @@ class LossSpikeRollback(L.Callback):
         if batch.get("kind", "lm") == "lm":
             if "index" in batch:  # kept where it is; copied to the CPU only for a rollback
                 self.step_indices.append((step, batch["index"].detach().reshape(-1)))
-            self._pending.append((step, HostCopy(pl_module.last_train_loss_tensor)))
+            self._pending.append((step, pl_module.last_train_loss_copy or HostCopy(None)))
         while self._pending and self._pending[0][0] <= step - (self.read_lag or 0):
             loss_step, reading = self._pending.pop(0)
             loss = reading.value()

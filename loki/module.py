@@ -10,7 +10,8 @@ use the small surface documented here:
 - ``tokens_seen``: global training tokens so far (saved in checkpoints).
 - ``last_train_loss``: the last plain-LM step's loss, averaged over ranks, as a float (reading
   it waits for the device); ``last_train_loss_tensor``: the same as a 0-dim tensor on the
-  training device, for callbacks that must not synchronize every step.
+  training device; ``last_train_loss_copy``: the same on its way to the host
+  (``loki.host_copy.HostCopy``), for callbacks that must not synchronize every step.
 
 It logs ``train/loss`` (and the LR, tokens seen and micro-batches) every step without reading the
 GPU: numbers known on the host go in as CPU tensors, and the progress bar's ``loss`` is a step or
@@ -115,6 +116,7 @@ class LokiLM(L.LightningModule):
         self.val_ppl = Perplexity(ignore_index=-100)
         self.tokens_seen = 0
         self.last_train_loss_tensor: torch.Tensor | None = None
+        self.last_train_loss_copy: HostCopy | None = None
         self._loss_copies: deque[HostCopy] = deque(maxlen=8)  # for the progress bar, in flight
         self._objectives: dict[str, Objective] = {}
         self._peak_lrs: list[float] = []
@@ -200,19 +202,20 @@ class LokiLM(L.LightningModule):
             # stays on the device: a float() here would wait for the GPU every step
             reduced = self.trainer.strategy.reduce(loss, reduce_op="mean")
             self.last_train_loss_tensor = reduced.detach()
+            self.last_train_loss_copy = HostCopy(reduced)
             self.log("train/loss", reduced, on_step=True)
-            self._show_loss(reduced)
+            self._show_loss(self.last_train_loss_copy)
         else:
             self.log(f"train/{kind}_loss", loss, on_step=True, sync_dist=True)
             for name, value in metrics.items():
                 self.log(f"{kind}/{name}", value, on_step=True, sync_dist=True)
         return loss
 
-    def _show_loss(self, loss: torch.Tensor) -> None:
+    def _show_loss(self, loss: HostCopy) -> None:
         """The progress bar's ``loss``: the newest LM loss already on the host, one step or so
         late on a GPU. Lightning turns progress-bar values into numbers after every batch, so a
         device tensor there would drain the GPU's queue every step."""
-        self._loss_copies.append(HostCopy(loss))
+        self._loss_copies.append(loss)
         shown = None
         while self._loss_copies and self._loss_copies[0].ready():
             shown = self._loss_copies.popleft()
