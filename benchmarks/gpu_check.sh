@@ -7,6 +7,7 @@
 #
 #   bash benchmarks/gpu_check.sh [OUT_DIR]
 #   ORDER=fit,head TESTS=tests/test_hot_loop_gpu.py bash benchmarks/gpu_check.sh   # a part
+#   PROFILE='loki-compiled(blocks' ORDER=fit bash benchmarks/gpu_check.sh   # + a kernel breakdown
 #
 # Packages the machine lacks (torchao, jsonargparse, ...) may sit as wheels in .whl/: they are
 # installed into a private folder put first on PYTHONPATH; nothing outside it changes.
@@ -27,6 +28,10 @@ if [ -n "$tests" ]; then
   # shellcheck disable=SC2086  # a list of test files
   timeout "${TEST_SECONDS:-90}" $python -m pytest -q -s -m gpu $tests 2>&1 \
     | tee "$out/pytest_gpu.txt"
+fi
+if [ -n "${PROFILE:-}" ]; then  # a variant whose step to break down by kernel (gpu_profile.py)
+  timeout "${PROFILE_SECONDS:-150}" $python benchmarks/gpu_profile.py --variant "$PROFILE" 2>&1 \
+    | tee "$out/gpu_profile.txt"
 fi
 headline="loki-compiled(blocks,fit,llama-sdpa,loki-fp8-tensorwise,fit-fp8(tensorwise,fp8-gather)"
 choices="loki-compiled(model,fit(model),loki-fp8-rowwise,fit-fp8(tensorwise),fit-fp8(rowwise)"

@@ -88,13 +88,32 @@ def build_llama(config: LokiConfig, attn: str, device: torch.device) -> torch.nn
     return llama_like(config, attn=attn).to(device)
 
 
+def train_step(model: torch.nn.Module, kind: str, opt: torch.optim.Optimizer, idx: torch.Tensor,
+               dtype: torch.dtype) -> torch.Tensor:
+    """One raw-loop step: forward under autocast, backward, optimizer. ``kind``: "loki" (chunked
+    loss), "loki-full" (full logits) or "llama". Returns the loss."""
+    with torch.autocast(idx.device.type, dtype=dtype, enabled=dtype != torch.float32):
+        if kind == "llama":
+            loss = model(input_ids=idx, labels=idx).loss
+        else:
+            loss = model(idx, idx, return_logits=kind == "loki-full")[1]
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return loss
+
+
+def raw_loop_inputs(model: torch.nn.Module, batch: int, seq: int, vocab: int,
+                    device: torch.device) -> tuple[torch.optim.Optimizer, torch.Tensor]:
+    """The raw loop's optimizer (fused AdamW on CUDA, fp32 master weights) and token batch."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
+    return opt, torch.randint(0, vocab, (batch, seq), device=device)
+
+
 def run_variant(model: torch.nn.Module, kind: str, batch: int, seq: int, vocab: int,
                 steps: int, warmup: int, device: torch.device, dtype: torch.dtype) -> dict:
-    """Median seconds per training step, the first step's seconds and peak memory.
-    ``kind``: "loki" (chunked loss), "loki-full" (full logits) or "llama"."""
-    fused = device.type == "cuda"
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=fused)
-    idx = torch.randint(0, vocab, (batch, seq), device=device)
+    """Median seconds per training step, the first step's seconds and peak memory."""
+    opt, idx = raw_loop_inputs(model, batch, seq, vocab, device)
     sync: Callable[[], None] = torch.cuda.synchronize if device.type == "cuda" else lambda: None
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -102,14 +121,7 @@ def run_variant(model: torch.nn.Module, kind: str, batch: int, seq: int, vocab: 
     for _ in range(warmup + steps):
         sync()
         t0 = time.perf_counter()
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-            if kind == "llama":
-                loss = model(input_ids=idx, labels=idx).loss
-            else:
-                loss = model(idx, idx, return_logits=kind == "loki-full")[1]
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        loss = train_step(model, kind, opt, idx, dtype)
         sync()
         times.append(time.perf_counter() - t0)
     timed = sorted(times[warmup:])

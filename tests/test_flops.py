@@ -193,3 +193,23 @@ def test_gpu_benchmark_runs_the_rows_asked_for_in_that_order(tmp_path):
     assert names == ["llama-sdpa", "fit(model)", "loki-compiled(blocks,sdpa)", "loki-sdpa",
                      "head-memory"]
     assert next(r for r in json.loads(out.read_text()) if r["variant"] == "fit(model)")["loss"] > 0
+
+
+def test_gpu_profile_groups_kernels_by_kind_and_runs_on_the_cpu(tmp_path):
+    import subprocess
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from gpu_profile import kind_of
+
+    assert kind_of("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64") == "matmul"
+    assert kind_of("nvjet_tst_128x256_64x4_1x2_h_bz_coopA_NNT") == "matmul"
+    assert kind_of("triton_tem_fused_0") == "attention"  # FlexAttention's template kernel
+    assert kind_of("triton_per_fused__to_copy_add_mean_mul_pow_rsqrt_1") == "fused (compiler)"
+    assert kind_of("void at::native::(anonymous namespace)::multi_tensor_apply_kernel") \
+        == "optimizer"
+    assert kind_of("aten::mm") == "matmul"
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_profile.py"),
+                          "--dry-run"], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "per step: wall" in run.stdout and "matmul" in run.stdout and "top 20:" in run.stdout
