@@ -31,9 +31,8 @@ from torch.autograd import DeviceType
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # gpu_step, beside this file
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gpu_step import raw_loop_inputs, train_step, variants  # noqa: E402
+from gpu_step import raw_loop_inputs, setup_run, train_step, variants  # noqa: E402
 
-from loki.config import LokiConfig  # noqa: E402
 from loki.errors import LokiError  # noqa: E402
 
 # (kind, substrings of a kernel's name), first match wins; everything else is "other". Without
@@ -88,15 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dry-run", dest="dry_run", action="store_true",
                         help="tiny config, CPU, fp32: checks the code path only")
     args = parser.parse_args(argv)
-    if args.dry_run:
-        args.config, args.batch, args.warmup, args.steps = "tiny", 2, 1, 1
-        device, dtype = torch.device("cpu"), torch.float32
-    elif not torch.cuda.is_available():
-        raise SystemExit("no CUDA device: run on a GPU, or pass --dry-run to check the code path")
-    else:
-        device, dtype = torch.device("cuda"), torch.bfloat16
-        torch.backends.cuda.matmul.allow_tf32 = True
-    args.model_config = LokiConfig.from_name(args.config)
+    device, dtype = setup_run(args)
     seq = args.seq or args.model_config.block_size
     table = variants(args, device)
     found = [item for item in table if item[0] == args.variant] or \

@@ -344,6 +344,21 @@ def _status_kib(key: str) -> int:
 
 
 # ----------------------------------------------------------------- main
+def setup_run(args: argparse.Namespace) -> tuple[torch.device, torch.dtype]:
+    """The run's device and compute dtype, and ``args.model_config``. ``--dry-run``: the tiny
+    config for one step on the CPU in fp32; otherwise a CUDA device is required."""
+    if args.dry_run:
+        args.config, args.batch, args.steps, args.warmup = "tiny", 2, 1, 1
+        device, dtype = torch.device("cpu"), torch.float32
+    elif not torch.cuda.is_available():
+        raise SystemExit("no CUDA device: run on a GPU, or pass --dry-run to check the code paths")
+    else:
+        device, dtype = torch.device("cuda"), torch.bfloat16
+        torch.backends.cuda.matmul.allow_tf32 = True
+    args.model_config = LokiConfig.from_name(args.config)
+    return device, dtype
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default="loki-1.4b")
@@ -360,15 +375,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dry-run", dest="dry_run", action="store_true",
                         help="tiny config, CPU, fp32, 1 step: checks the code paths only")
     args = parser.parse_args(argv)
-    if args.dry_run:
-        args.config, args.batch, args.steps, args.warmup = "tiny", 2, 1, 1
-        device, dtype = torch.device("cpu"), torch.float32
-    elif not torch.cuda.is_available():
-        raise SystemExit("no CUDA device: run on a GPU, or pass --dry-run to check the code paths")
-    else:
-        device, dtype = torch.device("cuda"), torch.bfloat16
-        torch.backends.cuda.matmul.allow_tf32 = True
-    args.model_config = LokiConfig.from_name(args.config)
+    device, dtype = setup_run(args)
     seq = args.seq or args.model_config.block_size
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     bf16_peak, fp8_peak = peak_flops(name, "bf16"), peak_flops(name, "fp8")
