@@ -1,24 +1,33 @@
 #!/usr/bin/env bash
-# The GPU check of issue 13 as one command, on one H100/H200: the GPU tests, then the step
-# benchmark, headline rows first, each part capped in time so that one stall cannot take the
-# other's share; together under one 10-minute device command (on one H200 the rows need ~9
-# minutes: the last few are cut). Output and the rows' JSON go to the folder given (default:
-# runs/gpu_check).
+# The GPU check of issue 13 as one command, on one H100/H200: the GPU tests, the attention
+# kernels alone (gpu_attention.py), then the step benchmark (gpu_step.py), headline rows first,
+# each part capped in time so that one stall cannot take the other's share; together under one
+# 10-minute device command (on one H200 all rows need ~9 minutes: with no ORDER the last few
+# are cut). Output and the rows' JSON go to the folder given (default: runs/gpu_check).
 #
 #   bash benchmarks/gpu_check.sh [OUT_DIR]
 #   ORDER=fit,head TESTS=tests/test_hot_loop_gpu.py bash benchmarks/gpu_check.sh   # a part
 #   PROFILE='loki-compiled(blocks' ORDER=fit bash benchmarks/gpu_check.sh   # + a kernel breakdown
 #
-# Packages the machine lacks (torchao, jsonargparse, ...) may sit as wheels in .whl/: they are
-# installed into a private folder put first on PYTHONPATH; nothing outside it changes.
+# Packages the machine lacks may sit in .whl/ (benchmarks/carry_wheels.sh puts them there):
+# wheels are installed, and *.site.tar.xz bundles unpacked, into a private folder put first on
+# PYTHONPATH; nothing outside it changes.
 set -uo pipefail
 out=${1:-runs/gpu_check}
 mkdir -p "$out"
 python=${PYTHON:-python3}
+site=/tmp/loki-site
 if compgen -G ".whl/*.whl" >/dev/null; then
   $python -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/loki-site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/loki-site${PYTHONPATH:+:$PYTHONPATH}
+    --target "$site" .whl/*.whl || exit 1
+fi
+for bundle in .whl/*.site.tar.xz; do
+  if [ -e "$bundle" ]; then mkdir -p "$site" && tar -xJf "$bundle" -C "$site" || exit 1; fi
+done
+if [ -d "$site" ]; then
+  # a folder on PYTHONPATH has its .pth files ignored: add the folders they name
+  named=$(cat "$site"/*.pth 2>/dev/null | grep -v '^import' | sed "s|^|$site/|" | paste -sd: -)
+  export PYTHONPATH=$site${named:+:$named}${PYTHONPATH:+:$PYTHONPATH}
 fi
 export PYTHONUNBUFFERED=1 WANDB_MODE=offline
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,utilization.gpu \
@@ -26,14 +35,19 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.g
 tests=${TESTS-tests/test_attention.py tests/test_host_copy.py tests/test_hot_loop_gpu.py}
 if [ -n "$tests" ]; then
   # shellcheck disable=SC2086  # a list of test files
-  timeout "${TEST_SECONDS:-90}" $python -m pytest -q -s -m gpu $tests 2>&1 \
+  timeout "${TEST_SECONDS:-150}" $python -m pytest -q -s -m gpu $tests 2>&1 \
     | tee "$out/pytest_gpu.txt"
 fi
 if [ -n "${PROFILE:-}" ]; then  # a variant whose step to break down by kernel (gpu_profile.py)
   timeout "${PROFILE_SECONDS:-150}" $python benchmarks/gpu_profile.py --variant "$PROFILE" 2>&1 \
     | tee "$out/gpu_profile.txt"
 fi
-headline="loki-compiled(blocks,fit,llama-sdpa,loki-fp8-tensorwise,fit-fp8(tensorwise,fp8-gather)"
+if [ "${ATTN_SECONDS:-90}" != 0 ]; then  # ALiBi attention fwd+bwd per backend, one layer's shape
+  timeout "${ATTN_SECONDS:-90}" $python benchmarks/gpu_attention.py --json "$out/gpu_attention.json" \
+    2>&1 | tee "$out/gpu_attention.txt"
+fi
+headline="loki-compiled(blocks,fit,fit(flex-flash),llama-sdpa,loki-fp8-tensorwise"
+headline="$headline,fit-fp8(tensorwise,fp8-gather)"
 choices="loki-compiled(model,fit(model),loki-fp8-rowwise,fit-fp8(tensorwise),fit-fp8(rowwise)"
 rest="loki-sdpa,loki-flex,head,loki-flash,llama-flash"
 timeout "${BENCH_SECONDS:-480}" $python benchmarks/gpu_step.py \

@@ -15,20 +15,20 @@ loss is the chunked LM head + cross-entropy of ``loki.loss`` unless the row says
 - ``loki-flex(full-logits)`` as loki-flex with the plain head: the peak memory before the chunking
 - ``loki-compiled(blocks)``   best attention, every block ``torch.compile``d (the recipe's default)
 - ``loki-compiled(model)``    best attention, the whole model compiled, loss included
+- ``loki-compiled(blocks,flex-flash)``  compiled blocks, FlexAttention on FlashAttention-4's CuTe
+  kernels (skipped without flash-attn-4 or a Hopper GPU)
 - ``loki-fp8-tensorwise`` / ``loki-fp8-rowwise``  compiled blocks + torchao float8 linears
   (skipped without torchao or an FP8 GPU)
 - ``llama-sdpa`` / ``llama-flash``  HF ``LlamaForCausalLM`` of the same shape, eager, plain loss
-- ``fit``  the Lightning path: ``LokiLM`` + ``LokiDataModule`` on generated token shards, FSDP2
-  (``ModelParallelStrategy``, data_parallel_size=1, bf16 params / fp32 reduce), compiled blocks,
-  torchao 8-bit AdamW (torch AdamW when torchao is missing), 4 micro-batches per step, and the
-  recipe's callbacks except distillation and the end-of-fit benchmark suite (throughput,
-  dashboard with an offline wandb logger, loss-spike rollback). Its tokens/s are timed over
-  the steps after warmup with one CUDA sync at each end.
+- ``fit``  the Lightning path (``benchmarks/gpu_fit.py``): ``LokiLM`` + ``LokiDataModule``, FSDP2
+  on one GPU, compiled blocks, torchao 8-bit AdamW, 4 micro-batches per step, the recipe's
+  callbacks except distillation
 - ``fit-fp8(tensorwise,fp8-gather)``  the same with ``sharding.float8``, FSDP2 gathering the
   weights in FP8
 - only when named in ``--only`` (the runs behind the recipe's choices; each adds about a minute):
-  ``fit(model)``, the whole model compiled (``sharding.compile_scope: model``);
-  ``fit-fp8(tensorwise)``, FP8 compute with bf16 gathers; ``fit-fp8(rowwise)``, rowwise scaling
+  ``fit(flex-flash)``, attention on FlashAttention-4's kernels; ``fit(model)``, the whole model
+  compiled (``sharding.compile_scope: model``); ``fit-fp8(tensorwise)``, FP8 compute with bf16
+  gathers; ``fit-fp8(rowwise)``, rowwise scaling
 
 MFU = tokens/s x FLOPs/token (``loki.flops``: 6N + causal attention, the same count for both
 models since their matmul shapes agree) / the device's dense bf16 peak; FP8 rows also show the
@@ -43,28 +43,26 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
+import re
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import lightning as L
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # step_throughput, beside this file
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # callbacks/, for the fit row
 
+from gpu_fit import FITS, FITS_ON_REQUEST, run_fit  # noqa: E402
+
 from loki._optional import available  # noqa: E402
-from loki.attention import flash_available  # noqa: E402
+from loki.attention import FLEX_FLASH_NEEDS, flash_available, flex_flash_available  # noqa: E402
 from loki.config import LokiConfig  # noqa: E402
 from loki.errors import LokiError  # noqa: E402
 from loki.flops import flops_per_token, peak_flops  # noqa: E402
 from loki.model import Loki  # noqa: E402
 from loki.sharding import checkpoint_block, shard_model  # noqa: E402
-
-FIT_ACCUM = 4  # micro-batches per optimizer step in the fit row (the recipe's first batch size)
 
 
 def build_loki(config: LokiConfig, backend: str, compile_with: str | None, scope: str,
@@ -146,6 +144,9 @@ def variants(args: argparse.Namespace, device: torch.device) -> list[tuple[str, 
         def build() -> tuple[torch.nn.Module, str]:
             if backend == "flash":
                 need(flash, "flash-attn is not importable (or no CUDA device)")
+            if backend == "flex-flash":
+                need(device.type == "cuda" and flex_flash_available(device),
+                     f"flex-flash needs {FLEX_FLASH_NEEDS}")
             if fp8:
                 need(available("torchao"), "torchao is not installed")
             with_compile = compile_with if compiled else None
@@ -170,126 +171,12 @@ def variants(args: argparse.Namespace, device: torch.device) -> list[tuple[str, 
         ("loki-flex(full-logits)", loki(flex, kind="loki-full")),
         (f"loki-compiled(blocks,{best})", loki(best, "blocks")),
         (f"loki-compiled(model,{best})", loki(best, "model")),
+        ("loki-compiled(blocks,flex-flash)", loki("flex-flash", "blocks")),
         (f"loki-fp8-tensorwise({best})", loki(best, "blocks", "tensorwise")),
         (f"loki-fp8-rowwise({best})", loki(best, "blocks", "rowwise")),
         ("llama-sdpa", llama("sdpa")),
         ("llama-flash", llama("flash_attention_2")),
     ]
-
-
-# ----------------------------------------------------------------- the Lightning path
-FITS: dict[str, dict] = {  # the fit rows: ShardingConfig fields over the recipe's defaults
-    "fit": {},
-    "fit-fp8(tensorwise,fp8-gather)": {"float8": True, "float8_all_gather": True},
-    "fit(model)": {"compile_scope": "model"},
-    "fit-fp8(tensorwise)": {"float8": True, "float8_all_gather": False},
-    "fit-fp8(rowwise)": {"float8": True, "float8_recipe": "rowwise", "float8_all_gather": False},
-}
-FITS_ON_REQUEST = ("fit(model)", "fit-fp8(tensorwise)", "fit-fp8(rowwise)")
-
-
-def run_fit(args: argparse.Namespace, device: torch.device, seq: int, **sharding: object) -> dict:
-    """Tokens/s of ``Trainer.fit`` over the recipe's path (see the module docstring);
-    ``sharding``: ShardingConfig fields that differ from the recipe's."""
-    import numpy as np
-    from lightning.pytorch.strategies import ModelParallelStrategy
-
-    from callbacks.spike_rollback import LossSpikeRollback
-    from callbacks.throughput import TokenThroughput
-    from callbacks.wandb_dashboard import WandbDashboard
-    from loki.data.datamodule import LokiDataModule
-    from loki.data.schedules import BatchSizeWarmup
-    from loki.data.shards import ShardWriter
-    from loki.module import LokiLM
-    from loki.sharding import ShardingConfig
-
-    config = args.model_config
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    steps, warmup = args.steps + 2, args.warmup
-    per_step = FIT_ACCUM * args.batch
-    root = Path(tempfile.mkdtemp(prefix="loki-gpu-step-"))
-    vocab = config.vocab_size
-    tokenizer = {"spec": "bench", "name": "bench", "vocab_hash": f"bench{vocab}",
-                 "vocab_size": vocab, "eot_id": vocab - 1}
-    writer = ShardWriter(root / "web", "web", tokenizer, shard_tokens=1 << 22)
-    rng = np.random.default_rng(0)
-    need_tokens = (warmup + steps + 2) * per_step * (seq + 1)
-    for _ in range(need_tokens // 4096 + 1):
-        writer.add_document(rng.integers(0, vocab - 1, size=4096))
-    writer.close()
-    data = LokiDataModule(sources={"web": [str(root / "web")]}, block_size=seq,
-                          micro_batch_size=args.batch,
-                          batch_size=BatchSizeWarmup(points=f"0:{per_step}"), val_fraction=0.0,
-                          seed=0)
-    if available("torchao") and not args.dry_run:  # on the CPU its fused step compiles for minutes
-        from loki.precision import adamw_8bit
-
-        def optimizer(params):  # noqa: ANN001, ANN202
-            return adamw_8bit(params, lr=3e-4, backend="torchao")
-    else:
-        def optimizer(params):  # noqa: ANN001, ANN202
-            return torch.optim.AdamW(params, lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1,
-                                     fused=device.type == "cuda")
-    on_gpu = device.type == "cuda"
-    module = LokiLM(config, optimizer=optimizer, sharding=ShardingConfig(**{
-        "param_dtype": "bfloat16" if on_gpu else None,
-        "reduce_dtype": "float32" if on_gpu else None, "compile": not args.dry_run,
-        **sharding}))
-    timer = _StepTimer(warmup)
-    callbacks = [TokenThroughput(window_size=10), WandbDashboard(),
-                 LossSpikeRollback(warmup_steps=2, snapshot_every_n_steps=100, persistence=2),
-                 timer]
-    os.environ.setdefault("WANDB_MODE", "offline")
-    loggers = []
-    if available("wandb"):
-        from lightning.pytorch.loggers import WandbLogger
-
-        loggers.append(WandbLogger(save_dir=str(root), offline=True, project="gpu-step"))
-    strategy = ModelParallelStrategy(data_parallel_size=1, tensor_parallel_size=1)
-    trainer = L.Trainer(accelerator="gpu" if on_gpu else "cpu", devices=1, strategy=strategy,
-                        precision="32-true", max_steps=warmup + steps, logger=loggers or False,
-                        log_every_n_steps=10, enable_progress_bar=False,
-                        enable_model_summary=False, enable_checkpointing=False,
-                        limit_val_batches=0, default_root_dir=root, callbacks=callbacks)
-    try:
-        trainer.fit(module, data)
-    finally:
-        if loggers:  # the next fit row starts a run of its own
-            import wandb
-
-            wandb.finish()
-    tokens = per_step * seq * len(timer.times)
-    peak = torch.cuda.max_memory_allocated(device) / 2**30 if on_gpu else None
-    return {"seconds": timer.elapsed / len(timer.times) / FIT_ACCUM, "first_s": timer.first,
-            "peak_mem_gib": peak, "tokens": tokens, "loss": module.last_train_loss}
-
-
-class _StepTimer(L.Callback):
-    """Wall time of the steps after ``warmup`` (one sync at each end: none in between)."""
-
-    def __init__(self, warmup: int) -> None:
-        self.warmup, self.times, self.t0, self.first, self.elapsed = warmup, [], 0.0, None, 0.0
-        self.start = time.perf_counter()
-
-    @staticmethod
-    def _sync(trainer: L.Trainer) -> None:
-        if trainer.strategy.root_device.type == "cuda":
-            torch.cuda.synchronize()
-
-    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
-        step = trainer.global_step
-        if step == 1:
-            self._sync(trainer)
-            self.first = time.perf_counter() - self.start
-        if step == self.warmup:
-            self._sync(trainer)
-            self.t0 = time.perf_counter()
-        elif step > self.warmup:
-            self.times.append(step)
-            if step == trainer.max_steps:
-                self._sync(trainer)
-                self.elapsed = time.perf_counter() - self.t0
 
 
 # ----------------------------------------------------------------- the LM head's memory
@@ -383,10 +270,12 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{args.config}: {args.model_config.num_params() / 1e9:.3f}B params, "
           f"{per_token / 1e9:.2f} GFLOP/token (6N + causal attention), batch {args.batch} x {seq}"
           f", device {name}, dense peak bf16 {bf16_peak or 0:.3g} fp8 {fp8_peak or 0:.3g} FLOP/s")
+    flash4 = device.type == "cuda" and flex_flash_available(device)
     print(f"torch {torch.__version__}; flash-attn {'yes' if flash_available() else 'no'}; "
+          f"flash-attn-4 (flex-flash) {'yes' if flash4 else 'no'}; "
           f"torchao {'yes' if available('torchao') else 'no'}; "
           f"transformers {'yes' if available('transformers') else 'no'}")
-    wanted = args.only.split(",") if args.only else None
+    wanted = split_names(args.only) if args.only else None
     print(f"{'variant':32} {'tokens/s':>10} {'MFU':>7} {'MFU(fp8)':>9} {'peak GiB':>9} "
           f"{'first s':>8}")
     rows: list[dict] = []
@@ -440,6 +329,11 @@ def main(argv: list[str] | None = None) -> None:
         Path(args.json).write_text(json.dumps(rows, indent=1))
 
 
+def split_names(text: str) -> list[str]:
+    """``--only``'s names: commas inside a row's parentheses do not split ("fit-fp8(a,b),fit")."""
+    return [name for name in re.split(r",(?![^()]*\))", text) if name]
+
+
 def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
@@ -466,6 +360,11 @@ def _ratios(rows: list[dict]) -> None:
         if f"loki-{attn}" in tps and f"llama-{attn}" in tps:
             print(f"loki-{attn} / llama-{attn} (both eager): "
                   f"{tps[f'loki-{attn}'] / tps[f'llama-{attn}']:.2f}x")
+    flex_flash = tps.get("loki-compiled(blocks,flex-flash)")
+    if flex_flash and blocks:
+        print(f"flex-flash / flex (compiled blocks): {flex_flash / blocks:.2f}x")
+    if "fit(flex-flash)" in tps and "fit" in tps:
+        print(f"fit flex-flash / flex: {tps['fit(flex-flash)'] / tps['fit']:.2f}x")
     if "fit(model)" in tps and "fit" in tps:
         print(f"fit compile scope model / blocks: {tps['fit(model)'] / tps['fit']:.2f}x")
     fit_fp8 = {k: v for k, v in tps.items() if k.startswith("fit-fp8")}

@@ -5,6 +5,12 @@
   causal ``BlockMask`` (fully masked tiles are skipped). On an H200 it ran ALiBi attention fwd+bwd
   at 204 TFLOP/s against 45 for SDPA with a float bias (B4 H32 T2048 D64 bf16). Scores are
   computed in fp32 inside the kernel, so the bias carries no bf16 rounding.
+- ``flex-flash``: the same FlexAttention call (same score_mod and mask) with
+  ``kernel_options={"BACKEND": "FLASH"}``: Inductor generates FlashAttention-4's CuTe-DSL kernels
+  (Hopper and Blackwell) instead of its Triton template. It needs the ``flash-attn-4`` package
+  (``flash_attn.cute``, the ``flash4`` extra) and a GPU of compute capability 9.0 or newer.
+  torch calls that backend experimental; it is opt-in until a GPU run shows it faster
+  (``benchmarks/gpu_step.py``, rows ``attn:*`` and ``*flex-flash*``).
 - ``sdpa``:  ``F.scaled_dot_product_attention`` with a float ALiBi bias that also carries the causal
   mask. The bias is handed over as (1, nh, Tq, Tk): with that shape the CPU picks its fused flash
   kernel (a 3-D mask sends it to the unfused math path); CUDA runs the memory-efficient kernel.
@@ -12,8 +18,8 @@
 
 ``auto`` picks flash when flash-attn is importable on CUDA, else flex on CUDA, else sdpa.
 
-``flex`` falls back to ``sdpa`` (the result is the same function) where it cannot serve:
-decoding with a KV cache (Tq < Tk: each new cache length would need a new block mask and a
+``flex`` and ``flex-flash`` fall back to ``sdpa`` (the result is the same function) where they
+cannot serve: decoding with a KV cache (Tq < Tk: each new cache length would need a new block mask and a
 recompiled kernel, and a one-row query gains nothing from tiling), dropout (FlexAttention has
 none) and the CPU under autograd (torch has no FlexAttention backward on the CPU).
 
@@ -40,7 +46,12 @@ import torch.nn.functional as F
 
 log = logging.getLogger(__name__)
 _FLASH_DTYPES = (torch.float16, torch.bfloat16)
-BACKENDS = ("auto", "flash", "flex", "sdpa", "eager")
+BACKENDS = ("auto", "flash", "flex", "flex-flash", "sdpa", "eager")
+# What flex-flash asks of the environment, named in its errors.
+FLEX_FLASH_NEEDS = (
+    "a CUDA GPU of compute capability >= 9.0 (Hopper, Blackwell) and the flash-attn-4 package: "
+    "pip install --pre 'lokilm[flash4]' (or set attention_backend to flex)"
+)
 # The cached SDPA biases: each is nh * Tq * Tk elements (268 MB at 32 heads, T 2048, bf16), so
 # the cache is bounded in bytes as well as in entries (decoding makes one small bias per length).
 BIAS_CACHE_BYTES = 1 << 30
@@ -158,10 +169,12 @@ def _compiled_flex() -> Any:
 
 
 def flex_alibi_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slopes: torch.Tensor, compiled: bool = True
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slopes: torch.Tensor, compiled: bool = True,
+    kernel: str = "triton",
 ) -> torch.Tensor:
     """FlexAttention with ALiBi; q, k, v (B, nh, T, hs), ``slopes`` (nh,) on q's device.
-    Queries and keys cover the same positions (training, validation, prefill)."""
+    Queries and keys cover the same positions (training, validation, prefill). ``kernel``:
+    "triton" (Inductor's own template) or "flash" (FlashAttention-4's CuTe kernels)."""
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
     q_len, k_len = q.size(-2), k.size(-2)
@@ -171,15 +184,37 @@ def flex_alibi_attention(
     def alibi(score: torch.Tensor, b: Any, h: Any, q_idx: Any, kv_idx: Any) -> torch.Tensor:
         return score - slopes[h] * (q_idx - kv_idx)  # fp32 score, fp32 slope
 
+    options = {"BACKEND": "FLASH"} if kernel == "flash" else None
     if torch.compiler.is_compiling():
         # Traced into a compiled block or model, which would look through the caches anyway:
         # the mask is built in the graph (a few small kernels per call) and flex is the graph's
         # own operator.
         block_mask = create_block_mask(_causal, None, None, q_len, k_len, device=q.device)
-        return flex_attention(q, k, v, score_mod=alibi, block_mask=block_mask)
+        return flex_attention(q, k, v, score_mod=alibi, block_mask=block_mask,
+                              kernel_options=options)
     block_mask = _causal_block_mask(q_len, str(q.device))
     fn = _compiled_flex() if compiled else flex_attention
-    return fn(q, k, v, score_mod=alibi, block_mask=block_mask)
+    return fn(q, k, v, score_mod=alibi, block_mask=block_mask, kernel_options=options)
+
+
+def flex_flash_available(device: torch.device | None = None) -> bool:
+    """Whether ``flex-flash`` can run: FlashAttention-4's ``flash_attn.cute`` importable and a
+    CUDA device of compute capability 9.0 or newer (``device``, default the current one)."""
+    if not (flex_available() and torch.cuda.is_available()):
+        return False
+    if torch.cuda.get_device_capability(device)[0] < 9:
+        return False
+    return _flash_cute_importable()
+
+
+@lru_cache(maxsize=1)
+def _flash_cute_importable() -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("flash_attn.cute") is not None
+    except ImportError:  # a flash_attn without the cute subpackage
+        return False
 
 
 # ----------------------------------------------------------------- choosing a backend
@@ -191,13 +226,13 @@ def flash_available() -> bool:
     return torch.cuda.is_available()
 
 
-_warned: set[str] = set()
+_warned: set[tuple[str, str]] = set()
 
 
-def _fall_back(reason: str) -> str:
-    if reason not in _warned:
-        _warned.add(reason)
-        log.info("attention_backend flex -> sdpa: %s", reason)
+def _fall_back(backend: str, reason: str) -> str:
+    if (backend, reason) not in _warned:
+        _warned.add((backend, reason))
+        log.info("attention_backend %s -> sdpa: %s", backend, reason)
     return "sdpa"
 
 
@@ -213,15 +248,17 @@ def resolve_backend(backend: str, q: torch.Tensor, k: torch.Tensor | None = None
             "attention_backend='flash' needs flash-attn and a CUDA device; install flash-attn "
             "(see the 'gpu' extra) or set attention_backend to 'auto', 'flex' or 'sdpa'"
         )
-    if backend == "flex":
+    if backend in ("flex", "flex-flash"):
         if not flex_available():
-            raise RuntimeError("attention_backend='flex' needs torch >= 2.5 (FlexAttention)")
+            raise RuntimeError(f"attention_backend={backend!r} needs torch >= 2.5 (FlexAttention)")
         if k is not None and k.size(-2) != q.size(-2):
-            return _fall_back("KV-cache decoding (queries shorter than keys)")
+            return _fall_back(backend, "KV-cache decoding (queries shorter than keys)")
         if dropout_p > 0:
-            return _fall_back("FlexAttention has no dropout")
+            return _fall_back(backend, "FlexAttention has no dropout")
+        if backend == "flex-flash" and not (q.is_cuda and flex_flash_available(q.device)):
+            raise RuntimeError(f"attention_backend='flex-flash' needs {FLEX_FLASH_NEEDS}")
         if not q.is_cuda and torch.is_grad_enabled() and q.requires_grad:
-            return _fall_back("torch has no FlexAttention backward on the CPU")
+            return _fall_back(backend, "torch has no FlexAttention backward on the CPU")
     if backend not in BACKENDS:
         raise ValueError(f"unknown attention backend {backend!r}")
     return backend
@@ -258,8 +295,9 @@ def causal_attention(
             alibi_slopes=slopes.float(),
         )
         return y.transpose(1, 2)
-    if backend == "flex":
-        return flex_alibi_attention(q, k, v, slopes.float())
+    if backend in ("flex", "flex-flash"):
+        kernel = "flash" if backend == "flex-flash" else "triton"
+        return flex_alibi_attention(q, k, v, slopes.float(), kernel=kernel)
     if backend == "sdpa":
         bias = alibi_bias(key if key is not None else slopes, q_len, k_len, q.dtype, q.device)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias[None], dropout_p=dropout_p)

@@ -8,7 +8,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
-AttentionBackend = Literal["auto", "flash", "flex", "sdpa", "eager"]
+AttentionBackend = Literal["auto", "flash", "flex", "flex-flash", "sdpa", "eager"]
+ATTENTION_BACKENDS = ("auto", "flash", "flex", "flex-flash", "sdpa", "eager")
 
 
 @dataclass
@@ -32,8 +33,9 @@ class LokiConfig:
     tie_embeddings: bool = False
     """Share the token embedding with the LM head."""
     attention_backend: AttentionBackend = "auto"
-    """flash (flash-attn, CUDA), flex (compiled FlexAttention, ALiBi as a score_mod), sdpa
-    (PyTorch SDPA with an ALiBi bias), eager (reference); auto: flash, else flex on CUDA, else sdpa."""
+    """flash (flash-attn, CUDA), flex (compiled FlexAttention, ALiBi as a score_mod), flex-flash
+    (the same on FlashAttention-4's CuTe kernels: flash-attn-4, Hopper or newer), sdpa (PyTorch
+    SDPA with an ALiBi bias), eager (reference); auto: flash, else flex on CUDA, else sdpa."""
     dropout: float = 0.0
     """Dropout on attention probabilities and residual branches (0 for pre-training)."""
     init_std: float = 0.02
@@ -53,9 +55,9 @@ class LokiConfig:
             raise ValueError(f"LokiConfig.ffn_hidden must be positive, got {self.ffn_hidden}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"LokiConfig.dropout must be in [0, 1), got {self.dropout}")
-        if self.attention_backend not in ("auto", "flash", "flex", "sdpa", "eager"):
+        if self.attention_backend not in ATTENTION_BACKENDS:
             raise ValueError(
-                f"LokiConfig.attention_backend must be auto, flash, flex, sdpa or eager, "
+                f"LokiConfig.attention_backend must be one of {', '.join(ATTENTION_BACKENDS)}, "
                 f"got {self.attention_backend!r}"
             )
 

@@ -98,6 +98,32 @@ def test_flex_falls_back_to_sdpa_where_it_cannot_serve():
     assert resolve_backend("auto", q, q) == "sdpa"  # on the CPU
 
 
+def test_flex_flash_asks_for_the_flash_kernels_and_names_what_it_needs(monkeypatch):
+    # flex-flash is flex with kernel_options BACKEND=FLASH; the CPU cannot run it, and the error
+    # names both the GPU and the package (decoding still falls back to sdpa, as flex does).
+    import torch.nn.attention.flex_attention as flex_module
+
+    q = torch.randn(1, 2, 8, 8)
+    with pytest.raises(RuntimeError, match="compute capability >= 9.0.*flash-attn-4"):
+        causal_attention(q, q, q, alibi_slopes(2), "flex-flash")
+    assert resolve_backend("flex-flash", q, torch.randn(1, 2, 9, 8)) == "sdpa"
+    seen = []
+    real = flex_module.flex_attention
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs.get("kernel_options"))
+        return real(*args, **{**kwargs, "kernel_options": None})
+
+    monkeypatch.setattr(flex_module, "flex_attention", recording)
+    slopes = alibi_slopes(2)
+    out = flex_alibi_attention(q, q, q, slopes, compiled=False, kernel="flash")
+    flex_alibi_attention(q, q, q, slopes, compiled=False)
+    assert seen == [{"BACKEND": "FLASH"}, None]
+    torch.testing.assert_close(out, causal_attention(q, q, q, slopes, "eager"),
+                               atol=1e-5, rtol=1e-5)
+    assert LokiConfig.from_name("tiny", attention_backend="flex-flash").attention_backend
+
+
 def test_slopes_live_on_the_module_device_and_the_key_is_a_tuple():
     model = Loki(LokiConfig.from_name("tiny"))
     attn = model.blocks[0].attn
@@ -198,3 +224,24 @@ def test_flex_matches_eager_on_gpu_at_training_shape():
     for got, want in ((gq, rq), (gk, rk), (gv, rv)):
         torch.testing.assert_close(got.float(), want, atol=5e-2, rtol=5e-2)
     assert resolve_backend("auto", q, k) in ("flash", "flex")
+
+
+@pytest.mark.gpu
+def test_flex_flash_matches_eager_on_gpu_at_training_shape():
+    # The FLASH (FlashAttention-4 CuTe) kernels behind the same score_mod and mask, against the
+    # fp32 eager reference at T 2048, 32 heads, bf16; tolerances as for flex above.
+    if not attention.flex_flash_available():
+        pytest.skip(f"flex-flash needs {attention.FLEX_FLASH_NEEDS}")
+    B, H, T, D = 1, 32, 2048, 64
+    q, k, v = (torch.randn(B, H, T, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+               for _ in range(3))
+    slopes = alibi_slopes(H).cuda()
+    out = causal_attention(q, k, v, slopes, "flex-flash")
+    grad = torch.randn_like(out)
+    gq, gk, gv = torch.autograd.grad(out, (q, k, v), grad)
+    qf, kf, vf = (t.detach().float().requires_grad_() for t in (q, k, v))
+    ref = causal_attention(qf, kf, vf, slopes, "eager", key=slope_key(alibi_slopes(H)))
+    rq, rk, rv = torch.autograd.grad(ref, (qf, kf, vf), grad.float())
+    torch.testing.assert_close(out.float(), ref, atol=2e-2, rtol=2e-2)
+    for got, want in ((gq, rq), (gk, rk), (gv, rv)):
+        torch.testing.assert_close(got.float(), want, atol=5e-2, rtol=5e-2)

@@ -173,7 +173,9 @@ def test_gpu_benchmark_dry_run_exercises_every_variant(tmp_path):
     assert "flash-attn" in rows["loki-flash"]["skipped"]
     assert "needs a CUDA GPU" in rows["loki-fp8-rowwise(sdpa)"]["skipped"]
     assert "needs a CUDA GPU" in rows["fit-fp8(tensorwise,fp8-gather)"]["skipped"]
+    assert "flash-attn-4" in rows["loki-compiled(blocks,flex-flash)"]["skipped"]
     assert "fit(model)" not in rows  # the rows behind the recipe's choices run when named
+    assert "fit(flex-flash)" not in rows
     assert {"full", "chunked"} <= set(rows["head-memory"])  # measured (tiny here: ~0 GiB)
     printed = run.stdout
     assert "loki-sdpa / llama-sdpa" in printed and "Lightning fit / raw loop" in printed
@@ -185,14 +187,41 @@ def test_gpu_benchmark_runs_the_rows_asked_for_in_that_order(tmp_path):
 
     out = tmp_path / "rows.json"
     run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_step.py"), "--dry-run",
-                          "--only", "llama-sdpa,fit(model),loki-compiled(blocks,loki-sdpa,head",
+                          "--only", "llama-sdpa,fit-fp8(tensorwise,fp8-gather),fit(model),"
+                          "loki-compiled(blocks,loki-sdpa,head",
                           "--json", str(out)], cwd=ROOT, capture_output=True, text=True,
                          timeout=900, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert run.returncode == 0, run.stderr[-3000:]
     names = [r["variant"] for r in json.loads(out.read_text())]
-    assert names == ["llama-sdpa", "fit(model)", "loki-compiled(blocks,sdpa)", "loki-sdpa",
-                     "head-memory"]
+    # a name whose parentheses hold a comma is one name, run alone (not fit-fp8(tensorwise) too)
+    # (a prefix runs every row it begins, in the listed order)
+    assert names == ["llama-sdpa", "fit-fp8(tensorwise,fp8-gather)", "fit(model)",
+                     "loki-compiled(blocks,sdpa)", "loki-compiled(blocks,flex-flash)",
+                     "loki-sdpa", "head-memory"]
     assert next(r for r in json.loads(out.read_text()) if r["variant"] == "fit(model)")["loss"] > 0
+
+
+def test_attention_benchmark_counts_flops_like_the_model_and_runs_on_the_cpu(tmp_path):
+    import subprocess
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from gpu_attention import attention_flops
+
+    # one layer's attention share of loki.flops: 6 d (T + 1) per token for training, d = H * D
+    config = LokiConfig.from_name("loki-1.4b")
+    B, T = 8, config.block_size
+    per_layer = attention_flops(B, config.n_head, T, config.head_size)
+    attention_per_token = flops_per_token(config, T) - 6 * matmul_params(config)
+    assert per_layer * config.n_layer == attention_per_token * B * T
+    out = tmp_path / "rows.json"
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_attention.py"),
+                          "--dry-run", "--json", str(out)], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = {r["row"]: r for r in json.loads(out.read_text())}
+    assert rows["sdpa"]["ms"] > 0 and rows["sdpa"]["max_err"] < 1e-4  # against fp32 eager
+    assert "flash-attn-4" in rows["flex-flash"]["skipped"]  # skipped with the reason
+    assert set(rows) == {"sdpa", "flex", "flex-flash", "flash", "sdpa-causal"}
 
 
 def test_gpu_profile_groups_kernels_by_kind_and_runs_on_the_cpu(tmp_path):
