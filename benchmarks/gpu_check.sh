@@ -8,6 +8,8 @@
 #   bash benchmarks/gpu_check.sh [OUT_DIR]
 #   ORDER=fit,head TESTS=tests/test_hot_loop_gpu.py bash benchmarks/gpu_check.sh   # a part
 #   PROFILE='loki-compiled(blocks' ORDER=fit bash benchmarks/gpu_check.sh   # + a kernel breakdown
+#   ATTN_SECONDS=0 ... skips the attention kernels; TEST_SECONDS, PROFILE_SECONDS, BENCH_SECONDS,
+#   STEPS and WARMUP set the other parts' caps and lengths
 #
 # Packages the machine lacks may sit in .whl/ (benchmarks/carry_wheels.sh puts them there):
 # wheels are installed, and *.site.tar.xz bundles unpacked, into a private folder put first on
@@ -48,7 +50,8 @@ if [ "${ATTN_SECONDS:-90}" != 0 ]; then  # ALiBi attention fwd+bwd per backend, 
 fi
 headline="loki-compiled(blocks,fit,fit(flex-flash),llama-sdpa,loki-fp8-tensorwise"
 headline="$headline,fit-fp8(tensorwise,fp8-gather)"
-choices="loki-compiled(model,fit(model),loki-fp8-rowwise,fit-fp8(tensorwise),fit-fp8(rowwise)"
+choices="loki-compiled(model,fit(model),fit(autotune),loki-fp8-rowwise,fit-fp8(tensorwise)"
+choices="$choices,fit-fp8(rowwise)"
 rest="loki-sdpa,loki-flex,head,loki-flash,llama-flash"
 timeout "${BENCH_SECONDS:-480}" $python benchmarks/gpu_step.py \
   --only "${ORDER:-$headline,$choices,$rest}" --steps "${STEPS:-6}" --warmup "${WARMUP:-2}" \

@@ -30,6 +30,9 @@ _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torc
 LIGHTNING_META = "meta.pt"  # the non-tensor part of a Lightning distributed checkpoint
 
 
+COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
+
+
 @dataclass
 class ShardingConfig:
     """How ``LokiLM.configure_model`` prepares the model for the strategy it runs under."""
@@ -51,6 +54,10 @@ class ShardingConfig:
     """What one compiled graph covers: ``blocks`` (each block; compiles once, since all blocks
     share their code) or ``model`` (the whole forward with the chunked LM-head loss; graphs
     break at FSDP2's hooks). ``benchmarks/gpu_step.py`` measures both."""
+    compile_mode: str = "default"
+    """Inductor's effort: ``default``, or ``max-autotune-no-cudagraphs`` (benchmarks Triton
+    matmul templates against cuBLAS per shape and fuses epilogues; compiles for minutes). Modes
+    with CUDA graphs are refused: they do not compose with FSDP2's hooks."""
     float8: bool = False
     """Train the blocks' linear layers in FP8 with torchao (H100/H200); refuses other devices."""
     float8_recipe: str = "tensorwise"
@@ -69,6 +76,9 @@ class ShardingConfig:
         if self.compile_scope not in ("blocks", "model"):
             raise LokiError(f"sharding.compile_scope must be blocks or model, "
                             f"got {self.compile_scope!r}")
+        if self.compile_mode not in COMPILE_MODES:
+            raise LokiError(f"sharding.compile_mode must be one of {', '.join(COMPILE_MODES)}, "
+                            f"got {self.compile_mode!r}")
         if self.float8_recipe not in ("tensorwise", "rowwise"):
             raise LokiError(f"sharding.float8_recipe must be tensorwise or rowwise, "
                             f"got {self.float8_recipe!r}")
@@ -122,6 +132,7 @@ def shard_model(
     reshard_after_forward: bool = True,
     compile_backend: str = "inductor",
     compile_scope: str = "blocks",
+    compile_mode: str = "default",
 ) -> Loki:
     """Apply checkpointing and compilation per block, then FSDP2 per block and on the root
     (whole-model compilation, ``compile_scope="model"``, comes last, over the sharded model).
@@ -131,16 +142,18 @@ def shard_model(
     gathered parameters. The root is sharded last so the embedding, final norm and LM head form
     one extra group; the last block is not resharded after forward because backward starts there.
     """
+    # Only the inductor backend has modes; "default" is passed as no mode at all.
+    options = {"mode": compile_mode} if compile_mode != "default" else {}
     for block in model.blocks:
         if activation_checkpointing:
             checkpoint_block(block)
         if compile and compile_scope == "blocks" and not getattr(block, "_loki_compiled", False):
-            block.compile(backend=compile_backend)
+            block.compile(backend=compile_backend, **options)
             block._loki_compiled = True
     if device_mesh is not None and not is_sharded(model):
         _fully_shard(model, device_mesh, mp_policy, reshard_after_forward)
     if compile and compile_scope == "model" and not getattr(model, "_loki_compiled", False):
-        model.compile(backend=compile_backend)
+        model.compile(backend=compile_backend, **options)
         model._loki_compiled = True
     return model
 
@@ -177,7 +190,7 @@ def configure_loki(model: Loki, config: ShardingConfig | None, device_mesh: Any 
     return shard_model(
         model, mesh, mixed_precision_policy(config) if mesh is not None else None,
         config.activation_checkpointing, config.compile, config.reshard_after_forward,
-        compile_scope=config.compile_scope,
+        compile_scope=config.compile_scope, compile_mode=config.compile_mode,
     )
 
 

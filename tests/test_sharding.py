@@ -223,6 +223,26 @@ def test_sharding_config_rejects_unknown_dtype():
         ShardingConfig(compile_scope="layers")
     with pytest.raises(LokiError, match="float8_recipe"):
         ShardingConfig(float8_recipe="blockwise")
+    with pytest.raises(LokiError, match="compile_mode must be one of default, max-autotune-no"):
+        ShardingConfig(compile_mode="reduce-overhead")  # CUDA graphs: not under FSDP2
+
+
+@pytest.mark.parametrize("scope", ["blocks", "model"])
+def test_compile_mode_reaches_torch_compile(monkeypatch, scope):
+    from loki.config import LokiConfig
+    from loki.model import Loki
+    from loki.sharding import configure_loki
+
+    calls = []
+    monkeypatch.setattr(torch.nn.Module, "compile",
+                        lambda self, **kwargs: calls.append((type(self).__name__, kwargs)))
+    for mode in ("default", "max-autotune-no-cudagraphs"):
+        calls.clear()
+        configure_loki(Loki(LokiConfig.from_name("tiny")),
+                       ShardingConfig(compile=True, compile_scope=scope, compile_mode=mode), None)
+        expected = {"backend": "inductor", **({"mode": mode} if mode != "default" else {})}
+        names = {"blocks": ["Block", "Block"], "model": ["Loki"]}[scope]
+        assert calls == [(name, expected) for name in names]
 
 
 if __name__ == "__main__":
