@@ -131,12 +131,23 @@ class Int8Training(BitsandbytesPrecision):
         super().__init__(mode="int8-training", dtype=getattr(torch, dtype))
 
 
-def float8_filter(module: torch.nn.Module, name: str) -> bool:
+def float8_filter(module: torch.nn.Module, name: str, recipe: str | None = None) -> bool:
     """Which linears run in FP8: the blocks' projections, whose dims are multiples of 16 (a
-    torch._scaled_mm requirement). The LM head stays bf16: its softmax is precision-sensitive."""
+    torch._scaled_mm requirement). The LM head stays bf16: its softmax is precision-sensitive.
+
+    With a ``recipe``, also torchao's size heuristics for it (``_auto_filter_for_recipe``, from
+    its H100 tables: a matmul too small for the FP8 casts to pay off stays bf16). For
+    loki-1.4b they keep every block linear in FP8 under tensorwise, and the two whose output is
+    d = 2048 wide (attention out, MLP down) in bf16 under rowwise."""
     if not name.startswith("blocks."):
         return False
-    return module.in_features % 16 == 0 and module.out_features % 16 == 0
+    if not (module.in_features % 16 == 0 and module.out_features % 16 == 0):
+        return False
+    if recipe is None:
+        return True
+    from torchao.float8 import _auto_filter_for_recipe
+
+    return _auto_filter_for_recipe(recipe, filter_fqns=[])(module, name)
 
 
 def convert_to_float8(model: torch.nn.Module, recipe: str = "tensorwise",
@@ -154,7 +165,9 @@ def convert_to_float8(model: torch.nn.Module, recipe: str = "tensorwise",
         config = float8.Float8LinearConfig.from_recipe_name("rowwise")
     else:
         raise LokiError(f"float8 recipe must be tensorwise or rowwise, got {recipe!r}")
-    return float8.convert_to_float8_training(model, module_filter_fn=float8_filter, config=config)
+    return float8.convert_to_float8_training(
+        model, module_filter_fn=lambda module, name: float8_filter(module, name, recipe),
+        config=config)
 
 
 def precompute_float8_scales(model: torch.nn.Module) -> None:

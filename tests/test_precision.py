@@ -108,6 +108,23 @@ def test_float8_filter_keeps_the_lm_head_and_odd_shapes_in_bf16():
     assert not precision.float8_filter(torch.nn.Linear(24, 64), "blocks.0.mlp.down")
 
 
+def test_float8_filter_follows_torchaos_size_heuristics_per_recipe():
+    # loki-1.4b's block linears (built on the meta device): all FP8 under tensorwise; under
+    # rowwise the two with a 2048-wide output stay bf16 (too small for rowwise scaling to pay).
+    pytest.importorskip("torchao.float8")
+    with torch.device("meta"):
+        model = Loki(LokiConfig.from_name("loki-1.4b"))
+    block = {n.split(".", 2)[2]: m for n, m in model.named_modules()
+             if n.startswith("blocks.0.") and isinstance(m, torch.nn.Linear)}
+    assert set(block) == {"attn.qkv", "attn.proj", "mlp.gate_up", "mlp.down"}
+
+    def chosen(recipe):
+        return {n for n, m in block.items() if precision.float8_filter(m, f"blocks.0.{n}", recipe)}
+
+    assert chosen("tensorwise") == set(block)
+    assert chosen("rowwise") == {"attn.qkv", "mlp.gate_up"}
+
+
 def test_yaml_form_builds_the_library_optimizer():
     from jsonargparse import ArgumentParser
     from lightning.pytorch.cli import OptimizerCallable
