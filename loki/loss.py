@@ -7,10 +7,17 @@ fused linear cross-entropy, here in plain torch so that it runs on any device an
 ``torch.compile``): only one chunk of logits is ever alive, and backward only scales the stored
 gradients. The matmuls are the same three a plain head does (logits, grad of hidden, grad of
 weight), so nothing is recomputed.
+
+Between the matmuls, a chunk's log-softmax and its gradient are written as one function of the
+logits (:func:`chunk_loss_and_grad`). On CUDA it is compiled: Inductor reads the chunk's logits
+twice (the log-sum-exp, then the gradient) and writes the gradient once, where eager torch
+makes about ten passes over them.
 """
 
 from __future__ import annotations
 
+import functools
+from functools import lru_cache
 from typing import Any
 
 import torch
@@ -31,22 +38,16 @@ class _LinearCrossEntropy(torch.autograd.Function):
         need_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
         grad_hidden = torch.empty_like(hidden) if need_grad else None
         grad_weight = torch.zeros_like(weight, dtype=torch.float32) if need_grad else None
+        # the gradient's dtype: the matmuls' (bf16 under FSDP2 or autocast), else fp32
+        grad_dtype = hidden.dtype if hidden.dtype == weight.dtype else torch.float32
+        step = _chunk_function(hidden.device)
         for start in range(0, hidden.size(0), chunk_rows):
             h = hidden[start : start + chunk_rows]  # (n, C)
-            t = targets[start : start + chunk_rows]  # (n,)
-            logits = (h @ weight.t()).float()  # (n, V); under autocast the matmul is bf16
-            valid = t != ignore_index
-            safe_t = torch.where(valid, t, 0)
-            lse = torch.logsumexp(logits, dim=-1)  # (n,)
-            target_logit = logits.gather(1, safe_t[:, None]).squeeze(1)
-            loss = loss + ((lse - target_logit) * valid).sum()
+            logits = h @ weight.t()  # (n, V); under autocast the matmul is bf16
+            chunk_loss, grad = step(logits, targets[start : start + chunk_rows], n_valid,
+                                    ignore_index, grad_dtype if need_grad else None)
+            loss = loss + chunk_loss
             if need_grad:
-                # d(mean CE)/d logits = (softmax - onehot) / n_valid, zero on ignored rows;
-                # in place: the chunk's logits are not needed any more (no autograd in here)
-                grad = logits.sub_(lse[:, None]).exp_()
-                grad.scatter_add_(1, safe_t[:, None], -torch.ones_like(lse)[:, None])
-                grad *= (valid / n_valid).unsqueeze(1)
-                grad = grad.to(h.dtype if h.dtype == weight.dtype else logits.dtype)
                 grad_hidden[start : start + chunk_rows] = (grad @ weight.to(grad.dtype)).to(
                     hidden.dtype)
                 grad_weight += (grad.t() @ h.to(grad.dtype)).float()
@@ -60,6 +61,51 @@ class _LinearCrossEntropy(torch.autograd.Function):
         gh = grad_hidden * grad_out.to(grad_hidden.dtype) if ctx.needs_input_grad[0] else None
         gw = (grad_weight * grad_out).to(ctx.weight_dtype) if ctx.needs_input_grad[1] else None
         return gh, gw, None, None, None
+
+
+def chunk_loss_and_grad(
+    logits: torch.Tensor, targets: torch.Tensor, n_valid: torch.Tensor, ignore_index: int,
+    grad_dtype: torch.dtype | None, fused: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One chunk: the summed cross-entropy of ``logits`` (n, V) against ``targets`` (n,) in fp32,
+    and (unless ``grad_dtype`` is None) d(sum CE / n_valid)/d logits in ``grad_dtype``:
+    (softmax - onehot) / n_valid on rows whose target is not ``ignore_index``, zero on the rest.
+
+    ``fused``: written for a compiler (the one-hot is a comparison with the column index, so the
+    whole gradient is one pointwise kernel). Otherwise written for eager torch: in place on the
+    fp32 logits, which are not needed afterwards (no autograd runs in here), to keep one
+    (n, V) buffer alive instead of several."""
+    x = logits.float()
+    valid = targets != ignore_index
+    safe_t = torch.where(valid, targets, 0)
+    lse = torch.logsumexp(x, dim=-1)  # (n,)
+    target_logit = x.gather(1, safe_t[:, None]).squeeze(1)
+    loss = ((lse - target_logit) * valid).sum()
+    if grad_dtype is None:
+        return loss, None
+    row_scale = (valid / n_valid)[:, None]  # 1 / n_valid, 0 on ignored rows
+    if fused:
+        onehot = torch.arange(x.size(1), device=x.device)[None, :] == safe_t[:, None]
+        grad = (torch.exp(x - lse[:, None]) - onehot.float()) * row_scale
+    else:
+        grad = x.sub_(lse[:, None]).exp_().mul_(row_scale)
+        grad.scatter_add_(1, safe_t[:, None], -row_scale)
+    return loss, grad.to(grad_dtype)
+
+
+@lru_cache(maxsize=1)
+def _compiled_chunk_function() -> Any:
+    return torch.compile(functools.partial(chunk_loss_and_grad, fused=True))
+
+
+def _chunk_function(device: torch.device) -> Any:
+    """Compiled and fused on CUDA; eager elsewhere. Inside a compiled model (being traced) the
+    fused form is traced into the model's graph."""
+    if torch.compiler.is_compiling():
+        return functools.partial(chunk_loss_and_grad, fused=True)
+    if device.type == "cuda":
+        return _compiled_chunk_function()
+    return chunk_loss_and_grad
 
 
 def linear_cross_entropy(
