@@ -50,7 +50,8 @@ if [ "${ATTN_SECONDS:-90}" != 0 ]; then  # ALiBi attention fwd+bwd per backend, 
 fi
 headline="loki-compiled(blocks,fit,fit(flex-flash),llama-sdpa,loki-fp8-tensorwise"
 headline="$headline,fit-fp8(tensorwise,fp8-gather)"
-choices="loki-compiled(model,fit(model),fit(autotune),loki-fp8-rowwise,fit-fp8(tensorwise)"
+choices="loki-compiled(model,fit(model),fit(keep-gathered),fit(autotune),loki-fp8-rowwise"
+choices="$choices,fit-fp8(tensorwise)"
 choices="$choices,fit-fp8(rowwise)"
 rest="loki-sdpa,loki-flex,head,loki-flash,llama-flash"
 timeout "${BENCH_SECONDS:-480}" $python benchmarks/gpu_step.py \

@@ -29,8 +29,10 @@ loss is the chunked LM head + cross-entropy of ``loki.loss`` unless the row says
   ``fit(flex-flash)``, attention on FlashAttention-4's kernels; ``fit(model)``, the whole model
   compiled (``sharding.compile_scope: model``); ``fit(autotune)``, Inductor's
   ``max-autotune-no-cudagraphs`` (``sharding.compile_mode``; minutes of tuning in its first
-  step); ``fit-fp8(tensorwise)``, FP8 compute with bf16 gathers; ``fit-fp8(rowwise)``, rowwise
-  scaling
+  step); ``fit(keep-gathered)``, blocks stay gathered from forward to backward
+  (``sharding.reshard_after_forward: false``: one all-gather per micro-batch instead of two,
+  +2.7 GB of bf16 weights per GPU); ``fit-fp8(tensorwise)``, FP8 compute with bf16 gathers;
+  ``fit-fp8(rowwise)``, rowwise scaling
 
 MFU = tokens/s x FLOPs/token (``loki.flops``: 6N + causal attention, the same count for both
 models since their matmul shapes agree) / the device's dense bf16 peak; FP8 rows also show the
@@ -367,6 +369,9 @@ def _ratios(rows: list[dict]) -> None:
         print(f"flex-flash / flex (compiled blocks): {flex_flash / blocks:.2f}x")
     if "fit(flex-flash)" in tps and "fit" in tps:
         print(f"fit flex-flash / flex: {tps['fit(flex-flash)'] / tps['fit']:.2f}x")
+    if "fit(keep-gathered)" in tps and "fit" in tps:
+        print(f"fit without resharding after forward / with: "
+              f"{tps['fit(keep-gathered)'] / tps['fit']:.2f}x")
     if "fit(autotune)" in tps and "fit" in tps:
         print(f"fit max-autotune / default compile: {tps['fit(autotune)'] / tps['fit']:.2f}x")
     if "fit(model)" in tps and "fit" in tps:
