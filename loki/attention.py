@@ -197,20 +197,17 @@ def flex_alibi_attention(
     return fn(q, k, v, score_mod=alibi, block_mask=block_mask, kernel_options=options)
 
 
+@lru_cache(maxsize=8)
 def flex_flash_available(device: torch.device | None = None) -> bool:
     """Whether ``flex-flash`` can run: FlashAttention-4's ``flash_attn.cute`` importable and a
-    CUDA device of compute capability 9.0 or newer (``device``, default the current one)."""
+    CUDA device of compute capability 9.0 or newer (``device``, default the current one).
+    Cached: every layer asks on every call."""
+    import importlib.util
+
     if not (flex_available() and torch.cuda.is_available()):
         return False
     if torch.cuda.get_device_capability(device)[0] < 9:
         return False
-    return _flash_cute_importable()
-
-
-@lru_cache(maxsize=1)
-def _flash_cute_importable() -> bool:
-    import importlib.util
-
     try:
         return importlib.util.find_spec("flash_attn.cute") is not None
     except ImportError:  # a flash_attn without the cute subpackage
