@@ -34,7 +34,7 @@ fi
 export PYTHONUNBUFFERED=1 WANDB_MODE=offline
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,utilization.gpu \
   --format=csv | tee "$out/nvidia_smi.csv"
-tests=${TESTS-tests/test_attention.py tests/test_host_copy.py tests/test_hot_loop_gpu.py}
+tests=${TESTS-tests/test_attention.py tests/test_loss.py tests/test_host_copy.py tests/test_hot_loop_gpu.py}
 if [ -n "$tests" ]; then
   # shellcheck disable=SC2086  # a list of test files
   timeout "${TEST_SECONDS:-150}" $python -m pytest -q -s -m gpu $tests 2>&1 \
