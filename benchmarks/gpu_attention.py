@@ -41,7 +41,7 @@ from loki.attention import (  # noqa: E402
 )
 from loki.model import alibi_slopes  # noqa: E402
 
-ROWS = ("sdpa", "flex", "flex-flash", "flash", "sdpa-causal")
+ROWS = ("sdpa", "sdpa-causal", "flex", "flex-flash", "flash")  # quick rows first
 
 
 def attention_flops(batch: int, heads: int, seq: int, head_dim: int) -> int:
