@@ -10,7 +10,7 @@
   (Hopper and Blackwell) instead of its Triton template. It needs the ``flash-attn-4`` package
   (``flash_attn.cute``, the ``flash4`` extra) and a GPU of compute capability 9.0 or newer.
   torch calls that backend experimental; it is opt-in until a GPU run shows it faster
-  (``benchmarks/gpu_step.py``, rows ``attn:*`` and ``*flex-flash*``).
+  (``benchmarks/gpu_attention.py``, and the ``*flex-flash*`` rows of ``benchmarks/gpu_step.py``).
 - ``sdpa``:  ``F.scaled_dot_product_attention`` with a float ALiBi bias that also carries the causal
   mask. The bias is handed over as (1, nh, Tq, Tk): with that shape the CPU picks its fused flash
   kernel (a 3-D mask sends it to the unfused math path); CUDA runs the memory-efficient kernel.
@@ -19,9 +19,11 @@
 ``auto`` picks flash when flash-attn is importable on CUDA, else flex on CUDA, else sdpa.
 
 ``flex`` and ``flex-flash`` fall back to ``sdpa`` (the result is the same function) where they
-cannot serve: decoding with a KV cache (Tq < Tk: each new cache length would need a new block mask and a
-recompiled kernel, and a one-row query gains nothing from tiling), dropout (FlexAttention has
-none) and the CPU under autograd (torch has no FlexAttention backward on the CPU).
+cannot serve: decoding with a KV cache (Tq < Tk: each new cache length would need a new block
+mask and a recompiled kernel, and a one-row query gains nothing from tiling), dropout
+(FlexAttention has none) and, for ``flex``, the CPU under autograd (torch has no FlexAttention
+backward on the CPU). ``flex-flash`` where its kernels cannot run (no flash-attn-4, a GPU older
+than Hopper, the CPU) is an error that names what to install or choose instead.
 
 Precision of the ``sdpa`` bias: it is built in fp32 and cast to the query's dtype, which SDPA
 requires. In bf16, ``-slope * distance`` keeps 8 significant bits: where the bias is within 20

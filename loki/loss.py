@@ -11,13 +11,12 @@ weight), so nothing is recomputed.
 Between the matmuls, a chunk's log-softmax and its gradient are written as one function of the
 logits (:func:`chunk_loss_and_grad`). On CUDA it is compiled: Inductor reads the chunk's logits
 twice (the log-sum-exp, then the gradient) and writes the gradient once, where eager torch
-makes about ten passes over them.
+makes a pass per operation.
 """
 
 from __future__ import annotations
 
 import functools
-from functools import lru_cache
 from typing import Any
 
 import torch
@@ -93,7 +92,7 @@ def chunk_loss_and_grad(
     return loss, grad.to(grad_dtype)
 
 
-@lru_cache(maxsize=1)
+@functools.lru_cache(maxsize=1)
 def _compiled_chunk_function() -> Any:
     return torch.compile(functools.partial(chunk_loss_and_grad, fused=True))
 
