@@ -32,13 +32,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from loki.attention import (  # noqa: E402
-    FLEX_FLASH_NEEDS,
-    causal_attention,
-    flash_available,
-    flex_flash_available,
-    slope_key,
-)
+from loki.attention import causal_attention, flash_available, slope_key  # noqa: E402
+from loki.flex_alibi import FLEX_FLASH_NEEDS, flex_flash_available  # noqa: E402
 from loki.model import alibi_slopes  # noqa: E402
 
 ROWS = ("sdpa", "sdpa-causal", "flex", "flex-flash", "flash")  # quick rows first

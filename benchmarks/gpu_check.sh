@@ -35,7 +35,8 @@ export PYTHONUNBUFFERED=1 WANDB_MODE=offline
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,utilization.gpu \
   --format=csv | tee "$out/nvidia_smi.csv"
 # the sync test first: if the cap cuts the list, the kernel comparisons are what is lost
-tests=${TESTS-tests/test_hot_loop_gpu.py tests/test_host_copy.py tests/test_loss.py tests/test_attention.py}
+tests=${TESTS-tests/test_hot_loop_gpu.py tests/test_host_copy.py tests/test_loss.py tests/test_flex_alibi.py
+tests/test_attention.py}
 if [ -n "$tests" ]; then
   # shellcheck disable=SC2086  # a list of test files
   timeout "${TEST_SECONDS:-170}" $python -m pytest -q -s -m gpu $tests 2>&1 \

@@ -20,9 +20,9 @@ import lightning as L
 import torch
 
 from loki._optional import available
-from loki.attention import FLEX_FLASH_NEEDS, flex_flash_available
 from loki.config import LokiConfig
 from loki.errors import LokiError
+from loki.flex_alibi import FLEX_FLASH_NEEDS, flex_flash_available
 
 FIT_ACCUM = 4  # micro-batches per optimizer step (the recipe's first batch size on 8 GPUs)
 # The fit rows: ShardingConfig fields over the recipe's defaults, and the attention backend

@@ -61,9 +61,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # callbacks/, for 
 from gpu_fit import FITS, FITS_ON_REQUEST, run_fit  # noqa: E402
 
 from loki._optional import available  # noqa: E402
-from loki.attention import FLEX_FLASH_NEEDS, flash_available, flex_flash_available  # noqa: E402
+from loki.attention import flash_available  # noqa: E402
 from loki.config import LokiConfig  # noqa: E402
 from loki.errors import LokiError  # noqa: E402
+from loki.flex_alibi import FLEX_FLASH_NEEDS, flex_flash_available  # noqa: E402
 from loki.flops import flops_per_token, peak_flops  # noqa: E402
 from loki.model import Loki  # noqa: E402
 from loki.sharding import checkpoint_block, shard_model  # noqa: E402

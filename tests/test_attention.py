@@ -4,11 +4,11 @@ import pytest
 import torch
 
 import loki.attention as attention
+import loki.flex_alibi as flex_alibi
 from loki.attention import (
     alibi_bias,
     causal_attention,
     clear_caches,
-    flex_alibi_attention,
     resolve_backend,
     slope_key,
 )
@@ -56,37 +56,6 @@ def test_sdpa_matches_eager(q_len):
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
 
 
-def test_flex_score_mod_and_block_mask_match_eager():
-    # torch's uncompiled FlexAttention (its reference path, CPU): checks ALiBi as a score_mod
-    # and the causal BlockMask at a length that is not a multiple of the 128-token tiles.
-    B, H, T, D = 1, 2, 150, 16
-    q, k, v = (torch.randn(B, H, T, D) for _ in range(3))
-    slopes = alibi_slopes(H)
-    ref = causal_attention(q, k, v, slopes, "eager")
-    out = flex_alibi_attention(q, k, v, slopes, compiled=False)
-    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
-
-
-def test_flex_traced_inside_a_compiled_block_builds_its_mask_in_the_graph():
-    # Under torch.compile the cached mask would be looked through (Dynamo warns that it ignores
-    # lru_cache); the traced path builds it in the graph instead. Dynamo's trace only (eager
-    # backend): the same values as the eager reference, one graph, and no cache warning.
-    import warnings
-
-    B, H, T, D = 1, 2, 150, 16
-    q, k, v = (torch.randn(B, H, T, D) for _ in range(3))
-    slopes = alibi_slopes(H)
-    torch._dynamo.reset()
-    traced = torch.compile(lambda q, k, v: flex_alibi_attention(q, k, v, slopes),
-                           backend="eager", fullgraph=True)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        out = traced(q, k, v)
-    torch.testing.assert_close(out, causal_attention(q, k, v, slopes, "eager"),
-                               atol=1e-5, rtol=1e-5)
-    assert not [w for w in caught if "lru_cache" in str(w.message)]
-
-
 def test_flex_falls_back_to_sdpa_where_it_cannot_serve():
     q = torch.randn(1, 2, 4, 8)
     k = torch.randn(1, 2, 6, 8)
@@ -96,32 +65,6 @@ def test_flex_falls_back_to_sdpa_where_it_cannot_serve():
     with torch.no_grad():
         assert resolve_backend("flex", q, q) == "flex"
     assert resolve_backend("auto", q, q) == "sdpa"  # on the CPU
-
-
-def test_flex_flash_asks_for_the_flash_kernels_and_names_what_it_needs(monkeypatch):
-    # flex-flash is flex with kernel_options BACKEND=FLASH; the CPU cannot run it, and the error
-    # names both the GPU and the package (decoding still falls back to sdpa, as flex does).
-    import torch.nn.attention.flex_attention as flex_module
-
-    q = torch.randn(1, 2, 8, 8)
-    with pytest.raises(RuntimeError, match="compute capability >= 9.0.*flash-attn-4"):
-        causal_attention(q, q, q, alibi_slopes(2), "flex-flash")
-    assert resolve_backend("flex-flash", q, torch.randn(1, 2, 9, 8)) == "sdpa"
-    seen = []
-    real = flex_module.flex_attention
-
-    def recording(*args, **kwargs):
-        seen.append(kwargs.get("kernel_options"))
-        return real(*args, **{**kwargs, "kernel_options": None})
-
-    monkeypatch.setattr(flex_module, "flex_attention", recording)
-    slopes = alibi_slopes(2)
-    out = flex_alibi_attention(q, q, q, slopes, compiled=False, kernel="flash")
-    flex_alibi_attention(q, q, q, slopes, compiled=False)
-    assert seen == [{"BACKEND": "FLASH"}, None]
-    torch.testing.assert_close(out, causal_attention(q, q, q, slopes, "eager"),
-                               atol=1e-5, rtol=1e-5)
-    assert LokiConfig.from_name("tiny", attention_backend="flex-flash").attention_backend
 
 
 def test_slopes_live_on_the_module_device_and_the_key_is_a_tuple():
@@ -158,7 +101,7 @@ def test_bias_cached_under_inference_mode_serves_training():
         causal_attention(q, k, v, slopes, backend).sum().backward()
     assert q.grad is not None and torch.isfinite(q.grad).all()
     with torch.inference_mode():
-        mask = attention._causal_block_mask(6, "cpu")
+        mask = flex_alibi._causal_block_mask(6, "cpu")
     assert not mask.kv_num_blocks.is_inference()
 
 
@@ -203,45 +146,3 @@ def test_flash_matches_sdpa_on_gpu():
     out = causal_attention(q, k, v, slopes, "flash")
     # bf16 accumulations in different orders: ~1e-2 absolute.
     torch.testing.assert_close(out, ref, atol=2e-2, rtol=2e-2)
-
-
-@pytest.mark.gpu
-def test_flex_matches_eager_on_gpu_at_training_shape():
-    # T 2048, 32 heads, bf16, forward and backward. Flex applies ALiBi in fp32 inside the kernel;
-    # the reference runs fp32 eager attention on the same bf16 inputs. Tolerance: bf16 output
-    # rounding (2^-8 relative) over sums of 2048 terms: 2e-2 absolute on outputs, 5e-2 on grads.
-    B, H, T, D = 1, 32, 2048, 64
-    q, k, v = (torch.randn(B, H, T, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-               for _ in range(3))
-    slopes = alibi_slopes(H).cuda()
-    out = causal_attention(q, k, v, slopes, "flex")
-    grad = torch.randn_like(out)
-    gq, gk, gv = torch.autograd.grad(out, (q, k, v), grad)
-    qf, kf, vf = (t.detach().float().requires_grad_() for t in (q, k, v))
-    ref = causal_attention(qf, kf, vf, slopes, "eager", key=slope_key(alibi_slopes(H)))
-    rq, rk, rv = torch.autograd.grad(ref, (qf, kf, vf), grad.float())
-    torch.testing.assert_close(out.float(), ref, atol=2e-2, rtol=2e-2)
-    for got, want in ((gq, rq), (gk, rk), (gv, rv)):
-        torch.testing.assert_close(got.float(), want, atol=5e-2, rtol=5e-2)
-    assert resolve_backend("auto", q, k) in ("flash", "flex")
-
-
-@pytest.mark.gpu
-def test_flex_flash_matches_eager_on_gpu_at_training_shape():
-    # The FLASH (FlashAttention-4 CuTe) kernels behind the same score_mod and mask, against the
-    # fp32 eager reference at T 2048, 32 heads, bf16; tolerances as for flex above.
-    if not attention.flex_flash_available():
-        pytest.skip(f"flex-flash needs {attention.FLEX_FLASH_NEEDS}")
-    B, H, T, D = 1, 32, 2048, 64
-    q, k, v = (torch.randn(B, H, T, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-               for _ in range(3))
-    slopes = alibi_slopes(H).cuda()
-    out = causal_attention(q, k, v, slopes, "flex-flash")
-    grad = torch.randn_like(out)
-    gq, gk, gv = torch.autograd.grad(out, (q, k, v), grad)
-    qf, kf, vf = (t.detach().float().requires_grad_() for t in (q, k, v))
-    ref = causal_attention(qf, kf, vf, slopes, "eager", key=slope_key(alibi_slopes(H)))
-    rq, rk, rv = torch.autograd.grad(ref, (qf, kf, vf), grad.float())
-    torch.testing.assert_close(out.float(), ref, atol=2e-2, rtol=2e-2)
-    for got, want in ((gq, rq), (gk, rk), (gv, rv)):
-        torch.testing.assert_close(got.float(), want, atol=5e-2, rtol=5e-2)

@@ -1,0 +1,99 @@
+"""FlexAttention with ALiBi: the ``flex`` and ``flex-flash`` backends of :mod:`loki.attention`.
+
+ALiBi is a ``score_mod`` (``score - slope[h] * (q - kv)``, in fp32 inside the kernel) and the
+causal mask a ``BlockMask``, built once per (length, device) and shared by every layer and head.
+``flex`` runs Inductor's Triton template; ``flex-flash`` asks for FlashAttention-4's CuTe-DSL
+kernels (``kernel_options={"BACKEND": "FLASH"}``), which need ``flash_attn.cute`` and a Hopper or
+newer GPU.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import torch
+
+# What flex-flash asks of the environment, named in its errors.
+FLEX_FLASH_NEEDS = (
+    "a CUDA GPU of compute capability >= 9.0 (Hopper, Blackwell) and the flash-attn-4 package: "
+    "pip install --pre 'lokilm[flash4]' (or set attention_backend to flex)"
+)
+
+
+def flex_available() -> bool:
+    try:
+        import torch.nn.attention.flex_attention  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _causal(b: Any, h: Any, q_idx: Any, kv_idx: Any) -> Any:
+    return q_idx >= kv_idx
+
+
+@lru_cache(maxsize=16)
+def _causal_block_mask(length: int, device: str) -> Any:
+    """The causal ``BlockMask`` of one sequence length, built once per (length, device) and
+    outside inference mode (see :func:`loki.attention.alibi_bias`); shared by every layer
+    and head."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    with torch.inference_mode(False), torch.no_grad():
+        return create_block_mask(_causal, None, None, length, length, device=device)
+
+
+@lru_cache(maxsize=1)
+def _compiled_flex() -> Any:
+    """One compiled FlexAttention for every layer and length (the first call compiles; later
+    lengths recompile once with dynamic shapes). Without compilation flex materializes the scores."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return torch.compile(flex_attention)
+
+
+def flex_alibi_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slopes: torch.Tensor, compiled: bool = True,
+    kernel: str = "triton",
+) -> torch.Tensor:
+    """FlexAttention with ALiBi; q, k, v (B, nh, T, hs), ``slopes`` (nh,) on q's device.
+    Queries and keys cover the same positions (training, validation, prefill). ``kernel``:
+    "triton" (Inductor's own template) or "flash" (FlashAttention-4's CuTe kernels)."""
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    q_len, k_len = q.size(-2), k.size(-2)
+    if q_len != k_len:
+        raise ValueError(f"flex_alibi_attention needs Tq == Tk, got {q_len} and {k_len}")
+
+    def alibi(score: torch.Tensor, b: Any, h: Any, q_idx: Any, kv_idx: Any) -> torch.Tensor:
+        return score - slopes[h] * (q_idx - kv_idx)  # fp32 score, fp32 slope
+
+    options = {"BACKEND": "FLASH"} if kernel == "flash" else None
+    if torch.compiler.is_compiling():
+        # Traced into a compiled block or model, which would look through the caches anyway:
+        # the mask is built in the graph (a few small kernels per call) and flex is the graph's
+        # own operator.
+        block_mask = create_block_mask(_causal, None, None, q_len, k_len, device=q.device)
+        return flex_attention(q, k, v, score_mod=alibi, block_mask=block_mask,
+                              kernel_options=options)
+    block_mask = _causal_block_mask(q_len, str(q.device))
+    fn = _compiled_flex() if compiled else flex_attention
+    return fn(q, k, v, score_mod=alibi, block_mask=block_mask, kernel_options=options)
+
+
+@lru_cache(maxsize=8)
+def flex_flash_available(device: torch.device | None = None) -> bool:
+    """Whether ``flex-flash`` can run: FlashAttention-4's ``flash_attn.cute`` importable and a
+    CUDA device of compute capability 9.0 or newer (``device``, default the current one).
+    Cached: every layer asks on every call."""
+    import importlib.util
+
+    if not (flex_available() and torch.cuda.is_available()):
+        return False
+    if torch.cuda.get_device_capability(device)[0] < 9:
+        return False
+    try:
+        return importlib.util.find_spec("flash_attn.cute") is not None
+    except ImportError:  # a flash_attn without the cute subpackage
+        return False
