@@ -23,8 +23,11 @@ if compgen -G ".whl/*.whl" >/dev/null; then
   $python -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target "$site" .whl/*.whl || exit 1
 fi
-for bundle in .whl/*.site.tar.xz; do
-  if [ -e "$bundle" ]; then mkdir -p "$site" && tar -xJf "$bundle" -C "$site" || exit 1; fi
+for bundle in .whl/*.site.tar.xz; do  # unpacked by Python: no xz binary needed there
+  if [ -e "$bundle" ]; then
+    $python -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2], filter="data")' \
+      "$bundle" "$site" || exit 1
+  fi
 done
 if [ -d "$site" ]; then
   # a folder on PYTHONPATH has its .pth files ignored: add the folders they name
