@@ -44,6 +44,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from loki.config import ATTENTION_BACKENDS
 from loki.flex_alibi import (
     FLEX_FLASH_NEEDS,
     _causal_block_mask,
@@ -54,7 +55,6 @@ from loki.flex_alibi import (
 
 log = logging.getLogger(__name__)
 _FLASH_DTYPES = (torch.float16, torch.bfloat16)
-BACKENDS = ("auto", "flash", "flex", "flex-flash", "sdpa", "eager")
 # The cached SDPA biases: each is nh * Tq * Tk elements (268 MB at 32 heads, T 2048, bf16), so
 # the cache is bounded in bytes as well as in entries (decoding makes one small bias per length).
 BIAS_CACHE_BYTES = 1 << 30
@@ -181,7 +181,7 @@ def resolve_backend(backend: str, q: torch.Tensor, k: torch.Tensor | None = None
             raise RuntimeError(f"attention_backend='flex-flash' needs {FLEX_FLASH_NEEDS}")
         if not q.is_cuda and torch.is_grad_enabled() and q.requires_grad:
             return _fall_back(backend, "torch has no FlexAttention backward on the CPU")
-    if backend not in BACKENDS:
+    if backend not in ATTENTION_BACKENDS:
         raise ValueError(f"unknown attention backend {backend!r}")
     return backend
 

@@ -6,10 +6,10 @@ This module imports nothing heavy so that configs can be read and checked withou
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 AttentionBackend = Literal["auto", "flash", "flex", "flex-flash", "sdpa", "eager"]
-ATTENTION_BACKENDS = ("auto", "flash", "flex", "flex-flash", "sdpa", "eager")
+ATTENTION_BACKENDS: tuple[str, ...] = get_args(AttentionBackend)
 
 
 @dataclass
