@@ -45,7 +45,14 @@ FITS_ON_REQUEST = ("fit(flex-flash)", "fit(model)", "fit(autotune)", "fit(keep-g
 def run_fit(args: argparse.Namespace, device: torch.device, seq: int,
             attention_backend: str | None = None, **sharding: object) -> dict:
     """Seconds per micro-batch of ``Trainer.fit`` over the recipe's path (module docstring);
-    ``sharding``: ShardingConfig fields that differ from the recipe's."""
+    ``sharding``: ShardingConfig fields that differ from the recipe's. The generated shards and
+    the offline wandb run live in a temporary folder, removed when the row ends."""
+    with tempfile.TemporaryDirectory(prefix="loki-gpu-step-", ignore_cleanup_errors=True) as tmp:
+        return _run_fit(Path(tmp), args, device, seq, attention_backend, **sharding)
+
+
+def _run_fit(root: Path, args: argparse.Namespace, device: torch.device, seq: int,
+             attention_backend: str | None, **sharding: object) -> dict:
     import numpy as np
     from lightning.pytorch.strategies import ModelParallelStrategy
 
@@ -67,7 +74,6 @@ def run_fit(args: argparse.Namespace, device: torch.device, seq: int,
         torch.cuda.reset_peak_memory_stats(device)
     steps, warmup = args.steps + 2, args.warmup
     per_step = FIT_ACCUM * args.batch
-    root = Path(tempfile.mkdtemp(prefix="loki-gpu-step-"))
     vocab = config.vocab_size
     tokenizer = {"spec": "bench", "name": "bench", "vocab_hash": f"bench{vocab}",
                  "vocab_size": vocab, "eot_id": vocab - 1}

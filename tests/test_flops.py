@@ -2,6 +2,7 @@ import json
 import math
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import lightning as L
@@ -186,6 +187,7 @@ def test_gpu_benchmark_runs_the_rows_asked_for_in_that_order(tmp_path):
     import subprocess
 
     out = tmp_path / "rows.json"
+    scratch = set(Path(tempfile.gettempdir()).glob("loki-gpu-step-*"))
     run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_step.py"), "--dry-run",
                           "--only", "llama-sdpa,fit-fp8(tensorwise,fp8-gather),fit(model),"
                           "loki-compiled(blocks,loki-sdpa,head",
@@ -199,6 +201,8 @@ def test_gpu_benchmark_runs_the_rows_asked_for_in_that_order(tmp_path):
                      "loki-compiled(blocks,sdpa)", "loki-compiled(blocks,flex-flash)",
                      "loki-sdpa", "head-memory"]
     assert next(r for r in json.loads(out.read_text()) if r["variant"] == "fit(model)")["loss"] > 0
+    # the fit rows' generated shards and offline wandb runs are removed when each row ends
+    assert set(Path(tempfile.gettempdir()).glob("loki-gpu-step-*")) == scratch
 
 
 def test_attention_benchmark_counts_flops_like_the_model_and_runs_on_the_cpu(tmp_path):
