@@ -54,7 +54,7 @@ if [ "${ATTN_SECONDS:-90}" != 0 ]; then  # ALiBi attention fwd+bwd per backend, 
     2>&1 | tee "$out/gpu_attention.txt"
 fi
 headline="loki-compiled(blocks,fit,fit(flex-flash),llama-sdpa,loki-fp8-tensorwise"
-headline="$headline,fit-fp8(tensorwise,fp8-gather)"
+headline="$headline,fit(flex-flash,keep-gathered),fit-fp8(tensorwise,fp8-gather)"
 choices="loki-compiled(model,fit(model),fit(keep-gathered),fit(autotune),loki-fp8-rowwise"
 choices="$choices,fit-fp8(tensorwise)"
 choices="$choices,fit-fp8(rowwise)"

@@ -34,12 +34,14 @@ FITS: dict[str, dict] = {
     "fit(model)": {"compile_scope": "model"},
     "fit(autotune)": {"compile_mode": "max-autotune-no-cudagraphs"},
     "fit(keep-gathered)": {"reshard_after_forward": False},
+    "fit(flex-flash,keep-gathered)": {"attention_backend": "flex-flash",
+                                      "reshard_after_forward": False},
     "fit-fp8(tensorwise)": {"float8": True, "float8_all_gather": False},
     "fit-fp8(rowwise)": {"float8": True, "float8_recipe": "rowwise", "float8_all_gather": False},
 }
 # run only when named: each adds about a minute to a run that should stay near 6 minutes
 FITS_ON_REQUEST = ("fit(flex-flash)", "fit(model)", "fit(autotune)", "fit(keep-gathered)",
-                   "fit-fp8(tensorwise)", "fit-fp8(rowwise)")
+                   "fit(flex-flash,keep-gathered)", "fit-fp8(tensorwise)", "fit-fp8(rowwise)")
 
 
 def run_fit(args: argparse.Namespace, device: torch.device, seq: int,

@@ -205,6 +205,26 @@ def test_gpu_benchmark_runs_the_rows_asked_for_in_that_order(tmp_path):
     assert set(Path(tempfile.gettempdir()).glob("loki-gpu-step-*")) == scratch
 
 
+def test_gpu_benchmark_summary_sets_each_fit_option_against_the_recipe(capsys):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from gpu_step import _ratios
+
+    _ratios([{"variant": "loki-compiled(blocks,flex)", "tokens_per_s": 100.0, "mfu": 0.450},
+             {"variant": "fit", "tokens_per_s": 102.0, "mfu": 0.459},
+             {"variant": "fit(keep-gathered)", "tokens_per_s": 104.04, "mfu": 0.468},
+             {"variant": "fit(flex-flash,keep-gathered)", "tokens_per_s": 117.3, "mfu": 0.528},
+             {"variant": "fit(autotune)", "skipped": "RuntimeError: out of time"},
+             {"variant": "fit-fp8(tensorwise,fp8-gather)", "tokens_per_s": 125.0, "mfu": 0.56}])
+    printed = capsys.readouterr().out
+    assert "fit(keep-gathered) / fit: 1.02x" in printed
+    assert "fit(flex-flash,keep-gathered) / fit: 1.15x" in printed
+    assert "fit(autotune) /" not in printed  # a skipped row has no ratio
+    assert "Lightning fit / raw loop (compiled blocks): 1.020x" in printed
+    # the bf16 target is judged on the best bf16 fit row; FP8 rows count against the FP8 target
+    assert "fit bf16 MFU, best: 52.8% (fit(flex-flash,keep-gathered))  (target >= 52%)" in printed
+    assert "fit fp8 / bf16: tensorwise,fp8-gather 1.23x" in printed
+
+
 def test_attention_benchmark_counts_flops_like_the_model_and_runs_on_the_cpu(tmp_path):
     import subprocess
 
