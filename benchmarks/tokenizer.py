@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 
 from loki.tokenizer import EOT, PAD, LokiTokenizer
-from loki.tokenizer_cli import PruneConfig, corpus_files, is_held_out, iter_documents, prune
+from loki.tokenizer_corpus import corpus_files, is_held_out, iter_documents
+from loki.tokenizer_prune import PruneConfig, prune
 
 
 def train_hf_bpe(texts, vocab_size: int):

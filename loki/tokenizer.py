@@ -32,6 +32,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+from loki import atomic
 from loki.errors import LokiError
 
 EOT = "<|endoftext|>"
@@ -172,13 +173,17 @@ class LokiTokenizer:
         path.mkdir(parents=True, exist_ok=True)
         lines = (base64.b64encode(t) + b" %d\n" % r
                  for t, r in sorted(self.ranks.items(), key=lambda kv: kv[1]))
-        (path / RANKS_FILE).write_bytes(b"".join(lines))
         meta = {**self.meta, **(extra or {})}
         meta.update(name=self.name, base=self.base, pat_str=self.pat_str,
                     special_tokens=self.specials, vocab_size=self.vocab_size,
                     vocab_hash=self.vocab_hash, ranks_file=RANKS_FILE)
+        # Both files are written in full beside the old ones before either replaces its
+        # predecessor, so a failed save leaves an earlier tokenizer in ``path`` whole.
+        with atomic.atomic_write(path / RANKS_FILE, "wb") as ranks_out, \
+                atomic.atomic_write(path / META_FILE, "w", encoding="utf-8") as meta_out:
+            ranks_out.write(b"".join(lines))
+            meta_out.write(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
         self.meta = meta
-        (path / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
         return path
 
     # ------------------------------------------------------------------ use

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import loki.tokenizer as tokmod
-import loki.tokenizer_cli as cli
+import loki.tokenizer_prune as tp
 from loki.errors import LokiError
 from loki.tokenizer import (
     EOT,
@@ -49,11 +49,11 @@ def write_corpus(root: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def pruned(tmp_path_factory) -> tuple[LokiTokenizer, Path, cli.PruneConfig]:
+def pruned(tmp_path_factory) -> tuple[LokiTokenizer, Path, tp.PruneConfig]:
     root = tmp_path_factory.mktemp("prune")
-    cfg = cli.PruneConfig(corpus=write_corpus(root / "corpus"), output=str(root / "tok"),
-                          vocab_size=SIZE, workers=1, held_out_fraction=0.05)
-    return cli.prune(cfg), root, cfg
+    cfg = tp.PruneConfig(corpus=write_corpus(root / "corpus"), output=str(root / "tok"),
+                         vocab_size=SIZE, workers=1, held_out_fraction=0.05)
+    return tp.prune(cfg), root, cfg
 
 
 # ---------------------------------------------------------------------- base encoding
@@ -169,6 +169,17 @@ def test_save_load_and_hash(pruned, tmp_path):
         LokiTokenizer.load(tmp_path / "nothing")
 
 
+def test_a_failed_save_leaves_the_earlier_tokenizer_whole(pruned, base, tmp_path):
+    tok, _, _ = pruned
+    tok.save(tmp_path / "t")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "t").iterdir()}
+    # the metadata cannot be written after the new ranks are: nothing in the folder changes
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        base.save(tmp_path / "t", extra={"note": object()})
+    assert {p.name: p.read_bytes() for p in (tmp_path / "t").iterdir()} == before
+    assert LokiTokenizer.load(tmp_path / "t").vocab_hash == tok.vocab_hash
+
+
 def test_report_and_cache(pruned, monkeypatch):
     tok, root, cfg = pruned
     report = json.loads((Path(cfg.output) / "prune_report.json").read_text())
@@ -180,11 +191,11 @@ def test_report_and_cache(pruned, monkeypatch):
     def no_count(*a, **k):
         raise AssertionError("an up-to-date tokenizer must not be refitted")
 
-    monkeypatch.setattr(cli, "count_usage", no_count)
-    assert cli.prune(cfg).vocab_hash == tok.vocab_hash
-    other = cli.PruneConfig(**{**cfg.__dict__, "vocab_size": SIZE + 8})
+    monkeypatch.setattr(tp, "count_usage", no_count)
+    assert tp.prune(cfg).vocab_hash == tok.vocab_hash
+    other = tp.PruneConfig(**{**cfg.__dict__, "vocab_size": SIZE + 8})
     with pytest.raises(LokiError, match="overwrite"):
-        cli.prune(other)
+        tp.prune(other)
 
 
 # ---------------------------------------------------------------------- bad inputs
@@ -197,25 +208,3 @@ def test_missing_offline_package_names_it(monkeypatch):
     finally:
         monkeypatch.undo()
         tokmod.base_ranks.cache_clear()
-
-
-def test_corpus_too_small(tmp_path):
-    (tmp_path / "c.txt").write_text("the cat sat on the mat. " * 50)
-    cfg = cli.PruneConfig(corpus=[str(tmp_path / "c.txt")], output=str(tmp_path / "o"),
-                          vocab_size=1000, workers=1, held_out_fraction=0.0)
-    with pytest.raises(LokiError, match="corpus too small to rank 1000"):
-        cli.prune(cfg)
-    cfg.allow_unranked_fill = True
-    tok = cli.prune(cfg)
-    assert tok.vocab_size == 1000 and unreachable_tokens(tok.ranks) == []
-    assert len(tok.encode("the cat sat on the mat.")) <= 7
-
-
-def test_bad_corpus_entries(tmp_path):
-    with pytest.raises(LokiError, match="does not exist"):
-        cli.corpus_files([str(tmp_path / "missing.jsonl")])
-    (tmp_path / "bad.jsonl").write_text('{"txt": "no text field"}\n')
-    with pytest.raises(LokiError, match="bad.jsonl:1"):
-        list(cli.iter_documents([tmp_path / "bad.jsonl"]))
-    with pytest.raises(LokiError, match="vocab_size"):
-        cli.prune(cli.PruneConfig(corpus=[str(tmp_path / "bad.jsonl")], vocab_size=100))

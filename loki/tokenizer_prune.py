@@ -1,0 +1,307 @@
+"""Fitting a pruned cl100k_base vocabulary on a corpus (``loki tokenizer prune``), and measuring
+tokenizers on text (``loki tokenizer stats``).
+
+``prune`` streams documents (:mod:`loki.tokenizer_corpus`), counts how often the base encoding
+uses each token (worker processes over batches of documents, at most ``2 * workers`` batches in
+flight, so memory does not grow with the corpus), keeps the 256 bytes plus the most used tokens
+with their BPE parents (``loki.tokenizer.select_vocabulary``), checks closure on the whole result
+and writes the tokenizer plus ``prune_report.{json,md}``. A deterministic slice of documents is
+held out of the counts to compare bytes/token with the base.
+
+A second run with the same settings and unchanged corpus files reuses the saved tokenizer.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import multiprocessing
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from loki import atomic
+from loki.errors import LokiError
+from loki.tokenizer import (
+    EOT,
+    META_FILE,
+    PAD,
+    LokiTokenizer,
+    pruned_tokenizer,
+    select_vocabulary,
+    unreachable_tokens,
+)
+from loki.tokenizer_corpus import (
+    corpus_files,
+    corpus_manifest,
+    is_held_out,
+    iter_documents,
+    read_texts,
+)
+
+
+@dataclass
+class PruneConfig:
+    """Settings of ``loki tokenizer prune``."""
+
+    corpus: list[str] = field(default_factory=list)
+    """Files, folders or glob patterns: *.jsonl[.gz] (``text_field``), *.txt, or a
+    ``datasets.save_to_disk`` folder; fsspec URLs (s3://..., with its fsspec backend) too."""
+    output: str = "data/tokenizer/cl100k-32k"
+    """Folder for tokenizer.tiktoken, tokenizer.json and prune_report.{json,md}."""
+    vocab_size: int = 32_000
+    """Total ids of the pruned tokenizer, special tokens included."""
+    base: str = "cl100k_base"
+    """Base encoding to prune (loaded offline)."""
+    special_tokens: list[str] = field(default_factory=lambda: [EOT, PAD])
+    """Specials appended after the mergeable tokens, in this order; must include <|endoftext|>."""
+    text_field: str = "text"
+    """Field holding the document text in JSONL files and datasets."""
+    sample_bytes: int | None = None
+    """Stop counting after this many UTF-8 bytes of (non held-out) text; None = whole corpus."""
+    held_out_fraction: float = 0.02
+    """Share of documents (chosen by CRC32 of their text) kept out of the counts."""
+    held_out_max_bytes: int = 2_000_000
+    """At most this many held-out bytes are kept in memory for the bytes/token comparison."""
+    workers: int = 2
+    """Counting processes; 1 counts in this process."""
+    batch_bytes: int = 1_000_000
+    """Text per counting task sent to a worker."""
+    exclude_tokens: list[str] = field(default_factory=list)
+    """Token strings never kept; tokens whose BPE merge path needs them are dropped too."""
+    allow_unranked_fill: bool = False
+    """When the corpus uses fewer distinct tokens than needed, fill up with unused tokens in
+    base merge order instead of failing."""
+    overwrite: bool = False
+    """Replace an existing tokenizer in ``output`` that was built with other settings/corpus."""
+    report_top_dropped: int = 40
+    """How many of the most used dropped tokens the report lists."""
+
+
+# ---------------------------------------------------------------------- counting
+_WORKER_TOKENIZER: LokiTokenizer | None = None
+
+
+def _init_worker(base: str) -> None:
+    global _WORKER_TOKENIZER
+    _WORKER_TOKENIZER = LokiTokenizer.from_spec(base)
+
+
+def _count_batch(docs: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(token ids, counts) of one batch of documents under the base encoding."""
+    ids = _WORKER_TOKENIZER.encoding.encode_ordinary_batch(docs, num_threads=1)
+    flat = np.concatenate([np.asarray(x, dtype=np.int64) for x in ids] or [np.zeros(0, np.int64)])
+    return np.unique(flat, return_counts=True)
+
+
+@dataclass
+class UsageCounts:
+    counts: np.ndarray
+    docs: int = 0
+    bytes: int = 0
+    held_out: list[str] = field(default_factory=list)
+    held_out_docs: int = 0
+
+
+def count_usage(cfg: PruneConfig, files: Sequence[Path | str], n_vocab: int) -> UsageCounts:
+    """Token usage counts over the corpus (held-out slice excluded), streamed and parallel."""
+    usage = UsageCounts(counts=np.zeros(n_vocab, dtype=np.int64))
+    held_bytes = 0
+
+    def batches() -> Iterator[list[str]]:
+        nonlocal held_bytes
+        batch, size = [], 0
+        for text in iter_documents(files, cfg.text_field):
+            if not text:
+                continue
+            n = len(text.encode("utf-8", "replace"))
+            if is_held_out(text, cfg.held_out_fraction):
+                usage.held_out_docs += 1
+                if held_bytes + n <= cfg.held_out_max_bytes:
+                    usage.held_out.append(text)
+                    held_bytes += n
+                continue
+            if cfg.sample_bytes is not None and usage.bytes >= cfg.sample_bytes:
+                break
+            batch.append(text)
+            size += n
+            usage.docs += 1
+            usage.bytes += n
+            if size >= cfg.batch_bytes:
+                yield batch
+                batch, size = [], 0
+        if batch:
+            yield batch
+
+    def add(result: tuple[np.ndarray, np.ndarray]) -> None:
+        np.add.at(usage.counts, result[0], result[1])
+
+    if cfg.workers <= 1:
+        _init_worker(cfg.base)
+        for batch in batches():
+            add(_count_batch(batch))
+        return usage
+    ctx = multiprocessing.get_context("spawn")  # no fork of tiktoken's threads
+    with ctx.Pool(cfg.workers, initializer=_init_worker, initargs=(cfg.base,)) as pool:
+        pending: collections.deque = collections.deque()
+        for batch in batches():
+            pending.append(pool.apply_async(_count_batch, (batch,)))
+            while len(pending) >= 2 * cfg.workers:  # bound memory: few batches in flight
+                add(pending.popleft().get())
+        while pending:
+            add(pending.popleft().get())
+    return usage
+
+
+# ---------------------------------------------------------------------- prune
+def _fingerprint(cfg: PruneConfig, manifest: list[dict]) -> str:
+    settings = {k: v for k, v in asdict(cfg).items()
+                if k not in ("output", "workers", "overwrite", "batch_bytes", "report_top_dropped")}
+    blob = json.dumps({"settings": settings, "corpus": manifest}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def bytes_per_token(tok: LokiTokenizer, texts: Sequence[str]) -> float:
+    n_bytes = sum(len(t.encode("utf-8", "replace")) for t in texts)
+    n_tokens = sum(len(x) for x in tok.encode_batch(texts))
+    return n_bytes / max(n_tokens, 1)
+
+
+def prune(cfg: PruneConfig) -> LokiTokenizer:
+    """Fit and save the pruned tokenizer (or reuse an identical earlier build)."""
+    out = Path(cfg.output)
+    n_specials = len(dict.fromkeys(cfg.special_tokens))
+    n_mergeable = cfg.vocab_size - n_specials
+    if n_mergeable < 256:
+        raise LokiError(f"vocab_size {cfg.vocab_size} leaves {n_mergeable} < 256 byte tokens")
+    files = corpus_files(cfg.corpus)
+    manifest = corpus_manifest(files)
+    fingerprint = _fingerprint(cfg, manifest)
+    if (out / META_FILE).exists():
+        try:
+            old = LokiTokenizer.load(out)
+        except LokiError:
+            if not cfg.overwrite:
+                raise
+            old = None  # damaged earlier build, about to be replaced
+        if old is not None and old.meta.get("prune_fingerprint") == fingerprint:
+            print(f"tokenizer in {out} is up to date ({old!r})")
+            return old
+        if not cfg.overwrite:
+            raise LokiError(f"{out} holds a tokenizer built from other settings or corpus; "
+                            "choose another output or set overwrite: true")
+
+    start = time.time()
+    base = LokiTokenizer.from_spec(cfg.base)
+    usage = count_usage(cfg, files, base.encoding.n_vocab)
+    id_to_token = {r: t for t, r in base.ranks.items()}
+    used = [int(i) for i in np.argsort(-usage.counts, kind="stable") if usage.counts[i] > 0]
+    priority = [id_to_token[i] for i in used if i in id_to_token]
+    exclude = [s.encode("utf-8") for s in cfg.exclude_tokens]
+    kept = select_vocabulary(base.ranks, priority, n_mergeable, exclude)
+    filled = 0
+    if len(kept) < n_mergeable:
+        n_used = sum(len(t) > 1 for t in priority)
+        if not cfg.allow_unranked_fill:
+            raise LokiError(
+                f"corpus too small to rank {cfg.vocab_size} tokens: {usage.bytes} bytes in "
+                f"{usage.docs} documents use {n_used} distinct multi-byte tokens, giving "
+                f"{len(kept)} of the {n_mergeable} mergeable tokens needed (256 bytes + "
+                f"{n_mergeable - 256}); add text, lower vocab_size or set allow_unranked_fill")
+        rest = sorted(base.ranks, key=base.ranks.__getitem__)
+        filled = n_mergeable - len(kept)
+        kept = select_vocabulary(base.ranks, [*priority, *rest], n_mergeable, exclude)
+    tok = pruned_tokenizer(base, kept, cfg.special_tokens,
+                           name=f"{base.name}-pruned-{cfg.vocab_size}")
+    broken = unreachable_tokens(tok.ranks)
+    if broken or len(tok.ranks) != n_mergeable:
+        raise AssertionError(f"pruning broke BPE closure for {len(broken)} tokens")
+
+    kept_set = set(kept)
+    # kept although the corpus never used them directly: BPE parents of used tokens (or fill)
+    unused_kept = sum(len(t) > 1 and usage.counts[base.ranks[t]] == 0 for t in kept)
+    dropped = [(id_to_token[i], int(usage.counts[i])) for i in used
+               if i in id_to_token and id_to_token[i] not in kept_set][:cfg.report_top_dropped]
+    held = usage.held_out
+    report = {
+        "vocab_size": tok.vocab_size, "vocab_hash": tok.vocab_hash, "base": base.name,
+        "mergeable_tokens": len(tok.ranks), "special_tokens": tok.specials,
+        "corpus_bytes": usage.bytes, "corpus_docs": usage.docs,
+        "distinct_tokens_used": len(used), "kept_unused": int(unused_kept),
+        "filled_unranked": filled, "excluded": cfg.exclude_tokens,
+        "held_out_docs": len(held),
+        "held_out_bytes": sum(len(t.encode("utf-8", "replace")) for t in held),
+        "bytes_per_token_held_out": {
+            "base": bytes_per_token(base, held) if held else None,
+            "pruned": bytes_per_token(tok, held) if held else None},
+        "most_used_dropped": [{"token": t.decode("utf-8", "replace"), "count": c}
+                              for t, c in dropped],
+        "seconds": round(time.time() - start, 1),
+    }
+    bpt = report["bytes_per_token_held_out"]
+    report["bytes_per_token_held_out"]["ratio"] = (
+        bpt["pruned"] / bpt["base"] if held else None)
+    tok.save(out, extra={"prune_fingerprint": fingerprint, "corpus": manifest,
+                         "prune_config": asdict(cfg), "corpus_bytes": usage.bytes})
+    atomic.write_text(out / "prune_report.json", json.dumps(report, indent=2, ensure_ascii=False))
+    atomic.write_text(out / "prune_report.md", _markdown(report))
+    print(_markdown(report))
+    return tok
+
+
+def _markdown(r: dict) -> str:
+    b = r["bytes_per_token_held_out"]
+
+    def fmt(x: float | None) -> str:
+        return "n/a" if x is None else f"{x:.3f}"
+
+    lines = [
+        f"# Pruned tokenizer {r['vocab_hash']}", "",
+        "| item | value |", "| --- | --- |",
+        f"| vocab size (incl. {len(r['special_tokens'])} specials) | {r['vocab_size']} |",
+        f"| base | {r['base']} |",
+        f"| corpus | {r['corpus_bytes']:,} bytes, {r['corpus_docs']:,} documents |",
+        f"| distinct base tokens used | {r['distinct_tokens_used']:,} |",
+        f"| kept though unused (BPE parents) | {r['kept_unused']} |",
+        f"| filled without usage | {r['filled_unranked']} |",
+        f"| held-out | {r['held_out_bytes']:,} bytes, {r['held_out_docs']} documents |",
+        f"| bytes/token held-out, base | {fmt(b['base'])} |",
+        f"| bytes/token held-out, pruned | {fmt(b['pruned'])} (ratio {fmt(b['ratio'])}) |",
+        "", "Most used dropped tokens:", "",
+        "| token | count |", "| --- | --- |",
+    ]
+    lines += [f"| `{json.dumps(d['token'], ensure_ascii=False)[1:-1]}` | {d['count']:,} |"
+              for d in r["most_used_dropped"]]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------- stats
+def encode_stats(tok: LokiTokenizer, texts: Sequence[str], repeat: int = 3,
+                 num_threads: int = 1) -> dict:
+    """Bytes/token and encode throughput (best of ``repeat``) of ``tok`` on ``texts``."""
+    n_bytes = sum(len(t.encode("utf-8", "replace")) for t in texts)
+    best = float("inf")
+    for _ in range(max(repeat, 1)):
+        t0 = time.perf_counter()
+        ids = tok.encode_batch(texts, num_threads=num_threads)
+        best = min(best, time.perf_counter() - t0)
+    n_tokens = sum(len(x) for x in ids)
+    return {"tokenizer": tok.name, "vocab_size": tok.vocab_size, "vocab_hash": tok.vocab_hash,
+            "bytes": n_bytes, "tokens": n_tokens, "bytes_per_token": n_bytes / max(n_tokens, 1),
+            "encode_mb_s": n_bytes / 1e6 / best}
+
+
+def stats(tokenizers: Sequence[str], text: Sequence[str], max_bytes: int = 4_000_000,
+          repeat: int = 3, num_threads: int = 1, text_field: str = "text") -> list[dict]:
+    texts = read_texts(text, max_bytes, text_field)
+    rows = [encode_stats(LokiTokenizer.from_spec(s), texts, repeat, num_threads)
+            for s in tokenizers]
+    print(f"{'tokenizer':<40} {'vocab':>7} {'hash':>16} {'bytes/token':>11} {'MB/s':>7}")
+    for r in rows:
+        print(f"{r['tokenizer']:<40} {r['vocab_size']:>7} {r['vocab_hash']:>16} "
+              f"{r['bytes_per_token']:>11.3f} {r['encode_mb_s']:>7.2f}")
+    return rows
