@@ -4,21 +4,21 @@ The paper: "Whenever a loss spike occurs, we revert the model to the most recent
 restart training with a different random seed." Here that is:
 
 1. **Detect** on plain ``"lm"`` steps only (distillation losses are minima over candidates and live
-   on another scale): the step's loss (already averaged over ranks) is a spike when it is
-   non-finite, or, after ``warmup_steps``, above ``mean + sigma * std`` of the last ``window`` normal
-   losses, or above ``ratio * mean``, by at least ``min_increase`` nats, for ``persistence``
-   consecutive LM steps. Every rank reads the same averaged value and runs the same rule, so all
-   ranks decide alike without a collective. On a GPU the loss is read without stalling the step:
-   ``pl_module.last_train_loss_copy``, a non-blocking copy to pinned memory with a CUDA event
-   behind it made at step s, is read at the end of step s + ``read_lag`` (the event is then long
-   complete), so a spike is acted on one step later than it shows and the extra step is rolled back
-   too. The sample ids of each step stay on the device until a rollback needs them.
+   on another scale) with the rule of ``callbacks/spike_detector.py``, fed the step's loss
+   (already averaged over ranks). Every rank reads the same averaged value and runs the same
+   rule, so all ranks decide alike without a collective. On a GPU the loss is read without
+   stalling the step: ``pl_module.last_train_loss_copy``, a non-blocking copy to pinned memory
+   with a CUDA event behind it made at step s, is read at the end of step s + ``read_lag`` (the
+   event is then long complete), so a spike is acted on one step later than it shows and the
+   extra step is rolled back too. The sample ids of each step stay on the device until a
+   rollback needs them.
 2. **Targets**: an in-memory snapshot every ``snapshot_every_n_steps`` (CPU copies of model and
-   optimizer state, ``tokens_seen``, DataModule state, detector statistics) and/or a Lightning
-   checkpoint every ``checkpoint_every_n_steps`` (written to a temp file and renamed; older good
-   ones are deleted only after a newer one is confirmed). A target taken at step s is only a
-   *candidate* until ``persistence`` later LM losses are normal (the loss at s + 1 is the first
-   that shows the weights of step s); one taken while losses are abnormal is never made.
+   optimizer state made by ``loki/snapshot.py``, ``tokens_seen``, DataModule state, detector
+   statistics) and/or a Lightning checkpoint every ``checkpoint_every_n_steps`` (written to a
+   temp file and renamed; older good ones are deleted only after a newer one is confirmed). A
+   target taken at step s is only a *candidate* until ``persistence`` later LM losses are
+   normal (the loss at s + 1 is the first that shows the weights of step s); one taken while
+   losses are abnormal is never made.
    Checkpoints are loaded and checked for the keys a rollback needs before use; a truncated or
    half-written file is skipped (and reported), and the next older target is used.
 3. **Roll back** to the most recent good target: parameters (bit-identical), optimizer state
@@ -37,8 +37,9 @@ restart training with a different random seed." Here that is:
 
 Logged: ``rollback/count`` every step (``callbacks/wandb_dashboard.py`` puts ``rollback/*`` on
 the ``trainer/tokens_seen`` axis); ``rollback/spike_step``, ``target_step`` and ``spike_loss``
-at each rollback, written to the loggers at once (not held for ``log_every_n_steps``); one JSON line per rollback in ``<dirpath>/rollback-events.jsonl`` (for reports); on
-wandb also a ``rollback/event`` entry and an alert. Count, history (with the skipped sample ids)
+at each rollback, written to the loggers at once (not held for ``log_every_n_steps``); one JSON
+line per rollback in ``<dirpath>/rollback-events.jsonl`` (for reports); on wandb also a
+``rollback/event`` entry and an alert. Count, history (with the skipped sample ids)
 and detector statistics are in the callback's ``state_dict``, so a resumed run continues them.
 """
 
@@ -51,15 +52,14 @@ import math
 import os
 import random
 import re
-from collections import deque
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
-from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 
+from callbacks.spike_detector import SpikeDetector
 from loki import atomic
 from loki.data.order import key_of
 from loki.data.schedules import parse_tokens
@@ -67,94 +67,10 @@ from loki.errors import LokiError
 from loki.host_copy import HostCopy
 from loki.module import host_scalar
 from loki.redact import redact
+from loki.snapshot import to_cpu
 
 log = logging.getLogger(__name__)
 REQUIRED_KEYS = ("state_dict", "optimizer_states", "global_step", "loki")
-
-
-class SpikeDetector:
-    """Trailing statistics of normal LM losses and the spike rule (no Lightning in here)."""
-
-    def __init__(self, sigma: float = 6.0, window: int = 128, ratio: float | None = 2.0,
-                 min_increase: float = 0.1, warmup_steps: int = 100,
-                 persistence: int = 1) -> None:
-        if window < 2 or persistence < 1 or warmup_steps < 0:
-            raise LokiError("spike detection needs window >= 2, persistence >= 1, "
-                            "warmup_steps >= 0")
-        self.sigma, self.ratio, self.min_increase = sigma, ratio, min_increase
-        self.warmup_steps, self.persistence = warmup_steps, persistence
-        self.losses: deque[float] = deque(maxlen=window)
-        self.seen = 0  # normal LM losses so far (the warm-up counts these)
-        self.abnormal: list[float] = []  # the current run of abnormal losses
-
-    def threshold(self) -> float | None:
-        """The loss above which a step is abnormal (None during warm-up)."""
-        if self.seen < max(self.warmup_steps, 2) or len(self.losses) < 2:
-            return None
-        values = np.asarray(self.losses, dtype=np.float64)
-        mean = float(values.mean())
-        limits = [mean + self.sigma * float(values.std())]
-        if self.ratio is not None:
-            limits.append(self.ratio * mean)
-        return max(min(limits), mean + self.min_increase)
-
-    def observe(self, loss: float) -> tuple[str, str]:
-        """("normal" | "abnormal" | "spike", reason) for the next LM loss."""
-        if not math.isfinite(loss):
-            self.abnormal.append(loss)
-            return "spike", f"non-finite loss {loss}"
-        limit = self.threshold()
-        if limit is None or loss <= limit:
-            self.losses.append(loss)
-            self.seen += 1
-            self.abnormal.clear()
-            return "normal", ""
-        self.abnormal.append(loss)
-        reason = (f"loss {loss:.4g} > {limit:.4g} (mean {np.mean(self.losses):.4g} over "
-                  f"{len(self.losses)} steps) for {len(self.abnormal)} step(s)")
-        return ("spike" if len(self.abnormal) >= self.persistence else "abnormal"), reason
-
-    @property
-    def calm(self) -> bool:
-        return not self.abnormal
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"losses": list(self.losses), "seen": self.seen, "abnormal": list(self.abnormal)}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.losses.clear()
-        self.losses.extend(state["losses"])
-        self.seen, self.abnormal = int(state["seen"]), list(state["abnormal"])
-
-
-def _to_cpu(obj: Any) -> Any:
-    """A deep copy with every tensor cloned to the CPU (snapshots must not alias live state).
-
-    Sharded DTensors (FSDP2) and other tensor subclasses (torchao's 8-bit optimizer state) are
-    copied where they live: each rank keeps only its shard."""
-    if is_traceable_wrapper_subclass(obj):
-        return _copy_subclass(obj)
-    if torch.is_tensor(obj):
-        return obj.detach().to("cpu", copy=True)
-    if isinstance(obj, dict):
-        return {k: _to_cpu(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return type(obj)(_to_cpu(v) for v in obj)
-    return copy.deepcopy(obj)
-
-
-def _copy_subclass(t: torch.Tensor) -> torch.Tensor:
-    """A copy of a wrapper tensor subclass, made of copies of its inner tensors. Neither
-    ``clone`` (not implemented by torchao's ``OptimState8bit``, also inside a DTensor) nor
-    ``.to(copy=True)`` (its ``_to_copy`` returns the same inner tensors on the same device) will do:
-    a snapshot aliasing the live optimizer state would be damaged by the spike it guards against."""
-    if not torch.is_tensor(t):
-        return t  # e.g. a DTensor's device mesh: shared, not state
-    if not is_traceable_wrapper_subclass(t):
-        return t.detach().clone()
-    names, ctx = t.__tensor_flatten__()
-    inner = {name: _copy_subclass(getattr(t, name)) for name in names}
-    return type(t).__tensor_unflatten__(inner, ctx, t.size(), t.stride())
 
 
 def _json_safe(obj: Any) -> Any:
@@ -338,10 +254,10 @@ class LossSpikeRollback(L.Callback):
                        step: int) -> dict[str, Any]:
         return {
             "kind": "memory", "step": step, "normal": 0,
-            "state_dict": _to_cpu(pl_module.state_dict()),
-            "optimizer_states": [_to_cpu(o.state_dict()) for o in trainer.optimizers],
+            "state_dict": to_cpu(pl_module.state_dict()),
+            "optimizer_states": [to_cpu(o.state_dict()) for o in trainer.optimizers],
             "tokens_seen": int(pl_module.tokens_seen),
-            "datamodule": _to_cpu(trainer.datamodule.state_dict()),
+            "datamodule": to_cpu(trainer.datamodule.state_dict()),
             "detector": self.detector.state_dict(),
         }
 
@@ -430,7 +346,7 @@ class LossSpikeRollback(L.Callback):
         # 1. weights, optimizer (copies: the optimizer must never alias the snapshot), tokens
         pl_module.load_state_dict(target["state_dict"])
         for opt, state in zip(trainer.optimizers, target["optimizer_states"]):
-            opt.load_state_dict(_to_cpu(state))  # not deepcopy: it clones (torchao 8-bit)
+            opt.load_state_dict(to_cpu(state))  # not deepcopy: it clones (torchao 8-bit)
             opt.zero_grad(set_to_none=True)
         pl_module.tokens_seen = int(target["tokens_seen"])
         if target["detector"] is not None:

@@ -21,7 +21,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
 from callbacks.fault_injection import InjectLossSpike
-from callbacks.spike_rollback import LossSpikeRollback, SpikeDetector, derive_seed
+from callbacks.spike_rollback import LossSpikeRollback, derive_seed
 from loki.data.datamodule import LokiDataModule
 from loki.data.schedules import BatchSizeWarmup
 from loki.data.shards import ShardWriter
@@ -146,26 +146,8 @@ def _stream_ids(corpus: Path, steps: int) -> list[list[int]]:
             for _ in range(steps)]
 
 
-# --------------------------------------------------------------------------- detection
-def test_detector_rules():
-    d = SpikeDetector(sigma=3.0, window=8, ratio=2.0, min_increase=0.1, warmup_steps=4)
-    assert d.observe(50.0)[0] == "normal"  # warm-up: only non-finite counts
-    for x in (5.0, 5.1, 4.9, 5.0, 5.05):
-        assert d.observe(x)[0] == "normal"
-    assert d.observe(5.3)[0] == "normal"  # within 3 sigma (the 50 inflates std)
-    assert d.observe(float("nan"))[0] == "spike"
-    d = SpikeDetector(sigma=3.0, window=4, ratio=None, warmup_steps=4, persistence=2)
-    for x in (5.0, 5.1, 4.9, 5.0):
-        d.observe(x)
-    verdict, reason = d.observe(9.0)
-    assert verdict == "abnormal" and "9" in reason and not d.calm
-    assert d.observe(5.0)[0] == "normal" and d.calm  # one blip is not a spike
-    assert [d.observe(9.0)[0], d.observe(9.5)[0]] == ["abnormal", "spike"]
-    assert list(d.losses) == [5.1, 4.9, 5.0, 5.0]  # abnormal losses never enter the window
-    flat = SpikeDetector(warmup_steps=2, ratio=2.0, min_increase=0.5)
-    for _ in range(5):
-        flat.observe(0.01)
-    assert flat.observe(0.4)[0] == "normal"  # 40x the mean, but within min_increase
+# --------------------------------------------------------------------------- seeds, set-up
+def test_derive_seed():
     assert derive_seed(3, 1) == derive_seed(3, 1) != derive_seed(3, 2)
 
 
