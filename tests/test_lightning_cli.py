@@ -19,8 +19,7 @@ import yaml
 
 from loki.cli import main
 from loki.errors import LokiError
-from loki.metrics_csv import read_rows
-from loki.report import read_metrics
+from loki.metrics_csv import read_metrics, read_rows
 from tests.helpers.fit_run import snapshot, write_run
 
 SECRETS = {"api_key": "sk-live0123456789abcdef", "hf_token": "hf_abcdefghijklmnop1234",

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from loki.report import NOT_RUN, build_report, cell, main
+from loki.report import build_report, main
+from loki.report_render import cell
+from loki.report_sections import NOT_RUN
 
 pytest.importorskip("matplotlib")
 

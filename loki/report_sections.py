@@ -1,0 +1,313 @@
+"""The sections of ``loki report``: each pipeline stage's artifact read into tables.
+
+A section is ``{"status": "ok", "source": <path>, "table": ...}`` plus what its stage adds (a
+second table, a note, an average), or ``{"status": "not run", "reason": ...}`` naming the file
+that was looked for. A table is ``{"columns", "rows", "formats"}``: rows hold the raw numbers
+(fractions, seconds) and ``formats`` says how ``loki/report_render.py`` prints a column. Nothing
+here writes a file or estimates a number that an artifact does not hold.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from loki.metrics_csv import metric_series
+
+NOT_RUN = "not run"
+_OUTPUT_KEYS = ("output", "completion", "generation", "response", "text")
+
+
+# --------------------------------------------------------------------------- reading
+def load_json(path: str | None) -> tuple[Any, str | None]:
+    """(data, None) or (None, why it could not be read)."""
+    if not path or not os.path.isfile(path):
+        return None, f"no file at {path or '(nothing found)'}"
+    try:
+        with open(path) as f:
+            return json.load(f), None
+    except (OSError, json.JSONDecodeError) as err:
+        return None, f"cannot read {path}: {err}"
+
+
+# --------------------------------------------------------------------------- sections
+def _table(columns: list[str], rows: list[list[Any]],
+           formats: dict[str, str] | None = None) -> dict[str, Any]:
+    """A table; ``formats`` maps a column to how :func:`loki.report_render.cell` prints it."""
+    return {"columns": columns, "rows": rows, "formats": formats or {}}
+
+
+def _not_run(reason: str) -> dict[str, Any]:
+    return {"status": NOT_RUN, "reason": reason}
+
+
+def filter_section(path: str | None) -> dict[str, Any]:
+    report, err = load_json(path)
+    if err:
+        return _not_run(f"filter report missing ({err}); run `loki filter`")
+    rows, contaminated = [], []
+    for s in report.get("stages", []):
+        din, dout = s.get("docs_in"), s.get("docs_out")
+        kept = round(100.0 * dout / din, 2) if din else None
+        reasons = s.get("reasons") or {}
+        counts = {**reasons, **(s.get("counters") or {})}  # the decontam stage counts in both
+        note = None
+        if "contaminated_docs" in counts or s["stage"] == "decontam":
+            n = counts.get("contaminated_docs", 0)
+            dropped = counts.get("dropped_too_many_hits", 0) + counts.get(
+                "dropped_no_fragment_left", 0)
+            shown = len(s.get("removed_examples") or [])
+            note = (f"{n} contaminated documents: {dropped} dropped, the rest cut around the "
+                    f"matches" + (f" ({shown} shown below)" if shown else ""))
+            contaminated += [[ex.get("id"), ex.get("reason"), ex.get("text")]
+                             for ex in s.get("removed_examples") or []]
+        rows.append([s["stage"], din, dout, s.get("bytes_in"), s.get("bytes_out"), kept,
+                     s.get("seconds"), note])
+    hits = report.get("benchmark_hits_per_task", {})
+    out = {"status": "ok", "source": path,
+           "table": _table(["stage", "docs in", "docs out", "bytes in", "bytes out",
+                            "docs kept", "time", "note"], rows,
+                           {"docs kept": "percent", "time": "seconds"}),
+           "hits": _table(["task", "13-gram hits"], [[k, v] for k, v in hits.items()])}
+    if contaminated:
+        out["contaminated"] = _table(["contaminated document", "action", "benchmark text found"],
+                                     contaminated)
+    return out
+
+
+def tokenizer_section(path: str | None) -> dict[str, Any]:
+    r, err = load_json(path)
+    if err:
+        return _not_run(f"tokenizer prune report missing ({err}); run `loki tokenizer prune`")
+    bpt = r.get("bytes_per_token_held_out", {})
+    items = [("vocab size", r.get("vocab_size")), ("base", r.get("base")),
+             ("vocab hash", r.get("vocab_hash")), ("corpus bytes", r.get("corpus_bytes")),
+             ("corpus documents", r.get("corpus_docs")),
+             ("distinct base tokens used", r.get("distinct_tokens_used")),
+             ("kept though unused (BPE parents)", r.get("kept_unused")),
+             ("filled without usage", r.get("filled_unranked")),
+             ("bytes/token held-out, base", bpt.get("base")),
+             ("bytes/token held-out, pruned", bpt.get("pruned")),
+             ("pruned/base bytes-per-token ratio", bpt.get("ratio"))]
+    return {"status": "ok", "source": path,
+            "table": _table(["item", "value"], [[k, v] for k, v in items]),
+            "bytes_per_token": bpt.get("pruned")}
+
+
+def training_section(rows: list[dict[str, float]] | None, path: str | None) -> dict[str, Any]:
+    if rows is None:
+        return _not_run(f"no metrics.csv ({path or 'nothing found under the run dir'}); attach "
+                        "a CSVLogger to `loki fit`")
+    train = metric_series(rows, "train/loss")
+    if not train:
+        return _not_run(f"{path} has no train/loss column")
+    val = metric_series(rows, "val/loss")
+    ppl = metric_series(rows, "val/ppl")
+    tokens = [int(r["trainer/tokens_seen"]) for r in rows if "trainer/tokens_seen" in r]
+    items = [("LM steps logged", len(train)), ("tokens seen (max)", max(tokens, default=None)),
+             ("first train loss", train[0][2]), ("last train loss", train[-1][2]),
+             ("min train loss", min(v for _, _, v in train)),
+             ("last val loss", val[-1][2] if val else None),
+             ("last val perplexity", ppl[-1][2] if ppl else None)]
+    return {"status": "ok", "source": path,
+            "table": _table(["item", "value"], [[k, v] for k, v in items])}
+
+
+def rollback_section(events_path: str | None, rows: list[dict[str, float]] | None
+                     ) -> dict[str, Any]:
+    cols = ["rollback", "spike step", "spike tokens", "loss", "to step", "to tokens", "seed",
+            "reason"]
+    if events_path and os.path.isfile(events_path):
+        events = []
+        with open(events_path) as f:
+            for line in f:
+                if line.strip():
+                    events.append(json.loads(line))
+        table = [[e.get("rollback"), e.get("spike_step"), e.get("spike_tokens"), e.get("loss"),
+                  e.get("target_step"), e.get("target_tokens"), e.get("seed"), e.get("reason")]
+                 for e in events]
+        return {"status": "ok", "source": events_path, "table": _table(cols, table),
+                "events": [{k: v for k, v in e.items() if k != "skipped_samples"}
+                           | {"skipped_samples": len(e.get("skipped_samples", []))}
+                           for e in events]}
+    if rows is None:
+        return _not_run("no rollback-events.jsonl and no metrics.csv")
+    spikes = metric_series(rows, "rollback/spike_step")
+    if not any("rollback/count" in r for r in rows) and not spikes:
+        return _not_run("LossSpikeRollback was not attached (no rollback/* metrics)")
+    targets = metric_series(rows, "rollback/target_step")
+    table = [[i + 1, s[2], s[1], None, t[2], None, None, "from metrics.csv"]
+             for i, (s, t) in enumerate(zip(spikes, targets, strict=False))]
+    return {"status": "ok", "source": "metrics.csv rollback/* columns",
+            "table": _table(cols, table),
+            "events": [{"spike_tokens": s[1]} for s in spikes]}
+
+
+def distill_section(rows: list[dict[str, float]] | None, path: str | None) -> dict[str, Any]:
+    if rows is None:
+        return _not_run("no metrics.csv")
+    prefix = "distill/win_rate/"
+    sources = sorted({k[len(prefix):] for r in rows for k in r if k.startswith(prefix)})
+    if not sources:
+        return _not_run(f"no {prefix}<source> columns in {path}: distillation did not run")
+    # win rates are per step; weight each step by its sample count when it was logged
+    table = []
+    for src in sources:
+        num = den = loss_sum = 0.0
+        steps = 0
+        for r in rows:
+            if prefix + src not in r:
+                continue
+            w = r.get("distill/samples", 1.0)
+            num += w * r[prefix + src]
+            den += w
+            loss_sum += r.get(f"distill/loss/{src}", math.nan)
+            steps += 1
+        table.append([src, num / den if den else None,
+                      loss_sum / steps if steps and not math.isnan(loss_sum) else None, steps])
+    section = {"status": "ok", "source": path,
+               "table": _table(["source", "win rate", "mean candidate loss", "logged rows"], table,
+                               {"win rate": "fraction"})}
+    by_scoring = _win_rates_by_scoring(path)
+    if by_scoring is not None:
+        section["summary"] = by_scoring
+    return section
+
+
+def _win_rates_by_scoring(metrics_path: str | None) -> dict[str, Any] | None:
+    """Win rate by source under both scorings, from the ``distill_summary.json`` that
+    ``TeacherDistillation`` writes next to metrics.csv: "ce" compares every candidate by the
+    student's CE per byte (like for like); "kl" lets soft-target positions score KL instead."""
+    if not metrics_path:
+        return None
+    summary, _ = load_json(str(Path(metrics_path).parent / "distill_summary.json"))
+    sources = (summary or {}).get("sources") or {}
+    if not sources or "win_rate_ce" not in next(iter(sources.values())):
+        return None
+    chosen = summary.get("selection", "ce")
+    ce = f"win rate, CE per byte{' (selected)' if chosen == 'ce' else ''}"
+    kl = f"win rate, KL on soft targets{' (selected)' if chosen == 'kl' else ''}"
+    return _table(["source", ce, kl, "candidates"],
+                  [[name, s.get("win_rate_ce"), s.get("win_rate_kl"), s.get("candidates")]
+                   for name, s in sources.items()], {ce: "fraction", kl: "fraction"})
+
+
+def _eval_rows(results: dict[str, Any]) -> list[list[Any]]:
+    if isinstance(results.get("rows"), dict):  # what OneShotBenchmarkEval / loki eval write
+        return [[label, r.get("metric"), r.get("value"), r.get("stderr")]
+                for label, r in results["rows"].items()]
+    if isinstance(results.get("rows"), list):
+        return [[r.get("task"), r.get("metric"), r.get("value"), r.get("stderr")]
+                for r in results["rows"]]
+    out = []
+    for task, metrics in sorted(results.get("results", {}).items()):
+        for key, value in sorted(metrics.items()):
+            name = key.split(",")[0]
+            if "_stderr" in name or not isinstance(value, int | float) or isinstance(value, bool):
+                continue
+            stderr = metrics.get(key.replace(name, f"{name}_stderr", 1))
+            out.append([task, name, value, stderr if isinstance(stderr, int | float) else None])
+    return out
+
+
+def eval_section(path: str | None, table1: str | None) -> dict[str, Any]:
+    results, err = load_json(path)
+    if err:
+        return _not_run(f"eval results missing ({err}); run `loki eval`")
+    rows = _eval_rows(results)
+    if not rows:
+        return _not_run(f"{path} holds no task scores")
+    values = [r[2] for r in rows if isinstance(r[2], int | float)]
+    average = results.get("average", sum(values) / len(values) if values else None)
+    from loki.eval.presets import chance
+
+    tasks = {label: r.get("task", label) for label, r in results["rows"].items()} if isinstance(
+        results.get("rows"), dict) else {}
+    rows = [[*r, chance(tasks.get(r[0], r[0]))] for r in rows]
+    out = {"status": "ok", "source": path,
+           "table": _table(["task", "metric", "score", "stderr", "chance"], rows,
+                           {"score": "fraction", "stderr": "fraction", "chance": "fraction"}),
+           "average": average}
+    if table1 and os.path.isfile(table1):
+        out["table1_md"] = table1
+    return out
+
+
+def probes_section(path: str | None, max_samples: int) -> dict[str, Any]:
+    data, err = load_json(path)
+    if err:
+        return _not_run(f"probe outputs missing ({err}); run `loki probe`")
+    if isinstance(data, dict) and isinstance(data.get("prompts"), dict):
+        # loki probe: {name: {"prompt", "samples": [...]}} plus the bias template's orderings
+        records = [{"name": name, "prompt": r.get("prompt"), "output": (r.get("samples") or [""])[0]}
+                   for name, r in data["prompts"].items()]
+        bias = data.get("bias") or {}
+        records += [{"name": "bias: " + "/".join(o.get("occupations", [])) + " "
+                     + "/".join(o.get("pronouns", [])), "prompt": o.get("prompt"),
+                     "output": f"resolved: {o.get('resolved')} "
+                               f"(stereotype-consistent: {o.get('stereotype_consistent')})"}
+                    for o in bias.get("orderings", [])]
+        if "stereotype_consistent_share" in bias:
+            data = {**data, "summary": {"bias: stereotype-consistent share":
+                                        bias["stereotype_consistent_share"]}}
+    else:
+        records = data if isinstance(data, list) else next(
+            (v for k, v in data.items() if isinstance(v, list) and v and isinstance(v[0], dict)
+             and "prompt" in v[0]), [])
+    samples = []
+    for r in records:
+        if isinstance(r, dict) and "prompt" in r:
+            text = next((r[k] for k in _OUTPUT_KEYS if isinstance(r.get(k), str)), None)
+            if text is not None:
+                samples.append([r.get("name", r.get("id", len(samples))), r["prompt"], text])
+    summary = data.get("summary") if isinstance(data, dict) else None
+    out = {"status": "ok", "source": path,
+           "table": _table(["probe", "prompt", "output"], samples[:max_samples])}
+    if isinstance(summary, dict):
+        out["summary"] = _table(["item", "value"], [[k, v] for k, v in summary.items()
+                                                     if not isinstance(v, dict | list)])
+    return out
+
+
+def compare_section(path: str | None) -> dict[str, Any]:
+    """The trained model against its step-0 checkpoint, per task, from ``loki compare``."""
+    data, err = load_json(path)
+    if err:
+        return _not_run(f"no comparison with the step-0 checkpoint ({err}); run `loki compare "
+                        "--a <step-0.ckpt> --b <last.ckpt>`")
+    from loki.eval.presets import chance
+
+    labels = {r.label: r.task for rows in _presets() for r in rows}
+    rows = []
+    for label, r in data["tasks"].items():
+        ci = f"[{100 * r['ci_low']:+.1f}, {100 * r['ci_high']:+.1f}]"
+        rows.append([label, r["n"], chance(labels.get(label, label)), r["mean_a"], r["mean_b"],
+                     r["diff"], ci, r["p_value"]])
+    pct = f"{r['confidence']:.0%}" if rows else "95%"
+    return {"status": "ok", "source": path,
+            "table": _table(["task", "items", "chance", "step 0 (A)", "trained (B)",
+                             "B − A (points)", f"{pct} CI (points)", "p"], rows,
+                            {"chance": "fraction", "step 0 (A)": "fraction",
+                             "trained (B)": "fraction", "B − A (points)": "points",
+                             "p": "p"}),
+            "note": "Same items for both checkpoints; the interval is a paired bootstrap over "
+                    "items (an interval that excludes 0 is a change beyond item-sampling noise)."}
+
+
+def _presets() -> list[list[Any]]:
+    from loki.eval.presets import PRESETS
+
+    return list(PRESETS.values())
+
+
+def safe_section(section: Any, *args: Any) -> dict[str, Any]:
+    """A section, or "not run" naming the error when its artifact has an unexpected layout (the
+    report is the last stage of the demo: one odd file must not hide the others)."""
+    try:
+        return section(*args)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
+        return _not_run(f"{section.__name__.removesuffix('_section')} artifact has an "
+                        f"unexpected layout ({type(err).__name__}: {err})")
