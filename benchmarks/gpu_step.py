@@ -38,8 +38,10 @@ MFU = tokens/s x FLOPs/token (``loki.flops``: 6N + causal attention, the same co
 models since their matmul shapes agree) / the device's dense bf16 peak; FP8 rows also show the
 FP8-peak MFU. ``first s`` is the first step's time: the compilation, printed once per row.
 Nothing is downloaded; a variant that fails (a missing package, out of memory, any error) prints
-"skipped: <why>" and the run goes on. Targets (issue 13, micro-batch 8 x 2048): fit bf16 MFU >= 52%; FP8 >= 1.35x
-bf16 tokens/s; Loki >= 1.4x HF Llama (SDPA); the Lightning path within 3% of the raw loop.
+"skipped: <why>" and the run goes on. The summary after the table (``gpu_summary.py``) sets the
+rows against each other and against the targets at micro-batch 8 x 2048: fit bf16 MFU >= 52%;
+FP8 >= 1.35x bf16 tokens/s; Loki >= 1.4x HF Llama (SDPA); the Lightning path within 3% of the
+raw loop.
 """
 
 from __future__ import annotations
@@ -47,7 +49,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import re
 import sys
 import time
 from collections.abc import Callable
@@ -59,6 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # step_throughput, bes
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # callbacks/, for the fit row
 
 from gpu_fit import FITS, FITS_ON_REQUEST, run_fit  # noqa: E402
+from gpu_summary import gib, pct, print_summary, split_names  # noqa: E402
 
 from loki._optional import available  # noqa: E402
 from loki.attention import flash_available  # noqa: E402
@@ -308,8 +310,8 @@ def main(argv: list[str] | None = None) -> None:
             row.update(result, tokens_per_s=tps,
                        mfu=tps * per_token / bf16_peak if bf16_peak else None,
                        mfu_fp8=tps * per_token / fp8_peak if fp8_peak and "fp8" in label else None)
-            print(f"{label:32} {tps:10.0f} {_pct(row['mfu']):>7} {_pct(row['mfu_fp8']):>9} "
-                  f"{_gib(row['peak_mem_gib']):>9} {row['first_s'] or 0:8.1f}", flush=True)
+            print(f"{label:32} {tps:10.0f} {pct(row['mfu']):>7} {pct(row['mfu_fp8']):>9} "
+                  f"{gib(row['peak_mem_gib']):>9} {row['first_s'] or 0:8.1f}", flush=True)
         except Exception as err:  # noqa: BLE001 - one failing variant must not cost the others
             first_line = (str(err).splitlines() or [""])[0][:150]
             row["skipped"] = f"{type(err).__name__}: {first_line}"
@@ -329,63 +331,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"LM head + loss, {rows_head} rows x vocab {args.model_config.vocab_size}: peak "
               f"{mem['full']:.2f} GiB with full logits, {mem['chunked']:.2f} GiB chunked")
         rows.append({"variant": "head-memory", "rows": rows_head, **mem})
-    _ratios(rows)
+    print_summary(rows)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
-
-
-def split_names(text: str) -> list[str]:
-    """``--only``'s names: commas inside a row's parentheses do not split ("fit-fp8(a,b),fit")."""
-    return [name for name in re.split(r",(?![^()]*\))", text) if name]
-
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.1f}%"
-
-
-def _gib(x: float | None) -> str:
-    return "-" if x is None else f"{x:.1f}"
-
-
-def _ratios(rows: list[dict]) -> None:
-    tps = {r["variant"]: r["tokens_per_s"] for r in rows if "tokens_per_s" in r}
-
-    def first(prefix: str) -> float | None:
-        return next((v for k, v in tps.items() if k.startswith(prefix)), None)
-
-    blocks = first("loki-compiled(blocks")
-    bf16 = [v for k, v in tps.items() if k.startswith("loki") and "fp8" not in k]
-    fp8 = [v for k, v in tps.items() if k.startswith("loki-fp8")]
-    if fp8 and blocks:
-        print(f"fp8 (best) / bf16 compiled blocks: {max(fp8) / blocks:.2f}x  (target >= 1.35x)")
-    if bf16 and "llama-sdpa" in tps:
-        print(f"loki (best bf16) / llama-sdpa: {max(bf16) / tps['llama-sdpa']:.2f}x  "
-              "(target >= 1.4x)")
-    for attn in ("sdpa", "flash"):
-        if f"loki-{attn}" in tps and f"llama-{attn}" in tps:
-            print(f"loki-{attn} / llama-{attn} (both eager): "
-                  f"{tps[f'loki-{attn}'] / tps[f'llama-{attn}']:.2f}x")
-    flex_flash = tps.get("loki-compiled(blocks,flex-flash)")
-    if flex_flash and blocks:
-        print(f"flex-flash / flex (compiled blocks): {flex_flash / blocks:.2f}x")
-    fits_bf16 = [label for label in FITS if not label.startswith("fit-fp8")]
-    for label in fits_bf16:  # each option of the fit path against the recipe as shipped
-        if label != "fit" and label in tps and "fit" in tps:
-            print(f"{label} / fit: {tps[label] / tps['fit']:.2f}x")
-    fit_fp8 = {k: v for k, v in tps.items() if k.startswith("fit-fp8")}
-    if fit_fp8 and "fit" in tps:
-        print("fit fp8 / bf16: " + ", ".join(f"{k[8:-1]} {v / tps['fit']:.2f}x"
-                                              for k, v in fit_fp8.items()))
-    if "fit" in tps and blocks:
-        print(f"Lightning fit / raw loop (compiled blocks): {tps['fit'] / blocks:.3f}x  "
-              "(target: within 3%)")
-    fit_mfu = {r["variant"]: r["mfu"] for r in rows if r["variant"] in fits_bf16 and r.get("mfu")}
-    if fit_mfu:
-        best = max(fit_mfu, key=fit_mfu.get)
-        print(f"fit bf16 MFU, best: {100 * fit_mfu[best]:.1f}% ({best})  (target >= 52%)")
-    model = first("loki-compiled(model")
-    if model and blocks:
-        print(f"compile scope model / blocks: {model / blocks:.2f}x")
 
 
 if __name__ == "__main__":

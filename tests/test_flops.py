@@ -207,14 +207,16 @@ def test_gpu_benchmark_runs_the_rows_asked_for_in_that_order(tmp_path):
 
 def test_gpu_benchmark_summary_sets_each_fit_option_against_the_recipe(capsys):
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from gpu_step import _ratios
+    from gpu_summary import print_summary
 
-    _ratios([{"variant": "loki-compiled(blocks,flex)", "tokens_per_s": 100.0, "mfu": 0.450},
-             {"variant": "fit", "tokens_per_s": 102.0, "mfu": 0.459},
-             {"variant": "fit(keep-gathered)", "tokens_per_s": 104.04, "mfu": 0.468},
-             {"variant": "fit(flex-flash,keep-gathered)", "tokens_per_s": 117.3, "mfu": 0.528},
-             {"variant": "fit(autotune)", "skipped": "RuntimeError: out of time"},
-             {"variant": "fit-fp8(tensorwise,fp8-gather)", "tokens_per_s": 125.0, "mfu": 0.56}])
+    print_summary([
+        {"variant": "loki-compiled(blocks,flex)", "tokens_per_s": 100.0, "mfu": 0.450},
+        {"variant": "fit", "tokens_per_s": 102.0, "mfu": 0.459},
+        {"variant": "fit(keep-gathered)", "tokens_per_s": 104.04, "mfu": 0.468},
+        {"variant": "fit(flex-flash,keep-gathered)", "tokens_per_s": 117.3, "mfu": 0.528},
+        {"variant": "fit(autotune)", "skipped": "RuntimeError: out of time"},
+        {"variant": "fit-fp8(tensorwise,fp8-gather)", "tokens_per_s": 125.0, "mfu": 0.56},
+    ])
     printed = capsys.readouterr().out
     assert "fit(keep-gathered) / fit: 1.02x" in printed
     assert "fit(flex-flash,keep-gathered) / fit: 1.15x" in printed
