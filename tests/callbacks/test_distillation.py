@@ -10,34 +10,20 @@ import numpy as np
 import pytest
 import torch
 
-from callbacks.distillation import DistillSteps, TeacherDistillation
+from callbacks.distillation import TeacherDistillation
 from loki.data.datamodule import LokiDataModule
-from loki.data.schedules import BatchSizeWarmup
-from loki.distill.build import BuildConfig, build_shard, finalize_cache
 from loki.distill.cache import CandidateCache
+from loki.distill.steps import DistillSteps
 from loki.distill.teachers import LokiTeacher
 from loki.errors import LokiError
 from loki.module import LokiLM
 from tests.distill.conftest import (  # noqa: F401 (fixtures)
     BENCHMARK,
+    cache,
     loki_ckpt,
     shards,
     student,
 )
-
-
-@pytest.fixture(scope="module")
-def cache(student, shards, loki_ckpt, tmp_path_factory) -> str:  # noqa: F811
-    _, spec = student
-    out = tmp_path_factory.mktemp("cache") / "cache"
-    cfg = BuildConfig(output=str(out), tokenizer=spec,
-                      prompts={"shards": [shards], "num_prompts": 24, "prompt_tokens": 12,
-                               "max_new_tokens": 10},
-                      teachers=[{"kind": "loki", "checkpoint": loki_ckpt, "name": "lk",
-                                 "sampling": {"max_new_tokens": 10}}])
-    build_shard(cfg)
-    finalize_cache(cfg)
-    return str(out)
 
 
 class Record(L.Callback):
@@ -198,39 +184,14 @@ def test_cache_from_another_tokenizer_is_refused(tmp_path, student, shards, cach
         _fit(tmp_path, shards, spec, str(other), 2)
 
 
-def test_steps_are_disjoint_across_ranks_and_deterministic(cache):
-    a = [DistillSteps(cache, prompts=3, accumulation=2, rank=r, world_size=2) for r in (0, 1)]
-    idx = [s(i)["index"].flatten().tolist() for i in range(2) for s in a]
-    assert len(set(sum(idx, []))) == 24  # 2 steps x 2 ranks x 6 prompts: one epoch, no repeats
-    assert a[0](1)["index"].tolist() == DistillSteps(cache, 3, 2, 0, 2)(1)["index"].tolist()
-    import pickle  # DataLoader workers receive the builder pickled, without the opened cache
-
-    clone = pickle.loads(pickle.dumps(a[1]))
-    assert clone._cache is None and torch.equal(clone(1)["input_ids"], a[1](1)["input_ids"])
-
-
 def test_bad_arguments():
     with pytest.raises(LokiError):
         TeacherDistillation("x", every_n_batches=1)
 
 
 # ---------------------------------------------------------------------- one token clock
-def _datamodule(shards_dir, spec, **kw) -> LokiDataModule:  # noqa: F811
-    return LokiDataModule(sources={"web": [shards_dir]}, block_size=16, micro_batch_size=4,
-                          val_fraction=0.0, tokenizer=spec, seed=7, **kw)
-
-
-def _consume(dm: LokiDataModule, n: int) -> list[tuple[dict, dict]]:
-    """(state before, batch) for ``n`` steps, consumed the way the Trainer does."""
-    it, out = iter(dm.train_dataloader()), []
-    for _ in range(n):
-        before = dm.state
-        out.append((before, dm.on_before_batch_transfer(next(it), 0)))
-    return out
-
-
 def test_one_token_clock_reaches_max_tokens_at_the_arithmetic_step(tmp_path, student, shards,  # noqa: F811
-                                                                   cache):
+                                                                   cache):  # noqa: F811
     _, spec = student
     c = CandidateCache.open(cache)
     assert (c.gather("cont_len", np.arange(c.num_prompts))[:, 0] == 10).all()  # full ground truth
@@ -246,50 +207,3 @@ def test_one_token_clock_reaches_max_tokens_at_the_arithmetic_step(tmp_path, stu
     distills = [s for s in record.steps if s[1] == "distill"]
     assert len(distills) == 3 and all(len(s[3]) == 6 for s in distills)
     assert module.lr_schedule.factor(module.tokens_seen) == module.lr_schedule.factor(756)
-
-
-def test_distillation_step_size_follows_the_batch_warmup(student, shards, cache):  # noqa: F811
-    _, spec = student
-    warmup = BatchSizeWarmup(start=4, target=16, over_tokens=1500)
-    dm = _datamodule(shards, spec, batch_size=warmup)
-    steps = DistillSteps(cache, prompts=2, lm_micro_tokens=4 * 16)
-    dm.attach_interleave("distill", 4, steps)
-    sizes = []
-    for before, batch in _consume(dm, 24):
-        if batch["kind"] != "distill":
-            continue
-        A = warmup.accumulation(before["tokens"], 4, 1)
-        A_d = max(1, round(A * 4 * 16 / (2 * 10)))
-        assert batch["input_ids"].shape[:2] == (A_d, 2)  # more micro-batches, same micro-batch
-        gt = int((batch["labels"][:, :, 0] != -100).sum())  # ground-truth tokens of the step
-        assert batch["tokens"] == gt
-        sizes.append(A_d)
-    assert sizes[0] == 3 and sizes[-1] == 13 and sizes == sorted(sizes)
-
-
-def test_rollback_reseed_reaches_the_distillation_order(student, shards, cache):  # noqa: F811
-    _, spec = student
-
-    def build() -> LokiDataModule:
-        dm = _datamodule(shards, spec)
-        dm.attach_interleave("distill", 4, DistillSteps(cache, prompts=2, accumulation=3))
-        dm.setup("fit")
-        return dm
-
-    def prompts(batches) -> list[list[int]]:
-        return [b["index"].flatten().tolist() for _, b in batches if b["kind"] == "distill"]
-
-    dm = build()
-    first = _consume(dm, 8)
-    target = dm.state_dict()  # what a rollback restores
-    straight = _consume(dm, 8)
-    rolled = build()
-    rolled.load_state_dict(target)
-    rolled.reseed(12345)
-    after = _consume(rolled, 8)
-    assert prompts(after) != prompts(straight)  # the spike's prompts do not simply repeat
-    epoch = sum(prompts(first) + prompts(after), [])
-    assert sorted(epoch) == list(range(24))  # 4 steps x 6 prompts: one epoch, none repeated
-    resumed = build()  # the reseed is in the state: a resume continues the reseeded order
-    resumed.load_state_dict(rolled.state_dict())
-    assert prompts(_consume(resumed, 8)) == prompts(_consume(rolled, 8))

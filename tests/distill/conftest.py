@@ -13,6 +13,7 @@ import torch
 from loki.config import LokiConfig
 from loki.data.shards import ShardWriter
 from loki.data.tokenize import tokenizer_info
+from loki.distill.build import BuildConfig, build_shard, finalize_cache
 from loki.model import Loki
 from loki.tokenizer import EOT, LokiTokenizer, pruned_tokenizer
 
@@ -81,6 +82,22 @@ class FakeTeacher:
 class SentenceIndex:
     def contaminated(self, text: str) -> bool:
         return "seven wizards quietly judge" in text
+
+
+@pytest.fixture(scope="session")
+def cache(student, shards, loki_ckpt, tmp_path_factory) -> str:
+    """A finalized candidate cache: 24 prompts of 12 tokens from ``shards``, one Loki teacher
+    candidate of 10 tokens each beside the ground truth."""
+    _, spec = student
+    out = tmp_path_factory.mktemp("cache") / "cache"
+    cfg = BuildConfig(output=str(out), tokenizer=spec,
+                      prompts={"shards": [shards], "num_prompts": 24, "prompt_tokens": 12,
+                               "max_new_tokens": 10},
+                      teachers=[{"kind": "loki", "checkpoint": loki_ckpt, "name": "lk",
+                                 "sampling": {"max_new_tokens": 10}}])
+    build_shard(cfg)
+    finalize_cache(cfg)
+    return str(out)
 
 
 def write_yaml(path: Path, data: dict) -> Path:
