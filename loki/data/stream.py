@@ -99,7 +99,7 @@ class Interleave:
     """Every ``every_n``-th step (1-based global step index) comes from ``make_step``.
 
     A plain ``make_step(index)`` adds no tokens to the clock. A *sized* step source (one with
-    ``step_units``, e.g. ``callbacks.distillation.DistillSteps``) is planned like an LM step:
+    ``step_units``, e.g. ``loki.distill.steps.DistillSteps``) is planned like an LM step:
 
     - ``step_units(A) -> int``: global units (prompts) of a step taken while LM steps accumulate
       ``A`` micro-batches, so interleaved steps follow the batch-size warmup;
