@@ -35,6 +35,7 @@ from lightning.pytorch.cli import OptimizerCallable
 from torchmetrics.text import Perplexity
 
 from loki.config import LokiConfig
+from loki.cpu import warm_up_vector_math
 from loki.errors import LokiError
 from loki.flops import forward_flops, training_flops
 from loki.host_copy import HostCopy
@@ -99,6 +100,7 @@ class LokiLM(L.LightningModule):
                 in ``configure_model`` (see ``loki.sharding``).
         """
         super().__init__()
+        warm_up_vector_math()  # before any model code: exact resume on the CPU (see loki.cpu)
         self.save_hyperparameters(ignore=["optimizer"])
         self.automatic_optimization = False
         try:
@@ -318,6 +320,7 @@ def load_model(path: str | Path, map_location: str = "cpu") -> tuple[Loki, LokiC
 
     Returns (model in eval mode, its config, the checkpoint's hyper-parameters). A distributed
     checkpoint folder (FSDP2) is consolidated into a temporary file first."""
+    warm_up_vector_math()  # the same bits in every process (see loki.cpu)
     path = Path(path)
     if path.is_dir():
         import tempfile

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from loki.errors import LokiError
 from loki.module import LokiLM, load_model
 from loki.schedule import TokenCosineSchedule
 from tests.helpers.synthetic import SyntheticSteps
@@ -138,6 +139,15 @@ def test_unregistered_kind_is_a_clear_error(tmp_path):
     data.train_dataloader = lambda: DataLoader([batch], batch_size=None)
     with pytest.raises(LokiError, match="no objective is registered"):
         _trainer(tmp_path, 1).fit(module, data)
+
+
+def test_model_code_runs_after_the_vector_math_warm_up(monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr("loki.module.warm_up_vector_math", lambda: calls.append("warm"))
+    LokiLM("tiny")
+    with pytest.raises(LokiError, match="checkpoint not found"):
+        load_model(tmp_path / "missing.ckpt")
+    assert calls == ["warm", "warm"]
 
 
 def test_weight_decay_groups():
