@@ -21,8 +21,9 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="needs /dev/shm (tmpfs) as TMPDIR")
 def test_kills_during_checkpoint_writes_leave_a_loadable_last_ckpt(tmp_path):
     """>= 20 SIGKILLs of `loki fit` at random instants inside `last.ckpt` writes (TMPDIR under
-    /dev/shm): after each, last.ckpt loads and equals the uninterrupted run's weights at its
-    step; resuming from the last one ends bit-identical to the uninterrupted run."""
+    /dev/shm): after each, last.ckpt loads and equals the uninterrupted run's weights and
+    optimizer state at its step; resuming from the last one ends bit-identical to the
+    uninterrupted run."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run([sys.executable, "-m", "tests.helpers.kill_fit", str(tmp_path), "20",
                           "0"], cwd=ROOT, env=env, capture_output=True, text=True)

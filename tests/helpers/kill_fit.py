@@ -10,9 +10,9 @@ the run folder), as on most clusters.
 1. An uninterrupted run saves a checkpoint at every step (the reference weights).
 2. Kill loop: a child resumes from ``last.ckpt`` (if any) and writes ``last.ckpt`` at every step;
    the parent watches the checkpoint folder for the temp file of a write, waits a random
-   0-20 ms into the n-th write (n random in 1..2) and sends SIGKILL. A kill counts as mid-write
+   0-1 ms into the n-th write (n random in 1..2) and sends SIGKILL. A kill counts as mid-write
    when the temp file is still there afterwards. After every kill ``last.ckpt`` must load and
-   equal the reference at its step, bit for bit.
+   equal the reference at its step, bit for bit: weights and optimizer state.
 3. A last child resumes to the end; its weights must equal the uninterrupted run's.
 
 Prints one JSON line: kills, mid-write kills, steps, seconds.
@@ -55,8 +55,13 @@ def _child(argv: list[str]) -> int:
 
 
 def _weights(path: Path) -> tuple[int, dict]:
+    """(global step, every weight and optimizer-state tensor by name) of a checkpoint."""
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    return ckpt["global_step"], ckpt["state_dict"]
+    state = dict(ckpt["state_dict"])
+    for i, opt in enumerate(ckpt["optimizer_states"]):
+        for p, tensors in opt["state"].items():
+            state.update({f"optimizer{i}/{p}/{k}": v for k, v in tensors.items()})
+    return ckpt["global_step"], state
 
 
 def _same(a: dict, b: dict) -> bool:
