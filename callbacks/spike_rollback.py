@@ -12,9 +12,9 @@ restart training with a different random seed." Here that is:
    event is then long complete), so a spike is acted on one step later than it shows and the
    extra step is rolled back too. The sample ids of each step stay on the device until a
    rollback needs them.
-2. **Targets**: an in-memory snapshot every ``snapshot_every_n_steps`` (CPU copies of model and
-   optimizer state made by ``loki/snapshot.py``, ``tokens_seen``, DataModule state, detector
-   statistics) and/or a Lightning checkpoint every ``checkpoint_every_n_steps`` (written to a
+2. **Targets** (``callbacks/rollback_targets.py``): an in-memory snapshot every
+   ``snapshot_every_n_steps`` (CPU copies of model and optimizer state made by
+   ``loki/snapshot.py``, ``tokens_seen``, DataModule state, detector statistics) and/or a Lightning checkpoint every ``checkpoint_every_n_steps`` (written to a
    temp file and renamed; older good ones are deleted only after a newer one is confirmed). A
    target taken at step s is only a *candidate* until ``persistence`` later LM losses are
    normal (the loss at s + 1 is the first that shows the weights of step s); one taken while
@@ -23,10 +23,10 @@ restart training with a different random seed." Here that is:
    half-written file is skipped (and reported), and the next older target is used.
 3. **Roll back** to the most recent good target: parameters (bit-identical), optimizer state
    (also bitsandbytes 8-bit state), ``tokens_seen`` (which sets the LR and batch-size warmup),
-   the DataModule state and the trainer's step counters. ``global_step`` is rewound to the
-   target's step, so ``max_steps`` counts surviving optimizer steps and the LR schedule, the
-   step counters and the tokens agree; the logger's step axis keeps counting, so the discarded
-   steps stay visible in the curves. Replayed steps checkpoint and validate again (they are
+   the DataModule state and the trainer's step counters (``callbacks/trainer_rewind.py``).
+   ``global_step`` is rewound to the target's step, so ``max_steps`` counts surviving optimizer
+   steps and the LR schedule, the step counters and the tokens agree; the logger's step axis
+   keeps counting, so the discarded steps stay visible in the curves. Replayed steps checkpoint and validate again (they are
    new training); ``ModelCheckpoint`` files of the discarded steps are renamed
    ``*.discarded-r<count>`` so that no resume picks them up by name.
 4. **Reseed**: seed = hash(base seed, rollback count) goes to ``datamodule.reseed`` and to the
@@ -51,7 +51,6 @@ import logging
 import math
 import os
 import random
-import re
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +58,9 @@ import lightning as L
 import numpy as np
 import torch
 
+from callbacks.rollback_targets import discard, load_checkpoint, take_snapshot, write_checkpoint
 from callbacks.spike_detector import SpikeDetector
+from callbacks.trainer_rewind import restart_train_data, retire_checkpoints_after, rewind_loops
 from loki import atomic
 from loki.data.order import key_of
 from loki.data.schedules import parse_tokens
@@ -70,7 +71,6 @@ from loki.redact import redact
 from loki.snapshot import to_cpu
 
 log = logging.getLogger(__name__)
-REQUIRED_KEYS = ("state_dict", "optimizer_states", "global_step", "loki")
 
 
 def _json_safe(obj: Any) -> Any:
@@ -217,9 +217,10 @@ class LossSpikeRollback(L.Callback):
                       reduce_fx="max")
         if self.detector.calm:
             if self.snapshot_every and step % self.snapshot_every == 0:
-                self.candidates.append(self._take_snapshot(trainer, pl_module, step))
+                self.candidates.append(take_snapshot(trainer, pl_module, step,
+                                                     self.detector.state_dict()))
             if self.checkpoint_every and step % self.checkpoint_every == 0:
-                self.candidates.append(self._write_checkpoint(trainer, step))
+                self.candidates.append(write_checkpoint(trainer, self.dirpath, step, self.count))
 
     def _update_candidates(self, trainer: L.Trainer, normal: bool, loss_step: int) -> None:
         """A candidate becomes good after ``persistence`` normal LM losses of later steps; any
@@ -227,7 +228,7 @@ class LossSpikeRollback(L.Callback):
         keep = []
         for cand in self.candidates:
             if not normal:
-                self._discard(trainer, cand)
+                discard(trainer, cand)
                 continue
             if cand["step"] >= loss_step:  # (read_lag) a loss from before the snapshot
                 keep.append(cand)
@@ -240,7 +241,7 @@ class LossSpikeRollback(L.Callback):
             else:
                 self.good_checkpoints.append({"step": cand["step"], "path": cand["path"]})
                 while len(self.good_checkpoints) > self.keep_checkpoints:
-                    self._discard(trainer, self.good_checkpoints.pop(0))
+                    discard(trainer, self.good_checkpoints.pop(0))
         self.candidates = keep
         oldest = min([t["step"] for t in self._targets()], default=None)
         if oldest is not None:
@@ -250,52 +251,6 @@ class LossSpikeRollback(L.Callback):
         return ([self.snapshot] if self.snapshot else []) + list(self.good_checkpoints)
 
     # ------------------------------------------------------------------ targets
-    def _take_snapshot(self, trainer: L.Trainer, pl_module: L.LightningModule,
-                       step: int) -> dict[str, Any]:
-        return {
-            "kind": "memory", "step": step, "normal": 0,
-            "state_dict": to_cpu(pl_module.state_dict()),
-            "optimizer_states": [to_cpu(o.state_dict()) for o in trainer.optimizers],
-            "tokens_seen": int(pl_module.tokens_seen),
-            "datamodule": to_cpu(trainer.datamodule.state_dict()),
-            "detector": self.detector.state_dict(),
-        }
-
-    def _write_checkpoint(self, trainer: L.Trainer, step: int) -> dict[str, Any]:
-        """Write to ``<name>.tmp`` and rename: a killed writer leaves only a ``.tmp`` that no
-        rollback ever looks at, and no good file is ever overwritten (names carry the count)."""
-        final = Path(self.dirpath) / f"rollback-step={step:08d}-r{self.count}.ckpt"
-        tmp = final.with_name(final.name + ".tmp")
-        trainer.save_checkpoint(tmp)  # collective: every rank calls it, rank 0 writes
-        if trainer.is_global_zero:
-            os.replace(tmp, final)
-        trainer.strategy.barrier("LossSpikeRollback.write")
-        return {"kind": "disk", "step": step, "normal": 0, "path": str(final)}
-
-    def _discard(self, trainer: L.Trainer, target: dict[str, Any]) -> None:
-        if "path" in target and trainer.is_global_zero:
-            Path(target["path"]).unlink(missing_ok=True)
-
-    def _load_checkpoint(self, path: str, trainer: L.Trainer) -> dict[str, Any] | None:
-        """The checkpoint if it loads and holds what a rollback restores, else None."""
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as err:  # truncated, half-written, deleted: never used
-            log.warning("rollback checkpoint %s is unreadable (%s); not using it", path, err)
-            return None
-        missing = [k for k in REQUIRED_KEYS if k not in ckpt]
-        dm_key = type(trainer.datamodule).__qualname__
-        if dm_key not in ckpt:
-            missing.append(dm_key)
-        if missing:
-            log.warning("rollback checkpoint %s lacks %s; not using it", path, missing)
-            return None
-        own = ckpt.get("callbacks", {}).get(self.state_key, {})
-        return {"kind": "disk", "step": int(ckpt["global_step"]), "path": path,
-                "state_dict": ckpt["state_dict"], "optimizer_states": ckpt["optimizer_states"],
-                "tokens_seen": int(ckpt["loki"]["tokens_seen"]), "datamodule": ckpt[dm_key],
-                "detector": own.get("detector")}
-
     def _best_target(self, trainer: L.Trainer) -> dict[str, Any] | None:
         """The most recent good target that loads (memory wins a tie: it is faster)."""
         while True:
@@ -305,7 +260,7 @@ class LossSpikeRollback(L.Callback):
             if disk is None:
                 return None
             # every rank must agree on whether the file loads
-            target = self._load_checkpoint(disk["path"], trainer)
+            target = load_checkpoint(disk["path"], trainer, self.state_key)
             if trainer.strategy.reduce_boolean_decision(target is not None, all=True):
                 return target
             self.good_checkpoints.pop()
@@ -317,7 +272,7 @@ class LossSpikeRollback(L.Callback):
         recent = [h for h in self.history if self.window_tokens is None
                   or h["spike_tokens"] > tokens - self.window_tokens]
         for cand in self.candidates:
-            self._discard(trainer, cand)
+            discard(trainer, cand)
         self.candidates = []
         target = self._best_target(trainer) if len(recent) < self.max_rollbacks else None
         if target is None:
@@ -365,9 +320,9 @@ class LossSpikeRollback(L.Callback):
         np.random.seed(new_seed)
         torch.manual_seed(new_seed)
         # 3. the trainer's counters and the data iterator
-        self._rewind_loops(trainer, target["step"])
-        self._replay_checkpoints(trainer, target["step"])
-        self._restart_data(trainer)
+        rewind_loops(trainer, target["step"])
+        retire_checkpoints_after(trainer, target["step"], f"discarded-r{self.count}")
+        restart_train_data(trainer)
         self.step_indices = [(s, i) for s, i in self.step_indices if s <= target["step"]]
         self.last_target = target
 
@@ -380,53 +335,6 @@ class LossSpikeRollback(L.Callback):
                  "skipped_samples": window_ids.tolist()}
         self.history.append(event)
         self._report(trainer, pl_module, event)
-
-    def _rewind_loops(self, trainer: L.Trainer, step: int) -> None:
-        """Put Lightning's counters back to where they were at the end of step ``step``.
-
-        ``global_step`` under manual optimization is ``optim_step_progress.total.completed``;
-        batch progress moves with it (one batch is one optimizer step). ``_batches_that_stepped``
-        (the loggers' step axis) is left alone so that logged curves never go back in time."""
-        loop = trainer.fit_loop.epoch_loop
-        delta = trainer.global_step - step
-        progress = loop.manual_optimization.optim_step_progress
-        for tracker in (progress.total, progress.current, loop.batch_progress.total,
-                        loop.batch_progress.current):
-            for name in ("ready", "started", "processed", "completed"):
-                if hasattr(tracker, name):
-                    setattr(tracker, name, max(0, getattr(tracker, name) - delta))
-
-    def _replay_checkpoints(self, trainer: L.Trainer, step: int) -> None:
-        """Replayed steps are new training (restored weights, new order), so they checkpoint
-        and validate again like any step. ``ModelCheckpoint``'s "this step is saved" mark goes
-        back to ``step`` (else a spike right after a checkpoint step would keep the discarded
-        file as that step's checkpoint), and the discarded branch's checkpoints after ``step``
-        are renamed ``<name>.discarded-r<count>``: kept for inspection, never resumed from by
-        name, never beside a replayed ``-v1`` copy. Validation needs nothing: the rewound batch
-        progress brings its checks back; loggers record them at the next logger step."""
-        for cb in trainer.checkpoint_callbacks:
-            if getattr(cb, "_last_global_step_saved", -1) > step:
-                cb._last_global_step_saved = step
-            folder = Path(cb.dirpath) if getattr(cb, "dirpath", None) else None
-            if not (trainer.is_global_zero and folder and folder.is_dir()):
-                continue
-            for path in sorted(folder.iterdir()):
-                found = re.search(r"step=(\d+)", path.name)
-                if found and int(found.group(1)) > step and ".discarded" not in path.name:
-                    retired = path.with_name(f"{path.name}.discarded-r{self.count}")
-                    os.replace(path, retired)
-                    cb.best_k_models.pop(str(path), None)
-                    log.warning("rollback: checkpoint %s is from the discarded steps; renamed "
-                                "%s", path.name, retired.name)
-        trainer.strategy.barrier("LossSpikeRollback.replay")
-
-    @staticmethod
-    def _restart_data(trainer: L.Trainer) -> None:
-        """A fresh iterator over the train loader: it (and fresh workers) starts from the
-        restored, reseeded DataModule state; the batch already prefetched is dropped unused."""
-        fetcher = trainer.fit_loop._data_fetcher
-        if fetcher is not None:
-            iter(fetcher)
 
     def _report(self, trainer: L.Trainer, pl_module: L.LightningModule,
                 event: dict[str, Any]) -> None:
