@@ -27,13 +27,14 @@ import dataclasses
 import hashlib
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data import DataLoader
 
+from loki.data.loaders import TAG, Cursor, TrainSteps, ValBatches
 from loki.data.schedules import BatchSizeWarmup, MixtureSchedule, parse_tokens
 from loki.data.shards import TokenShardSet, expand_locations
 from loki.data.stream import Interleave, SourceSamples, TrainStream, initial_state
@@ -41,52 +42,6 @@ from loki.errors import LokiError
 
 log = logging.getLogger(__name__)
 STATE_VERSION = 1
-TAG = "_loki_step"
-
-
-class _Cursor:
-    """Shared between the DataModule and its in-process stream: the consumed state."""
-
-    def __init__(self, state: dict) -> None:
-        self.state, self.generation, self.yielded = state, 0, -1
-
-
-class _TrainSteps(IterableDataset):
-    def __init__(self, stream: TrainStream, cursor: _Cursor) -> None:
-        self.stream, self.cursor = stream, cursor
-
-    def __iter__(self) -> Iterator[dict]:
-        info = get_worker_info()
-        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
-        cursor = self.cursor
-        generation, state = cursor.generation, copy.deepcopy(cursor.state)
-        if info is not None:  # a worker holds a copy of the cursor taken at start: no restarts
-            for layout, _ in self.stream.steps(state, worker, workers):
-                yield {**self.stream.materialize(layout), TAG: (generation, layout["step"])}
-            return
-        cursor.yielded = state["step"] - 1  # nothing of this iterator is in flight yet
-        while not self.stream.done(state):
-            if cursor.generation != generation:
-                # reseed / load_state_dict in the main process: start again from the consumed
-                # state, past the batches already handed out (those get rebuilt on arrival)
-                generation, state = cursor.generation, copy.deepcopy(cursor.state)
-                while state["step"] <= cursor.yielded and not self.stream.done(state):
-                    state = self.stream.plan(state)[1]
-                continue
-            layout, state = self.stream.plan(state)
-            cursor.yielded = layout["step"]
-            yield {**self.stream.materialize(layout), TAG: (generation, layout["step"])}
-
-
-class _ValBatches(IterableDataset):
-    def __init__(self, stream: TrainStream, batches: list) -> None:
-        self.stream, self.batches = stream, batches
-
-    def __iter__(self) -> Iterator[dict]:
-        info = get_worker_info()
-        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
-        for batch in self.batches[worker::workers]:
-            yield self.stream.read_val(batch)
 
 
 class LokiDataModule(L.LightningDataModule):
@@ -190,7 +145,7 @@ class LokiDataModule(L.LightningDataModule):
                     for loc in expand_locations(locs)]
             self._tokenizer = self._check_tokenizer(sets)
         self.val_locations = list(val_sources or [])
-        self.cursor = _Cursor(initial_state(self.seed, list(self.source_locations)))
+        self.cursor = Cursor(initial_state(self.seed, list(self.source_locations)))
 
     # ------------------------------------------------------------------ vocabulary
     @property
@@ -316,7 +271,7 @@ class LokiDataModule(L.LightningDataModule):
     # ------------------------------------------------------------------ loaders
     def train_dataloader(self) -> DataLoader:
         self._require_setup()
-        return DataLoader(_TrainSteps(self.stream, self.cursor), batch_size=None,
+        return DataLoader(TrainSteps(self.stream, self.cursor), batch_size=None,
                           num_workers=self.num_workers,
                           persistent_workers=False, prefetch_factor=2 if self.num_workers else None)
 
@@ -326,7 +281,7 @@ class LokiDataModule(L.LightningDataModule):
         if not batches:
             log.warning("no validation batches (corpus too small or val_fraction 0)")
             return []
-        return DataLoader(_ValBatches(self.stream, batches), batch_size=None,
+        return DataLoader(ValBatches(self.stream, batches), batch_size=None,
                           num_workers=min(self.num_workers, 1))
 
     def _require_setup(self) -> None:
