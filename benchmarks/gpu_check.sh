@@ -8,6 +8,7 @@
 #   bash benchmarks/gpu_check.sh [OUT_DIR]
 #   ORDER=fit,head TESTS=tests/test_hot_loop_gpu.py bash benchmarks/gpu_check.sh   # a part
 #   PROFILE='loki-compiled(blocks' ORDER=fit bash benchmarks/gpu_check.sh   # + a kernel breakdown
+#   PROFILE=fit ...   the same for the Lightning path, per micro-batch (idle time included)
 #   ATTN_SECONDS=0 ... skips the attention kernels; TEST_SECONDS, PROFILE_SECONDS, BENCH_SECONDS,
 #   STEPS and WARMUP set the other parts' caps and lengths
 #

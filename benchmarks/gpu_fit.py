@@ -45,16 +45,19 @@ FITS_ON_REQUEST = ("fit(flex-flash)", "fit(model)", "fit(autotune)", "fit(keep-g
 
 
 def run_fit(args: argparse.Namespace, device: torch.device, seq: int,
-            attention_backend: str | None = None, **sharding: object) -> dict:
+            attention_backend: str | None = None, profile: bool = False,
+            **sharding: object) -> dict:
     """Seconds per micro-batch of ``Trainer.fit`` over the recipe's path (module docstring);
-    ``sharding``: ShardingConfig fields that differ from the recipe's. The generated shards and
-    the offline wandb run live in a temporary folder, removed when the row ends."""
+    ``sharding``: ShardingConfig fields that differ from the recipe's. ``profile``: the timed
+    steps also run under ``torch.profiler``, returned as ``"profile"`` (for
+    ``benchmarks/gpu_profile.py``). The generated shards and the offline wandb run live in a
+    temporary folder, removed when the row ends."""
     with tempfile.TemporaryDirectory(prefix="loki-gpu-step-", ignore_cleanup_errors=True) as tmp:
-        return _run_fit(Path(tmp), args, device, seq, attention_backend, **sharding)
+        return _run_fit(Path(tmp), args, device, seq, attention_backend, profile, **sharding)
 
 
 def _run_fit(root: Path, args: argparse.Namespace, device: torch.device, seq: int,
-             attention_backend: str | None, **sharding: object) -> dict:
+             attention_backend: str | None, profile: bool, **sharding: object) -> dict:
     import numpy as np
     from lightning.pytorch.strategies import ModelParallelStrategy
 
@@ -103,7 +106,7 @@ def _run_fit(root: Path, args: argparse.Namespace, device: torch.device, seq: in
         "param_dtype": "bfloat16" if on_gpu else None,
         "reduce_dtype": "float32" if on_gpu else None, "compile": not args.dry_run,
         **sharding}))
-    timer = _StepTimer(warmup)
+    timer = _StepTimer(warmup, profile)
     callbacks = [TokenThroughput(window_size=10), WandbDashboard(),
                  LossSpikeRollback(warmup_steps=2, snapshot_every_n_steps=100, persistence=2),
                  timer]
@@ -128,16 +131,21 @@ def _run_fit(root: Path, args: argparse.Namespace, device: torch.device, seq: in
             wandb.finish()
     tokens = per_step * seq * len(timer.times)
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if on_gpu else None
-    return {"seconds": timer.elapsed / len(timer.times) / FIT_ACCUM, "first_s": timer.first,
-            "peak_mem_gib": peak, "tokens": tokens, "loss": module.last_train_loss}
+    result = {"seconds": timer.elapsed / len(timer.times) / FIT_ACCUM, "first_s": timer.first,
+              "peak_mem_gib": peak, "tokens": tokens, "loss": module.last_train_loss}
+    if profile:
+        result.update(profile=timer.profiler, micro_batches=len(timer.times) * FIT_ACCUM)
+    return result
 
 
 class _StepTimer(L.Callback):
-    """Wall time of the steps after ``warmup`` (one sync at each end: none in between)."""
+    """Wall time of the steps after ``warmup`` (one sync at each end: none in between), and
+    with ``profile`` a ``torch.profiler`` run over the same steps."""
 
-    def __init__(self, warmup: int) -> None:
+    def __init__(self, warmup: int, profile: bool = False) -> None:
         self.warmup, self.times, self.t0, self.first, self.elapsed = warmup, [], 0.0, None, 0.0
         self.start = time.perf_counter()
+        self.profile, self.profiler = profile, None
 
     @staticmethod
     def _sync(trainer: L.Trainer) -> None:
@@ -151,9 +159,17 @@ class _StepTimer(L.Callback):
             self.first = time.perf_counter() - self.start
         if step == self.warmup:
             self._sync(trainer)
+            if self.profile:
+                activities = [torch.profiler.ProfilerActivity.CPU]
+                if trainer.strategy.root_device.type == "cuda":
+                    activities.append(torch.profiler.ProfilerActivity.CUDA)
+                self.profiler = torch.profiler.profile(activities=activities)
+                self.profiler.start()
             self.t0 = time.perf_counter()
         elif step > self.warmup:
             self.times.append(step)
             if step == trainer.max_steps:
                 self._sync(trainer)
                 self.elapsed = time.perf_counter() - self.t0
+                if self.profiler is not None:
+                    self.profiler.stop()

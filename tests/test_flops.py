@@ -268,3 +268,28 @@ def test_gpu_profile_groups_kernels_by_kind_and_runs_on_the_cpu(tmp_path):
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert run.returncode == 0, run.stderr[-3000:]
     assert "per step: wall" in run.stdout and "matmul" in run.stdout and "top 20:" in run.stdout
+    fit = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_profile.py"),
+                          "--dry-run", "--variant", "fit"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT),
+                                                      "WANDB_MODE": "offline"})
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    assert "per micro-batch: wall" in fit.stdout, fit.stdout[-3000:]
+    phases = fit.stdout.split("by phase:")[1].split("top 20:")[0]
+    for phase in ("optimizer", "backward", "FSDP", "forward and the rest"):
+        assert f"  {phase} " in phases, phases
+
+
+def test_gpu_profile_puts_a_kernel_in_its_innermost_phase():
+    from types import SimpleNamespace as Event
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from gpu_profile import REST, phase_of
+
+    backward = Event(name="autograd::engine::evaluate_function: MmBackward0", cpu_parent=None)
+    reduce = Event(name="FSDP::post_backward_reduce", cpu_parent=backward)
+    step = Event(name="Optimizer.step#AdamW8bit.step", cpu_parent=None)
+    assert phase_of(Event(name="aten::mm", cpu_parent=backward)) == "backward"
+    assert phase_of(Event(name="aten::_chunk_cat", cpu_parent=reduce)) == "FSDP"
+    assert phase_of(Event(name="triton_poi_fused_lerp_0", cpu_parent=step)) == "optimizer"
+    assert phase_of(Event(name="aten::mm", cpu_parent=Event(name="CompiledFunction",
+                                                           cpu_parent=None))) == REST
