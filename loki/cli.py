@@ -11,8 +11,9 @@ is a file the user named that cannot be found, read or written, or a config that
 
 ``filter``, ``fit`` and ``distill`` run under a quiet console (``loki.console``): the command's own
 lines and progress bars on the terminal, libraries' logs and warnings in ``runs/logs/<command>.log``;
-``--verbose`` (anywhere on the command line) keeps everything on the terminal. ``loki demo`` has
-its own log, ``<run_dir>/demo.log``.
+``--verbose`` (anywhere on the command line) keeps everything on the terminal, and so do
+``--help`` and ``--print_config``, whose output is the answer. ``loki demo`` has its own log,
+``<run_dir>/demo.log``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from loki.errors import LokiError, one_line
 
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 QUIET_COMMANDS = ("filter", "fit", "distill")
+PRINTING_FLAGS = ("-h", "--help", "--print_config")  # the output is the answer: never quiet
 LOG_DIR = "runs/logs"
 
 # name -> (module with ``main(argv)``, one-line help)
@@ -99,8 +101,9 @@ def main(argv: list[str] | None = None) -> None:
     command, rest = argv[0], argv[1:]
     verbose = "--verbose" in rest and command in QUIET_COMMANDS
     rest = [a for a in rest if a != "--verbose"] if verbose else rest
+    printing = any(a.split("=")[0] in PRINTING_FLAGS for a in rest)
     try:
-        if command in QUIET_COMMANDS:
+        if command in QUIET_COMMANDS and not printing:
             from loki.console import quiet_console, say
 
             log = os.path.join(LOG_DIR, f"{command}.log")

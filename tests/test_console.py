@@ -50,3 +50,25 @@ def test_error_reaches_the_terminal_and_verbose_keeps_everything(noisy, capfd):
     out, err = capfd.readouterr()
     assert "a library print" in out and "a C-level message" in err
     assert "'--verbose'" not in out  # the flag is the console's, not the command's
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h", "--print_config", "--print_config=skip_null"])
+def test_help_and_print_config_reach_the_terminal(noisy, capfd, flag):
+    cli.main(["filter", "--config", "x.yaml", flag])
+    out, _ = capfd.readouterr()
+    assert "a library print" in out  # the printed answer, not swallowed by the log
+    assert "library logs and warnings" not in out and not noisy.exists()
+
+
+def test_real_help_texts_are_printed(capfd, monkeypatch, tmp_path):
+    from loki.distill import cli as distill_cli
+
+    monkeypatch.chdir(tmp_path)
+
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["distill", "build", "--help"])
+    assert exc.value.code == 0
+    out, _ = capfd.readouterr()
+    assert "--prompts.num_prompts" in out and "--decontam.max_tries" in out
+    cli.main(["distill", "--help"])
+    assert capfd.readouterr().out.strip() == distill_cli.USAGE
