@@ -55,7 +55,8 @@ def prepare(root: Path) -> None:
     """Write the rehearsal's inputs under ``root`` at the recipe's relative paths."""
     from loki.config import LokiConfig
     from loki.data.tokenize import main as tokenize_main
-    from loki.distill.build import BuildConfig, build_shard, finalize_cache
+    from loki.distill.build import build_shard, finalize_cache
+    from loki.distill.build_config import BuildConfig
     from loki.eval.prepare_data import PAPER_TASKS, prepare_data
     from loki.model import Loki
     from loki.tokenizer import EOT, LokiTokenizer, pruned_tokenizer

@@ -23,7 +23,7 @@ def parse_build(argv: list[str], prog: str, cls: type | None = None):
     from jsonargparse import ActionConfigFile, ArgumentParser
 
     if cls is None:
-        from loki.distill.build import BuildConfig as cls
+        from loki.distill.build_config import BuildConfig as cls
 
     parser = ArgumentParser(prog=prog, description=(cls.__doc__ or "").strip())
     parser.add_argument("--config", action=ActionConfigFile, help="YAML config file")

@@ -165,7 +165,7 @@ def synthetic_task(cfg: SyntheticConfig, rank: int = 0, world_size: int = 1) -> 
     marker = folder / f"{rank:05d}.json"
     if marker.is_file():
         return json.loads(marker.read_text())
-    from loki.distill.build import make_teacher
+    from loki.distill.teachers import make_teacher
 
     start = time.perf_counter()
     topics = _topics(cfg)
@@ -201,7 +201,7 @@ def run_synthetic(cfg: SyntheticConfig) -> dict:
 
 def finalize_synthetic(cfg: SyntheticConfig) -> dict:
     from loki.data.tokenize import tokenize_files
-    from loki.distill.build import make_teacher
+    from loki.distill.teachers import make_teacher
 
     out = Path(cfg.output)
     markers = [out / "jsonl" / f"{r:05d}.json" for r in range(cfg.executor.tasks)]

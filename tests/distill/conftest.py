@@ -13,7 +13,8 @@ import torch
 from loki.config import LokiConfig
 from loki.data.shards import ShardWriter
 from loki.data.tokenize import tokenizer_info
-from loki.distill.build import BuildConfig, build_shard, finalize_cache
+from loki.distill.build import build_shard, finalize_cache
+from loki.distill.build_config import BuildConfig
 from loki.model import Loki
 from loki.tokenizer import EOT, LokiTokenizer, pruned_tokenizer
 

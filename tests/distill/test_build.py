@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from loki.distill.build import BuildConfig, build_shard, finalize_cache
+from loki.distill.build import build_shard, finalize_cache
+from loki.distill.build_config import BuildConfig
 from loki.distill.cache import CandidateCache
 from loki.errors import LokiError
 from tests.distill.conftest import BENCHMARK, FakeTeacher, SentenceIndex, write_yaml
@@ -26,7 +27,7 @@ def test_cache_layout_and_micro_batch(tmp_path, student, shards, loki_ckpt):
     cfg = _cfg(tmp_path, shards, spec, [{"kind": "loki", "checkpoint": loki_ckpt, "name": "lk",
                                          "top_logprobs": 3}], soft_top_k=3)
     fake = FakeTeacher("fake", copies=0)
-    from loki.distill.build import make_teacher
+    from loki.distill.teachers import make_teacher
 
     teachers = [fake, make_teacher(cfg.teachers[0])]
     cfg.teachers = [{"kind": "openai", "model": "fake"}, cfg.teachers[0]]  # names in the header
@@ -156,7 +157,7 @@ def test_loki_teacher_with_another_vocabulary_is_refused(tmp_path, student, shar
 
 
 def test_bad_teacher_config():
-    from loki.distill.build import make_teacher
+    from loki.distill.teachers import make_teacher
 
     with pytest.raises(LokiError, match="kind"):
         make_teacher({"kind": "gpt"})
