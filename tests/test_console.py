@@ -72,3 +72,31 @@ def test_real_help_texts_are_printed(capfd, monkeypatch, tmp_path):
     assert "--prompts.num_prompts" in out and "--decontam.max_tries" in out
     cli.main(["distill", "--help"])
     assert capfd.readouterr().out.strip() == distill_cli.USAGE
+
+
+def test_the_subcommands_results_reach_the_terminal(monkeypatch, capfd, tmp_path):
+    """``loki filter train-quality`` / ``report`` and ``loki distill`` print their result on the
+    terminal, not into the log with the libraries' output."""
+    from types import SimpleNamespace
+
+    import loki.filtering.cli
+    import loki.filtering.pipeline
+    import loki.filtering.quality
+    from loki.distill import cli as distill_cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(loki.filtering.cli, "parse", lambda *a: SimpleNamespace(
+        output="quality.npz", output_dir="filtered"))
+    monkeypatch.setattr(loki.filtering.quality, "train_quality",
+                        lambda cfg: SimpleNamespace(kind="logreg", metrics={"auc": 0.9}))
+    monkeypatch.setattr(loki.filtering.pipeline, "FilterPipeline",
+                        lambda cfg: SimpleNamespace(report=lambda: None))
+    cli.main(["filter", "train-quality"])
+    cli.main(["filter", "report"])
+    cli.main(["distill"])
+    out = capfd.readouterr().out
+    assert '{"output": "quality.npz", "kind": "logreg", "auc": 0.9}' in out
+    assert "report: filtered/filter_report.md" in out
+    assert distill_cli.USAGE in out
+    log = (tmp_path / "runs" / "logs" / "filter.log").read_text()
+    assert "quality.npz" not in log and "filter_report.md" not in log

@@ -48,9 +48,11 @@ def parse_config(path: str):
 
 
 def main(argv: list[str] | None = None) -> None:
+    from loki.console import say  # the terminal, also while libraries write to the log
+
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE)
+        say(USAGE)
         return
     command, rest = argv[0], argv[1:]
     if command == "prepare-smollm":
@@ -60,17 +62,17 @@ def main(argv: list[str] | None = None) -> None:
 
         parser = ArgumentParser(prog="loki distill prepare-smollm")
         parser.add_argument("--root", default="data/teachers", help="teacher folder")
-        print(prepare_smollm(parser.parse_args(rest).root))
+        say(str(prepare_smollm(parser.parse_args(rest).root)))
         return
     if command == "synthetic":
         from loki.distill.synthetic import SyntheticConfig, run_synthetic
 
         report = run_synthetic(parse_build(rest, "loki distill synthetic", SyntheticConfig))
         if report.get("submitted"):
-            print("submitted; run `loki distill synthetic` again with the same config when the "
-                  "jobs end")
+            say("submitted; run `loki distill synthetic` again with the same config when the "
+                "jobs end")
             return
-        print(json.dumps(report, indent=1))
+        say(json.dumps(report, indent=1))
         return
     if command not in ("build", "finalize"):
         raise LokiError(f"unknown distill command {command!r}; {USAGE}")
@@ -79,10 +81,8 @@ def main(argv: list[str] | None = None) -> None:
     cfg = parse_build(rest, f"loki distill {command}")
     manifest = build(cfg) if command == "build" else finalize_cache(cfg)
     if manifest.get("submitted"):
-        print("submitted; run `loki distill finalize` with the same config when the jobs end")
+        say("submitted; run `loki distill finalize` with the same config when the jobs end")
         return
-    from loki.console import say  # the terminal, also while libraries write to the log
-
     say(json.dumps({"output": cfg.output, "prompts": manifest["prompts"],
                     "sources": [s["name"] for s in manifest["sources"]],
                     "report": manifest["report"]}, indent=1))

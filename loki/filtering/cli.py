@@ -18,7 +18,10 @@ from loki.filtering.config import FilterConfig, TrainQualityConfig
 def _parser(cls, prog: str):
     from jsonargparse import ActionConfigFile, ArgumentParser
 
-    parser = ArgumentParser(prog=prog, description=(cls.__doc__ or "").strip())
+    epilog = ("also: loki filter train-quality (the quality classifier), loki filter report "
+              "(a Slurm run's report once its jobs ended); each takes --help"
+              if prog == "loki filter" else None)
+    parser = ArgumentParser(prog=prog, description=(cls.__doc__ or "").strip(), epilog=epilog)
     parser.add_argument("--config", action=ActionConfigFile, help="YAML config file")
     parser.add_class_arguments(cls, nested_key=None, fail_untyped=False)
     return parser
@@ -40,25 +43,25 @@ def parse_config(path) -> FilterConfig:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from loki.console import say  # the terminal, also while libraries write to the log
+
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "train-quality":
         from loki.filtering.quality import train_quality
 
         cfg = parse(TrainQualityConfig, argv[1:], "loki filter train-quality")
         head = train_quality(cfg)
-        print(json.dumps({"output": cfg.output, "kind": head.kind, **head.metrics}))
+        say(json.dumps({"output": cfg.output, "kind": head.kind, **head.metrics}))
         return
     from loki.filtering.pipeline import FilterPipeline
 
     if argv and argv[0] == "report":  # after a Slurm run: the report from the jobs' stats
         cfg = parse(FilterConfig, argv[1:], "loki filter report")
         FilterPipeline(cfg).report()
-        print(f"report: {cfg.output_dir}/filter_report.md")
+        say(f"report: {cfg.output_dir}/filter_report.md")
         return
     cfg = parse(FilterConfig, argv, "loki filter")
     report = FilterPipeline(cfg).run()
-    from loki.console import say  # the terminal, also while libraries write to the log
-
     if report.get("submitted"):
         say("submitted the chained Slurm jobs; once the last one has ended: "
             "loki filter report --config <same yaml>")
