@@ -35,6 +35,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from loki import atomic
+from loki.errors import LokiError
 from loki.metrics_csv import read_metrics
 from loki.redact import redact
 from loki.report_render import PLOT_SECTION, draw_plots, render
@@ -110,6 +112,10 @@ def build_report(run_dir: str | Path = "runs/demo", data_root: str | Path = "dat
     """Write REPORT.md, report.json and the PNGs; returns the report dict."""
     cfg = ReportConfig(run_dir=str(run_dir), data_root=str(data_root),
                        out=None if out is None else str(out), **paths)
+    if cfg.out is None and not Path(cfg.run_dir).is_dir():  # a typo must not make a folder
+        raise LokiError(f"run folder {cfg.run_dir} not found; give --run_dir the folder of the "
+                        "run (loki fit's trainer.default_root_dir), or --out for a report "
+                        "without one")
     found = resolve_paths(cfg)
     out_md = Path(cfg.out or f"{cfg.run_dir}/REPORT.md")
     out_md.parent.mkdir(parents=True, exist_ok=True)
@@ -138,8 +144,9 @@ def build_report(run_dir: str | Path = "runs/demo", data_root: str | Path = "dat
             "tokenizer": sections["tokenizer"]}
     report["plots"] = draw_plots(view, rows, load_json(found["filter_report"])[0], out_md.parent)
     report["plot_sections"] = {k: PLOT_SECTION[k] for k in report["plots"]}
-    (out_md.parent / "report.json").write_text(json.dumps(redact(report), indent=1, default=str))
-    out_md.write_text(render(report))
+    atomic.write_text(out_md.parent / "report.json",
+                      json.dumps(redact(report), indent=1, default=str))
+    atomic.write_text(out_md, render(report))
     return report
 
 

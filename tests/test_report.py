@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from loki.errors import LokiError
 from loki.report import build_report, main
 from loki.report_render import cell
 from loki.report_sections import NOT_RUN
@@ -155,6 +156,7 @@ def test_tables_match_json_and_plots_exist(tmp_path: Path) -> None:
 
 
 def test_missing_artifacts_say_not_run(tmp_path: Path, capsys) -> None:
+    (tmp_path / "run").mkdir()
     main(["--run_dir", str(tmp_path / "run"), "--data_root", str(tmp_path / "nodata")])
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     md = (tmp_path / "run" / "REPORT.md").read_text()
@@ -163,6 +165,14 @@ def test_missing_artifacts_say_not_run(tmp_path: Path, capsys) -> None:
         assert sec["reason"] in md
     assert report["plots"] == {} and "|" not in md
     assert "not run: filter" in capsys.readouterr().out
+
+
+def test_a_missing_run_folder_is_an_error_unless_out_is_given(tmp_path: Path) -> None:
+    with pytest.raises(LokiError, match="run folder .*typo not found; give --run_dir"):
+        main(["--run_dir", str(tmp_path / "typo"), "--data_root", str(tmp_path / "nodata")])
+    assert list(tmp_path.iterdir()) == []  # nothing made
+    main(["--run_dir", str(tmp_path / "typo"), "--out", str(tmp_path / "data-only" / "R.md")])
+    assert (tmp_path / "data-only" / "R.md").is_file() and not (tmp_path / "typo").exists()
 
 
 def test_metrics_without_distill_or_rollback(tmp_path: Path) -> None:
