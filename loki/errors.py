@@ -1,6 +1,8 @@
 """The one exception type the command line turns into a one-line message and a non-zero exit,
 and how any error becomes that one line."""
 
+import re
+
 
 class LokiError(Exception):
     """A problem with the user's input (config, files, data) that they can fix.
@@ -21,6 +23,9 @@ def one_line(err: BaseException, args: list[str] | None = None) -> str:
     syntax error (jsonargparse gives it the text, not the file): name the ``--config`` file
     from ``args`` instead."""
     text = " ".join(str(err).split())
+    bare = re.search(r'Parser key "([\w.]+)": Expected a <class \'list\'>\. Got value: (.*)$', text)
+    if bare:  # a list option given one bare value
+        text += f"; a list goes in brackets: --{bare[1]} '[{bare[2]}]'"
     files = _config_files(args)
     if "<unicode string>" in text and files:
         text = text.replace('"<unicode string>"', files[-1]).replace("<unicode string>", files[-1])

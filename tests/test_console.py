@@ -100,3 +100,12 @@ def test_the_subcommands_results_reach_the_terminal(monkeypatch, capfd, tmp_path
     assert distill_cli.USAGE in out
     log = (tmp_path / "runs" / "logs" / "filter.log").read_text()
     assert "quality.npz" not in log and "filter_report.md" not in log
+
+
+def test_a_bare_value_for_a_list_option_says_how_to_write_a_list(capfd, tmp_path):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["tokenize", "--inputs", "docs", "--output", str(tmp_path / "shards")])
+    assert exc.value.code == 2
+    err = capfd.readouterr().err
+    assert err.strip().endswith("a list goes in brackets: --inputs '[docs]'"), err
+    assert not (tmp_path / "shards").exists()
