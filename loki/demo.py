@@ -5,7 +5,9 @@ Each stage prints one line on the console when it ends: its key figures and its 
 ``<run_dir>/demo.log`` (``--verbose true`` keeps them on the console). Each stage leaves a marker
 in ``<run_dir>/stages/`` with a summary: a second run skips finished stages (and training resumes
 from its last checkpoint), so an interrupted demo picks up where it stopped. ``--redo`` names
-stages to run again; ``--inject_spike`` arms a fault that the loss-spike rollback must catch.
+stages to run again, and every stage after the first of them runs again too (each reads what
+the stages before it wrote, and ``--redo [fit]`` moves the earlier run's files aside);
+``--inject_spike`` arms a fault that the loss-spike rollback must catch.
 
 The stages themselves are in ``loki/demo_stages.py``.
 """
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,7 +36,8 @@ class DemoConfig:
     stages: list[str] = field(default_factory=lambda: list(STAGES))
     """Stages to run, in order (a subset of the known stages)."""
     redo: list[str] = field(default_factory=list)
-    """Stages to run again even when their marker says they are done."""
+    """Stages to run again even when their marker says they are done; the stages after the
+    first of them run again too."""
     filter_config: str = "experiments/data/demo.yaml"
     """``loki filter`` config of the demo corpus."""
     tokenizer_config: str = "experiments/tokenizer/demo.yaml"
@@ -73,10 +76,15 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     if unknown:
         raise LokiError(f"unknown demo stage(s) {', '.join(unknown)}; known: {', '.join(STAGES)}")
     markers = Path(cfg.run_dir) / "stages"
-    markers.mkdir(parents=True, exist_ok=True)
+    later = redo_with_later_stages(cfg.stages, cfg.redo)[len(cfg.redo):]
+    cfg = replace(cfg, redo=[*cfg.redo, *later])
     if cfg.inject_spike and (markers / "fit.json").is_file() and "fit" not in cfg.redo:
         raise LokiError("the demo run was already trained without the injected spike; add "
-                        "--redo [fit,probe,report] to train it again with the spike")
+                        "--redo [fit] to train it again with the spike")
+    markers.mkdir(parents=True, exist_ok=True)
+    if later:
+        first = next(s for s in cfg.stages if s in cfg.redo)
+        say(f"--redo from {first} on: {', '.join(later)} also run again")
     timings: dict[str, float] = {}
     summaries: dict[str, Any] = {}
     width = max(len(s) for s in cfg.stages)
@@ -107,6 +115,13 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         say(f"every stage was done earlier; the report is {Path(cfg.run_dir) / 'REPORT.md'} "
             "(--redo [stage,...] runs stages again)")
     return summaries
+
+
+def redo_with_later_stages(stages: list[str], redo: list[str]) -> list[str]:
+    """``redo`` followed by the stages of ``stages`` after the first one named in it: their
+    markers would otherwise keep outputs made from what the redone stage replaces."""
+    first = min((stages.index(s) for s in redo if s in stages), default=len(stages))
+    return [*redo, *(s for s in stages[first + 1:] if s not in redo)]
 
 
 # Stages that run Lightning, whose progress bar (callbacks.console_progress) shows progress.

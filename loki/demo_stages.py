@@ -244,7 +244,7 @@ def _stage_compare(cfg: DemoConfig) -> dict[str, Any]:
     if not step0.is_file():
         raise LokiError(f"no step-0 checkpoint at {step0}: the fit config needs the "
                         "callbacks.initial_checkpoint.InitialCheckpoint callback (then "
-                        "--redo [fit,compare,probe,report])")
+                        "--redo [fit])")
     compare_main(["--a", f"[{step0}]", "--b", f"[{trained}]", "--suite.preset", "demo",
                   "--suite.offline", "true", "--suite.data_dir", str(Path(cfg.root) / "tasks"),
                   "--device", "cpu", "--batch_size", "32", "--output_dir", str(run / "compare")])

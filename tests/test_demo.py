@@ -100,3 +100,30 @@ def test_verbose_keeps_library_output_on_the_console(tiny_demo, tmp_path, capfd)
     assert "a library WARNING through logging" in err and "a message written from C" in err
     assert "a library print to stdout" in out
     assert not (tmp_path / "run" / "demo.log").exists()
+
+
+def test_a_redone_stage_takes_the_later_stages_along(tmp_path, monkeypatch, capfd):
+    """``--redo [b]`` runs b and every stage after it again (c reads what b writes), and the
+    stages before it stay skipped."""
+    runs: list[str] = []
+
+    def stage(name: str):
+        def run(cfg: demo.DemoConfig) -> dict:
+            runs.append(name)
+            return {"line": f"{name} ran"}
+        return run
+
+    for name in ("a", "b", "c"):
+        monkeypatch.setitem(demo.STAGES, name, stage(name))
+    args = ["--run_dir", str(tmp_path / "run"), "--stages", "[a,b,c]"]
+    demo.main(args)
+    assert runs == ["a", "b", "c"]
+    runs.clear()
+    demo.main([*args, "--redo", "[b]"])
+    assert runs == ["b", "c"]
+    out = capfd.readouterr().out
+    assert "--redo from b on: c also run again" in out
+    runs.clear()
+    demo.main([*args, "--redo", "[c]"])
+    assert runs == ["c"] and "also run again" not in capfd.readouterr().out
+    assert demo.redo_with_later_stages(["a", "b", "c"], ["c", "a"]) == ["c", "a", "b"]
