@@ -42,6 +42,9 @@ from loki.eval.suite import SuiteConfig, already_ran, check_once, run_suite
 from loki.sharding import LIGHTNING_META, is_sharded
 
 log = logging.getLogger(__name__)
+# how a user of `loki fit` forces a second run of the suite
+FORCE_HOW = ("set force: true and force_reason: '<why>' in OneShotBenchmarkEval's init_args "
+             "(or enabled: false to train on without it)")
 CKPT_KEY = "loki_eval"
 POLL_SECONDS = 2.0  # how often the waiting ranks look for rank 0's "done" key
 
@@ -107,13 +110,13 @@ class OneShotBenchmarkEval(Callback):
         # fail before training, not after it, when the run folder already holds results
         if self.enabled and stage == "fit":
             check_once(self._previous(trainer), self.force, self.force_reason,
-                       str(self._out(trainer)))
+                       str(self._out(trainer)), FORCE_HOW)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.enabled:
             return
         out = self._out(trainer)
-        check_once(self._previous(trainer), self.force, self.force_reason, str(out))
+        check_once(self._previous(trainer), self.force, self.force_reason, str(out), FORCE_HOW)
         # every rank joins: a token naming this evaluation, and (FSDP2) the weight gather
         key = trainer.strategy.broadcast(f"loki_eval/{uuid.uuid4().hex}")
         model = self._full_model(trainer, pl_module) if self.checkpoint == "final" else None

@@ -51,16 +51,21 @@ def already_ran(out_dir: str | Path) -> dict | None:
     return json.loads(marker.read_text()) if marker.is_file() else None
 
 
-def check_once(previous: dict | None, force: bool, reason: str | None, where: str) -> None:
-    """Refuse a second evaluation unless forced with a reason."""
+FORCE_FLAGS = "--force true --force_reason '<why>'"
+
+
+def check_once(previous: dict | None, force: bool, reason: str | None, where: str,
+               how: str = FORCE_FLAGS) -> None:
+    """Refuse a second evaluation unless forced with a reason; ``how`` tells the caller's user
+    how to force one."""
     if previous is None:
         return
     if not force:
         raise LokiError(
             f"the benchmark suite already ran for {where} (at {previous.get('time')}); it runs "
-            "once per run to avoid tuning on benchmarks. Pass force=true with a reason to re-run")
+            f"once per run to avoid tuning on benchmarks. To run it again: {how}")
     if not reason:
-        raise LokiError("a forced re-run of the benchmark suite needs a reason (force_reason)")
+        raise LokiError(f"a forced re-run of the benchmark suite needs a reason: {how}")
 
 
 def run_suite(

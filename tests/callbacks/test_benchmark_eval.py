@@ -66,8 +66,9 @@ def test_runs_once_records_and_force_overrides(tmp_path, demo_data, tok):
     ckpt = torch.load(out / "evaluated.ckpt", weights_only=False)
     assert ckpt[CKPT_KEY]["preset"] == "demo" and "model.wte.weight" in ckpt["state_dict"]
 
-    # a second run into the same run folder is refused before training starts
-    with pytest.raises(LokiError, match="already ran"):
+    # a second run into the same run folder is refused before training starts, saying how
+    with pytest.raises(LokiError, match="already ran.*To run it again: set force: true and "
+                                        "force_reason: '<why>' in OneShotBenchmarkEval's"):
         _fit(tmp_path, _callback(demo_data, out), tok)
     with pytest.raises(LokiError, match="force_reason"):
         _callback(demo_data, out, force=True)
