@@ -14,11 +14,12 @@ restart training with a different random seed." Here that is:
    rollback needs them.
 2. **Targets** (``callbacks/rollback_targets.py``): an in-memory snapshot every
    ``snapshot_every_n_steps`` (CPU copies of model and optimizer state made by
-   ``loki/snapshot.py``, ``tokens_seen``, DataModule state, detector statistics) and/or a Lightning checkpoint every ``checkpoint_every_n_steps`` (written to a
-   temp file and renamed; older good ones are deleted only after a newer one is confirmed). A
-   target taken at step s is only a *candidate* until ``persistence`` later LM losses are
-   normal (the loss at s + 1 is the first that shows the weights of step s); one taken while
-   losses are abnormal is never made.
+   ``loki/snapshot.py``, ``tokens_seen``, DataModule state, detector statistics) and/or a
+   Lightning checkpoint every ``checkpoint_every_n_steps`` (written to a temp file and renamed;
+   older good ones are deleted only after a newer one is confirmed). A target taken at step s
+   is only a *candidate* until ``persistence`` later LM losses are normal (the loss at s + 1 is
+   the first that shows the weights of step s); one taken while losses are abnormal is never
+   made.
    Checkpoints are loaded and checked for the keys a rollback needs before use; a truncated or
    half-written file is skipped (and reported), and the next older target is used.
 3. **Roll back** to the most recent good target: parameters (bit-identical), optimizer state
@@ -26,9 +27,9 @@ restart training with a different random seed." Here that is:
    the DataModule state and the trainer's step counters (``callbacks/trainer_rewind.py``).
    ``global_step`` is rewound to the target's step, so ``max_steps`` counts surviving optimizer
    steps and the LR schedule, the step counters and the tokens agree; the logger's step axis
-   keeps counting, so the discarded steps stay visible in the curves. Replayed steps checkpoint and validate again (they are
-   new training); ``ModelCheckpoint`` files of the discarded steps are renamed
-   ``*.discarded-r<count>`` so that no resume picks them up by name.
+   keeps counting, so the discarded steps stay visible in the curves. Replayed steps checkpoint
+   and validate again (they are new training); ``ModelCheckpoint`` files of the discarded steps
+   are renamed ``*.discarded-r<count>`` so that no resume picks them up by name.
 4. **Reseed**: seed = hash(base seed, rollback count) goes to ``datamodule.reseed`` and to the
    torch/numpy/python RNGs. The sample ids of the steps between the target and the spike are
    logged, stored in the state and skipped: the DataModule is told they are consumed.
