@@ -61,6 +61,9 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+    from loki.console import transformers_without_torchao
+
+    transformers_without_torchao()  # no CUDA-kernel load failures printed on a CPU
     from lm_eval.models.huggingface import HFLM
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
     from transformers.convert_slow_tokenizer import TikTokenConverter

@@ -23,11 +23,13 @@ import torch
 
 from loki._optional import require
 from loki.config import LokiConfig
+from loki.console import transformers_without_torchao
 from loki.model import Loki
 
 
 def llama_like(config: LokiConfig, attn: str = "sdpa") -> torch.nn.Module:
     """``LlamaForCausalLM`` with Loki's shape (same parameter count up to norm weights)."""
+    transformers_without_torchao()  # no CUDA-kernel load failures printed on a CPU
     transformers = require("transformers", "eval")
     hf = transformers.LlamaConfig(
         hidden_size=config.n_embd, intermediate_size=config.ffn_hidden,

@@ -61,10 +61,10 @@ def _silence_known_harmless() -> None:
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
     # lm-eval runs outside a git checkout in installed copies and says so on every call.
     warnings.filterwarnings("ignore", message=r".*git.*", module="lm_eval")
-    _transformers_without_torchao()
+    transformers_without_torchao()
 
 
-def _transformers_without_torchao() -> None:
+def transformers_without_torchao() -> None:
     """transformers imports torchao whenever it is installed (for its torchao quantizer), and
     torchao then reports its CUDA-only kernels as failing to load and registers deprecated
     pytree constants. The HF teachers and MiniLM never use torchao quantization, so tell
