@@ -71,7 +71,11 @@ class BuildConfig:
             self.executor = ExecutorConfig(**self.executor)
         if not self.teachers:
             raise LokiError("distill build: list at least one teacher under `teachers`")
-        if self.prompts.prompt_tokens < 1 or self.prompts.max_new_tokens < 1:
-            raise LokiError("prompts.prompt_tokens and prompts.max_new_tokens must be >= 1")
+        p = self.prompts
+        if min(p.num_prompts, p.prompt_tokens, p.max_new_tokens, p.min_ground_truth) < 1:
+            raise LokiError("prompts.num_prompts, prompt_tokens, max_new_tokens and "
+                            "min_ground_truth must be >= 1")
+        if self.soft_top_k < 0:
+            raise LokiError(f"soft_top_k must be >= 0 (0: no soft targets), got {self.soft_top_k}")
         if self.decontam.max_tries < 1:
             raise LokiError("decontam.max_tries must be >= 1")

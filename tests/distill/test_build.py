@@ -163,3 +163,11 @@ def test_bad_teacher_config():
         make_teacher({"kind": "gpt"})
     with pytest.raises(LokiError, match="unknown keys"):
         make_teacher({"kind": "hf", "model": "x", "temprature": 1})
+
+
+@pytest.mark.parametrize("bad", [{"prompts": {"num_prompts": 0}},
+                                 {"prompts": {"min_ground_truth": 0}},
+                                 {"soft_top_k": -1}])
+def test_bad_build_numbers_are_refused_before_any_cache_is_read(bad):
+    with pytest.raises(LokiError, match="must be >= "):
+        BuildConfig(teachers=[{"kind": "hf", "model": "x"}], **bad)
