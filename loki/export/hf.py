@@ -27,6 +27,7 @@ import torch
 from loki._optional import require
 from loki.config import LokiConfig
 from loki.errors import LokiError
+from loki.output import check_writable
 
 MANIFEST = "loki_export.json"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -132,6 +133,7 @@ def _check_output(output: Path) -> None:
     (it would be replaced)."""
     if output.is_file():
         raise LokiError(f"output {output} is a file; give a folder for the export")
+    check_writable(output.parent, f"--output {output}: its parent folder")  # .partial goes there
     if output.is_dir() and any(output.iterdir()):
         config = output / "config.json"
         try:

@@ -70,11 +70,14 @@ def _tokenizer(ckpt):
 
 
 @pytest.mark.parametrize("case", ["foreign folder", "missing checkpoint", "bad dtype",
-                                  "folder without checkpoint"])
+                                  "folder without checkpoint", "output under a file"])
 def test_bad_input_exits_2_and_writes_nothing(case, trained_ckpt, tmp_path, capsys):
     out = tmp_path / "out"
     ckpt, extra = str(trained_ckpt), []
-    if case == "foreign folder":
+    if case == "output under a file":
+        (tmp_path / "a-file").write_text("mine")
+        out = tmp_path / "a-file" / "sub" / "hf"
+    elif case == "foreign folder":
         out.mkdir()
         (out / "notes.txt").write_text("mine")
     elif case == "missing checkpoint":
@@ -91,6 +94,8 @@ def test_bad_input_exits_2_and_writes_nothing(case, trained_ckpt, tmp_path, caps
     err = capsys.readouterr().err.strip()
     assert err.startswith("loki export: error:") and "\n" not in err
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
+    if case == "output under a file":
+        assert "its parent folder" in err and "a-file is a file, not a folder" in err
 
 
 def test_check_refuses_a_wrong_conversion_and_keeps_the_earlier_export(trained_ckpt, tmp_path,
