@@ -76,7 +76,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     if unknown:
         raise LokiError(f"unknown demo stage(s) {', '.join(unknown)}; known: {', '.join(STAGES)}")
     markers = Path(cfg.run_dir) / "stages"
-    later = redo_with_later_stages(cfg.stages, cfg.redo)[len(cfg.redo):]
+    later = stages_after_redo(cfg.stages, cfg.redo)
     cfg = replace(cfg, redo=[*cfg.redo, *later])
     if cfg.inject_spike and (markers / "fit.json").is_file() and "fit" not in cfg.redo:
         raise LokiError("the demo run was already trained without the injected spike; add "
@@ -117,11 +117,11 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     return summaries
 
 
-def redo_with_later_stages(stages: list[str], redo: list[str]) -> list[str]:
-    """``redo`` followed by the stages of ``stages`` after the first one named in it: their
-    markers would otherwise keep outputs made from what the redone stage replaces."""
+def stages_after_redo(stages: list[str], redo: list[str]) -> list[str]:
+    """The stages of ``stages`` after the first one named in ``redo``, not named in it: they
+    run again too, since their markers would keep outputs made from what the redo replaces."""
     first = min((stages.index(s) for s in redo if s in stages), default=len(stages))
-    return [*redo, *(s for s in stages[first + 1:] if s not in redo)]
+    return [s for s in stages[first + 1:] if s not in redo]
 
 
 # Stages that run Lightning, whose progress bar (callbacks.console_progress) shows progress.

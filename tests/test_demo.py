@@ -126,4 +126,4 @@ def test_a_redone_stage_takes_the_later_stages_along(tmp_path, monkeypatch, capf
     runs.clear()
     demo.main([*args, "--redo", "[c]"])
     assert runs == ["c"] and "also run again" not in capfd.readouterr().out
-    assert demo.redo_with_later_stages(["a", "b", "c"], ["c", "a"]) == ["c", "a", "b"]
+    assert demo.stages_after_redo(["a", "b", "c"], ["c", "a"]) == ["b"]
