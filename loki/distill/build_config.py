@@ -1,7 +1,7 @@
 """``loki distill build``'s configuration: prompts, the benchmark check, teachers, executor.
 
 Every field is documented where it is declared; ``loki distill build --help`` prints them, and
-``experiments/distill-*.yaml`` set them.
+``experiments/distill/*.yaml`` set them.
 """
 
 from __future__ import annotations
