@@ -1,7 +1,9 @@
 """The one exception type the command line turns into a one-line message and a non-zero exit,
 and how any error becomes that one line."""
 
+import json
 import re
+import shlex
 
 
 class LokiError(Exception):
@@ -18,6 +20,27 @@ def _config_files(args: list[str] | None) -> list[str]:
     return out + [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
 
 
+def _raw_value(args: list[str] | None, key: str) -> str | None:
+    """What the user typed after ``--key`` (the error shows it parsed: ``a: b`` as a dict)."""
+    args, flag = list(args or []), f"--{key}"
+    for i, a in enumerate(args):
+        if a == flag and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith(flag + "="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def _list_hint(key: str, value: str) -> str:
+    """How to pass ``value`` as a one-item list. Brackets alone only work for a plain word:
+    YAML would split ``a, b`` in two and read ``Q: why`` as a mapping, so such a value is
+    written as a quoted JSON string inside the brackets."""
+    if re.fullmatch(r"[\w./~+=@-][\w ./~+=@()*?-]*", value) and not value.endswith(" "):
+        return f"a list goes in brackets: --{key} '[{value}]'"
+    return (f"a list goes in brackets, with a value like this one quoted inside: "
+            f"--{key} {shlex.quote('[' + json.dumps(value, ensure_ascii=False) + ']')}")
+
+
 def one_line(err: BaseException, args: list[str] | None = None) -> str:
     """``err``'s message on one line. A YAML parser names ``<unicode string>`` as the place of a
     syntax error (jsonargparse gives it the text, not the file): name the ``--config`` file
@@ -25,7 +48,7 @@ def one_line(err: BaseException, args: list[str] | None = None) -> str:
     text = " ".join(str(err).split())
     bare = re.search(r'Parser key "([\w.]+)": Expected a <class \'list\'>\. Got value: (.*)$', text)
     if bare:  # a list option given one bare value
-        text += f"; a list goes in brackets: --{bare[1]} '[{bare[2]}]'"
+        text += "; " + _list_hint(bare[1], _raw_value(args, bare[1]) or bare[2])
     files = _config_files(args)
     if "<unicode string>" in text and files:
         text = text.replace('"<unicode string>"', files[-1]).replace("<unicode string>", files[-1])

@@ -1,0 +1,34 @@
+"""loki.errors.one_line: the hint for a list option given one bare value must be a command
+that works, i.e. that parses back to a one-item list holding exactly what was typed."""
+
+import shlex
+
+import pytest
+from jsonargparse import ArgumentParser
+
+from loki.errors import one_line
+
+
+def _parser() -> ArgumentParser:
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_argument("--prompt", type=list[str])
+    return parser
+
+
+@pytest.mark.parametrize("value", ["docs", "Once upon a time", "data/demo/*.jsonl", "a, b",
+                                   "Q: why", "it's here", "[draft", "# heading", "x: {y}"])
+def test_the_list_hint_parses_back_to_the_value_typed(value):
+    args = ["--prompt", value]
+    with pytest.raises(Exception) as exc:  # noqa: PT011 (jsonargparse's ArgumentError)
+        _parser().parse_args(args)
+    text = one_line(exc.value, args)
+    assert "a list goes in brackets" in text, text
+    suggested = shlex.split(text.rsplit("--prompt ", 1)[1])
+    assert _parser().parse_args(["--prompt", *suggested]).prompt == [value]
+
+
+def test_a_plain_value_keeps_the_short_hint():
+    args = ["--prompt=docs"]
+    with pytest.raises(Exception) as exc:  # noqa: PT011
+        _parser().parse_args(args)
+    assert one_line(exc.value, args).endswith("a list goes in brackets: --prompt '[docs]'")
