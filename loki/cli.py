@@ -27,6 +27,9 @@ from loki.errors import LokiError, one_line
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 QUIET_COMMANDS = ("filter", "fit", "distill")
 PRINTING_FLAGS = ("-h", "--help", "--print_config")  # the output is the answer: never quiet
+# Tools that import transformers but never torchao's kernels, whose load failures (CUDA-only
+# kernels on a CPU) would otherwise open their console; the quiet commands do the same.
+TRANSFORMERS_TOOLS = ("export", "eval", "compare", "probe", "generate")
 LOG_DIR = "runs/logs"
 
 # name -> (module with ``main(argv)``, one-line help)
@@ -129,6 +132,10 @@ def _run(command: str, rest: list[str]) -> None:
     if command in LIGHTNING_SUBCOMMANDS:
         lightning_main([command, *rest])
     elif command in TOOLS:
+        if command in TRANSFORMERS_TOOLS:
+            from loki.console import transformers_without_torchao
+
+            transformers_without_torchao()
         tool_main(TOOLS[command][0], rest)
     else:
         raise LokiError(f"unknown command {command!r}; choose one of: "

@@ -78,3 +78,20 @@ def test_missing_and_empty_corpus(capsys, fit_yaml, tmp_path):
 
 def test_fit_runs_from_a_yaml(fit_yaml, tmp_path):
     main(["fit", "--config", fit_yaml()])
+
+
+@pytest.mark.parametrize("command", ["export", "generate"])
+def test_tools_that_load_transformers_models_do_not_print_torchao_load_failures(command):
+    """transformers imports torchao when it is installed, and torchao then prints its CUDA-only
+    kernels failing to load (and deprecation lines) into the console of a model export."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("torchao")
+    code = ("import importlib\n"
+            "from loki import cli\n"
+            "cli.tool_main = lambda module, args: importlib.import_module('transformers.modeling_utils')\n"
+            f"cli._run({command!r}, [])\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "Failed to load" not in done.stderr and "register_constant" not in done.stderr, done.stderr
