@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from typing import Any
 
 from loki.errors import LokiError, one_line
 
@@ -89,10 +90,36 @@ def tool_main(module: str, args: list[str]) -> None:
     from jsonargparse import ArgumentError, ArgumentParser
 
     def raise_error(parser: ArgumentParser, message: str, ex: Exception | None = None):
-        raise ArgumentError(None, message) from ex
+        raise ArgumentError(None, _flags_for_required(parser, message)) from ex
 
     with mock.patch.object(ArgumentParser, "error", raise_error):
         importlib.import_module(module).main(args)
+
+
+_REQUIRED = "the following arguments are required: "
+
+
+def _flags_for_required(parser: Any, message: str) -> str:
+    """jsonargparse names missing options by their config keys (``output_dir``, ``hf.output``):
+    name them as typed on the command line instead (``--output_dir``; a positional as
+    ``<checkpoint>``, after its subcommand)."""
+    if not message.startswith(_REQUIRED):
+        return message
+    typed: dict[str, str] = {}
+
+    def walk(p: Any, prefix: str = "") -> None:
+        for action in p._actions:
+            for name, sub in getattr(action, "_name_parser_map", {}).items():
+                walk(sub, f"{prefix}{name}.")
+            if action.option_strings:
+                typed[prefix + action.dest] = action.option_strings[0]
+            else:
+                where = f" (after {prefix.rstrip('.').replace('.', ' ')})" if prefix else ""
+                typed[prefix + action.dest] = f"<{action.dest}>{where}"
+
+    walk(parser)
+    keys = [k.strip() for k in message[len(_REQUIRED):].split(",")]
+    return _REQUIRED + ", ".join(typed.get(k, k) for k in keys)
 
 
 def main(argv: list[str] | None = None) -> None:

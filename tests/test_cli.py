@@ -95,3 +95,12 @@ def test_tools_that_load_transformers_models_do_not_print_torchao_load_failures(
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "Failed to load" not in done.stderr and "register_constant" not in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize(("argv", "named"), [
+    (["compare", "--a", "[x]"], "required: --b, --output_dir"),
+    (["export", "hf"], "required: <checkpoint> (after hf), --output"),
+    (["tokenize"], "required: --inputs, --output"),
+])
+def test_missing_options_are_named_as_typed_not_as_config_keys(capsys, argv, named):
+    assert _fails(capsys, argv).endswith(named)
