@@ -129,11 +129,17 @@ def main(argv: list[str] | None = None) -> None:
         print(_usage())
         return
     command, rest = argv[0], argv[1:]
-    verbose = "--verbose" in rest and command in QUIET_COMMANDS
-    rest = [a for a in rest if a != "--verbose"] if verbose else rest
-    printing = any(a.split("=")[0] in PRINTING_FLAGS for a in rest)
+    verbose = False
     try:
-        if command in QUIET_COMMANDS and not printing:
+        if command in QUIET_COMMANDS:
+            verbose, rest = _pop_verbose(rest)
+        printing = any(a.split("=")[0] in PRINTING_FLAGS for a in rest)
+        if command in QUIET_COMMANDS and printing and {"-h", "--help"} & set(rest):
+            try:
+                _run(command, rest)
+            finally:  # the option is the console's, so the tool's own help cannot list it
+                print(VERBOSE_HELP)
+        elif command in QUIET_COMMANDS and not printing:
             from loki.console import quiet_console, say
 
             log = os.path.join(LOG_DIR, f"{command}.log")
@@ -153,6 +159,30 @@ def main(argv: list[str] | None = None) -> None:
             print(f"(library logs and warnings: {os.path.join(LOG_DIR, f'{command}.log')})",
                   file=sys.stderr, flush=True)
         raise
+
+
+_TRUE, _FALSE = ("true", "yes", "1"), ("false", "no", "0")
+VERBOSE_HELP = ("\n--verbose [true|false]  keep libraries' logs and warnings on the terminal "
+                f"(by default they go to {LOG_DIR}/<command>.log)")
+
+
+def _pop_verbose(rest: list[str]) -> tuple[bool, list[str]]:
+    """The quiet console's own option, taken out before the tool parses the rest: ``--verbose``,
+    ``--verbose true|false`` or ``--verbose=true|false``, anywhere on the command line."""
+    verbose, out, i = False, [], 0
+    while i < len(rest):
+        arg = rest[i]
+        value = arg.split("=", 1)[1] if arg.startswith("--verbose=") else None
+        if arg == "--verbose" and i + 1 < len(rest) and rest[i + 1].lower() in (*_TRUE, *_FALSE):
+            value, i = rest[i + 1], i + 1
+        if arg == "--verbose" or value is not None:
+            if value is not None and value.lower() not in (*_TRUE, *_FALSE):
+                raise LokiError(f"--verbose takes true or false, got {value!r}")
+            verbose = value is None or value.lower() in _TRUE
+        else:
+            out.append(arg)
+        i += 1
+    return verbose, out
 
 
 def _run(command: str, rest: list[str]) -> None:

@@ -47,8 +47,15 @@ def one_line(err: BaseException, args: list[str] | None = None) -> str:
     from ``args`` instead."""
     text = " ".join(str(err).split())
     bare = re.search(r'Parser key "([\w.]+)": Expected a <class \'list\'>\. Got value: (.*)$', text)
+    optional = re.search(r'Parser key "([\w.]+)": Does not validate against any of the Union '
+                         r'subtypes Subtypes: \[list\[[\w.]+\], <class \'NoneType\'>\].*'
+                         r"Given value type: <class 'str'> Given value: (.*)$", text)
     if bare:  # a list option given one bare value
         text += "; " + _list_hint(bare[1], _raw_value(args, bare[1]) or bare[2])
+    elif optional:  # the same for an optional list: jsonargparse's message lists every subtype
+        key = optional[1]
+        text = (f'Parser key "{key}": expected a list (or null), got the bare value '
+                f"{optional[2]}; " + _list_hint(key, _raw_value(args, key) or optional[2]))
     files = _config_files(args)
     if "<unicode string>" in text and files:
         text = text.replace('"<unicode string>"', files[-1]).replace("<unicode string>", files[-1])

@@ -71,7 +71,7 @@ def test_real_help_texts_are_printed(capfd, monkeypatch, tmp_path):
     out, _ = capfd.readouterr()
     assert "--prompts.num_prompts" in out and "--decontam.max_tries" in out
     cli.main(["distill", "--help"])
-    assert capfd.readouterr().out.strip() == distill_cli.USAGE
+    assert capfd.readouterr().out.strip() == distill_cli.USAGE + "\n" + cli.VERBOSE_HELP
 
 
 def test_the_subcommands_results_reach_the_terminal(monkeypatch, capfd, tmp_path):
@@ -109,3 +109,25 @@ def test_a_bare_value_for_a_list_option_says_how_to_write_a_list(capfd, tmp_path
     err = capfd.readouterr().err
     assert err.strip().endswith("a list goes in brackets: --inputs '[docs]'"), err
     assert not (tmp_path / "shards").exists()
+
+
+@pytest.mark.parametrize(("args", "shown"), [
+    (["--verbose"], True), (["--verbose", "true"], True), (["--verbose=yes"], True),
+    (["--verbose", "false"], False), (["--verbose=0"], False), ([], False)])
+def test_verbose_takes_the_forms_other_boolean_options_take(noisy, capfd, args, shown):
+    cli.main(["filter", *args, "--config", "x.yaml"])
+    out, _ = capfd.readouterr()
+    assert ("a library print" in out) is shown
+    assert "filter summary ['--config', 'x.yaml']" in out  # the flag and its value taken out
+
+
+def test_a_bad_verbose_value_is_a_one_line_error(noisy, capfd):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["filter", "--verbose=maybe"])
+    assert exc.value.code == 2
+    assert capfd.readouterr().err.strip() == "loki filter: error: --verbose takes true or false, got 'maybe'"
+
+
+def test_help_of_a_quiet_command_names_verbose(noisy, capfd):
+    cli.main(["filter", "--help"])
+    assert capfd.readouterr().out.rstrip().endswith(cli.VERBOSE_HELP.strip())

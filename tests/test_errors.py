@@ -32,3 +32,14 @@ def test_a_plain_value_keeps_the_short_hint():
     with pytest.raises(Exception) as exc:  # noqa: PT011
         _parser().parse_args(args)
     assert one_line(exc.value, args).endswith("a list goes in brackets: --prompt '[docs]'")
+
+
+def test_an_optional_list_given_a_bare_value_gets_the_same_hint():
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_argument("--val_sources", type=list[str] | None, default=None)
+    args = ["--val_sources", "data/shards/web"]
+    with pytest.raises(Exception) as exc:  # noqa: PT011
+        parser.parse_args(args)
+    text = one_line(exc.value, args)
+    assert "Union subtypes" not in text, text
+    assert text.endswith("a list goes in brackets: --val_sources '[data/shards/web]'"), text
