@@ -18,7 +18,6 @@ The saved form and ``vocab_hash`` are described in :mod:`loki.tokenizer_files`.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -26,7 +25,7 @@ from pathlib import Path
 
 from loki import atomic
 from loki.errors import LokiError
-from loki.tokenizer_files import META_FILE, RANKS_FILE, base_ranks, read_ranks
+from loki.tokenizer_files import META_FILE, RANKS_FILE, base_ranks, read_saved, vocab_hash
 
 EOT = "<|endoftext|>"
 PAD = "<|pad|>"
@@ -43,14 +42,6 @@ CL100K_SPECIALS = {
     "<|fim_suffix|>": 100260,
     "<|endofprompt|>": 100276,
 }
-def vocab_hash(pat_str: str, ranks: Mapping[bytes, int], specials: Mapping[str, int]) -> str:
-    """Stable short hash of everything that decides ids (see :mod:`loki.tokenizer_files`)."""
-    h = hashlib.sha256(pat_str.encode() + b"\n")
-    for token, rank in sorted(ranks.items(), key=lambda kv: kv[1]):
-        h.update(base64.b64encode(token) + b" %d\n" % rank)
-    for name, idx in sorted(specials.items(), key=lambda kv: kv[1]):
-        h.update(b"special:%s %d\n" % (name.encode(), idx))
-    return h.hexdigest()[:16]
 
 
 class LokiTokenizer:
@@ -96,25 +87,11 @@ class LokiTokenizer:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> LokiTokenizer:
-        """Load a saved tokenizer; refuses files whose content does not match the recorded hash."""
-        path = Path(path)
-        meta_path = path if path.suffix == ".json" else path / META_FILE
-        if not meta_path.is_file():
-            raise LokiError(f"no saved tokenizer at {path} (expected {meta_path})")
-        meta = json.loads(meta_path.read_text())
-        ranks_path = meta_path.parent / meta.get("ranks_file", RANKS_FILE)
-        if not ranks_path.is_file():
-            raise LokiError(f"tokenizer ranks file {ranks_path} is missing")
-        ranks = read_ranks(ranks_path)
-        tok = cls(name=meta["name"], pat_str=meta["pat_str"], ranks=ranks,
-                  specials={k: int(v) for k, v in meta["special_tokens"].items()},
-                  base=meta.get("base", ""), meta=meta)
-        if tok.vocab_hash != meta.get("vocab_hash") or tok.vocab_size != meta.get("vocab_size"):
-            raise LokiError(
-                f"tokenizer at {path} does not match its JSON: vocab_hash {tok.vocab_hash} / size "
-                f"{tok.vocab_size} vs recorded {meta.get('vocab_hash')} / {meta.get('vocab_size')};"
-                " the files were edited or mixed up, rebuild it with `loki tokenizer prune`")
-        return tok
+        """Load a saved tokenizer; refuses damaged files and files whose content does not match
+        the recorded hash (:func:`loki.tokenizer_files.read_saved`)."""
+        meta, ranks = read_saved(Path(path))
+        return cls(name=meta["name"], pat_str=meta["pat_str"], ranks=ranks,
+                   specials=meta["special_tokens"], base=meta.get("base", ""), meta=meta)
 
     def save(self, path: str | os.PathLike, extra: dict | None = None) -> Path:
         """Write ``tokenizer.tiktoken`` + ``tokenizer.json`` into directory ``path``."""

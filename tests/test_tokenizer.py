@@ -4,6 +4,7 @@ specials, save/load hashing and the user errors."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -196,6 +197,19 @@ def test_report_and_cache(pruned, monkeypatch):
     other = tp.PruneConfig(**{**cfg.__dict__, "vocab_size": SIZE + 8})
     with pytest.raises(LokiError, match="overwrite"):
         tp.prune(other)
+
+
+def test_overwrite_replaces_a_damaged_build(pruned, tmp_path):
+    tok, _, cfg = pruned
+    out = tmp_path / "tok"
+    shutil.copytree(cfg.output, out)
+    (out / "tokenizer.json").write_bytes((out / "tokenizer.json").read_bytes()[:100])
+    again = tp.PruneConfig(**{**cfg.__dict__, "output": str(out)})
+    with pytest.raises(LokiError, match="is damaged, not JSON.*--overwrite true"):
+        tp.prune(again)
+    again.overwrite = True
+    assert tp.prune(again).vocab_hash == tok.vocab_hash
+    assert LokiTokenizer.load(out).vocab_hash == tok.vocab_hash
 
 
 # ---------------------------------------------------------------------- bad inputs
