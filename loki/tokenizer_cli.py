@@ -1,7 +1,7 @@
 """``loki tokenizer prune|stats``: fit a pruned cl100k_base vocabulary on a corpus; measure one.
 
-The work is done by :mod:`loki.tokenizer_prune` (pruning, stats) over documents read by
-:mod:`loki.tokenizer_corpus`; this module parses the command line and calls them.
+The work is done by :mod:`loki.tokenizer_prune` (pruning) and :mod:`loki.tokenizer_stats` over
+documents read by :mod:`loki.tokenizer_corpus`; this module parses the command line and calls them.
 """
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 from dataclasses import fields
 
-from loki.tokenizer_prune import PruneConfig, prune, stats
+from loki.tokenizer_prune import PruneConfig, prune
+from loki.tokenizer_stats import stats
 
 
 def build_parser():

@@ -1,5 +1,4 @@
-"""Fitting a pruned cl100k_base vocabulary on a corpus (``loki tokenizer prune``), and measuring
-tokenizers on text (``loki tokenizer stats``).
+"""Fitting a pruned cl100k_base vocabulary on a corpus (``loki tokenizer prune``).
 
 ``prune`` streams documents (:mod:`loki.tokenizer_corpus`), counts how often the base encoding
 uses each token (worker processes over batches of documents, at most ``2 * workers`` batches in
@@ -40,7 +39,6 @@ from loki.tokenizer_corpus import (
     corpus_manifest,
     is_held_out,
     iter_documents,
-    read_texts,
 )
 
 
@@ -277,31 +275,3 @@ def _markdown(r: dict) -> str:
     lines += [f"| `{json.dumps(d['token'], ensure_ascii=False)[1:-1]}` | {d['count']:,} |"
               for d in r["most_used_dropped"]]
     return "\n".join(lines) + "\n"
-
-
-# ---------------------------------------------------------------------- stats
-def encode_stats(tok: LokiTokenizer, texts: Sequence[str], repeat: int = 3,
-                 num_threads: int = 1) -> dict:
-    """Bytes/token and encode throughput (best of ``repeat``) of ``tok`` on ``texts``."""
-    n_bytes = sum(len(t.encode("utf-8", "replace")) for t in texts)
-    best = float("inf")
-    for _ in range(max(repeat, 1)):
-        t0 = time.perf_counter()
-        ids = tok.encode_batch(texts, num_threads=num_threads)
-        best = min(best, time.perf_counter() - t0)
-    n_tokens = sum(len(x) for x in ids)
-    return {"tokenizer": tok.name, "vocab_size": tok.vocab_size, "vocab_hash": tok.vocab_hash,
-            "bytes": n_bytes, "tokens": n_tokens, "bytes_per_token": n_bytes / max(n_tokens, 1),
-            "encode_mb_s": n_bytes / 1e6 / best}
-
-
-def stats(tokenizers: Sequence[str], text: Sequence[str], max_bytes: int = 4_000_000,
-          repeat: int = 3, num_threads: int = 1, text_field: str = "text") -> list[dict]:
-    texts = read_texts(text, max_bytes, text_field)
-    rows = [encode_stats(LokiTokenizer.from_spec(s), texts, repeat, num_threads)
-            for s in tokenizers]
-    print(f"{'tokenizer':<40} {'vocab':>7} {'hash':>16} {'bytes/token':>11} {'MB/s':>7}")
-    for r in rows:
-        print(f"{r['tokenizer']:<40} {r['vocab_size']:>7} {r['vocab_hash']:>16} "
-              f"{r['bytes_per_token']:>11.3f} {r['encode_mb_s']:>7.2f}")
-    return rows
