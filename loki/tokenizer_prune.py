@@ -79,6 +79,23 @@ class PruneConfig:
     report_top_dropped: int = 40
     """How many of the most used dropped tokens the report lists."""
 
+    def __post_init__(self) -> None:
+        # checked here, before the corpus is listed; vocab_size against the base in ``prune``
+        if not 0.0 <= self.held_out_fraction <= 1.0:
+            raise LokiError(f"held_out_fraction {self.held_out_fraction} is not a share between "
+                            "0 and 1 (0.02 holds 2% of the documents out of the counts)")
+        for name, least in (("workers", 1), ("batch_bytes", 1), ("held_out_max_bytes", 0),
+                            ("sample_bytes", 0), ("report_top_dropped", 0)):
+            value = getattr(self, name)
+            if value is not None and value < least:
+                raise LokiError(f"{name} must be >= {least}, got {value}")
+        if EOT not in self.special_tokens:
+            raise LokiError(f"special_tokens must include {EOT}, got {self.special_tokens}")
+        n_mergeable = self.vocab_size - len(dict.fromkeys(self.special_tokens))
+        if n_mergeable < 256:
+            raise LokiError(f"vocab_size {self.vocab_size} leaves {n_mergeable} < 256 ids for the "
+                            "byte tokens after the special tokens; raise vocab_size")
+
 
 # ---------------------------------------------------------------------- counting
 _WORKER_TOKENIZER: LokiTokenizer | None = None
@@ -169,13 +186,27 @@ def bytes_per_token(tok: LokiTokenizer, texts: Sequence[str]) -> float:
     return n_bytes / max(n_tokens, 1)
 
 
+def _mergeable_tokens(cfg: PruneConfig, base: LokiTokenizer) -> int:
+    """How many of ``base``'s mergeable tokens ``cfg`` keeps; refuses what ``base`` cannot give."""
+    n_specials = len(dict.fromkeys(cfg.special_tokens))
+    most = len(base.ranks) + n_specials
+    if cfg.vocab_size > most:
+        raise LokiError(
+            f"vocab_size {cfg.vocab_size} is above the maximum {most} for {base.name} (its "
+            f"{len(base.ranks)} mergeable tokens + {n_specials} special tokens); lower vocab_size")
+    unknown = [t for t in cfg.exclude_tokens if t.encode("utf-8") not in base.ranks]
+    if unknown:
+        raise LokiError(f"exclude_tokens {unknown} are not {base.name} tokens, so excluding them "
+                        "would change nothing; give token strings such as ' the'")
+    return cfg.vocab_size - n_specials
+
+
 def prune(cfg: PruneConfig) -> LokiTokenizer:
     """Fit and save the pruned tokenizer (or reuse an identical earlier build)."""
     out = Path(cfg.output)
-    n_specials = len(dict.fromkeys(cfg.special_tokens))
-    n_mergeable = cfg.vocab_size - n_specials
-    if n_mergeable < 256:
-        raise LokiError(f"vocab_size {cfg.vocab_size} leaves {n_mergeable} < 256 byte tokens")
+    base = LokiTokenizer.from_spec(cfg.base)
+    n_mergeable = _mergeable_tokens(cfg, base)
+    exclude = [s.encode("utf-8") for s in cfg.exclude_tokens]
     files = corpus_files(cfg.corpus)
     manifest = corpus_manifest(files)
     fingerprint = _fingerprint(cfg, manifest)
@@ -194,12 +225,10 @@ def prune(cfg: PruneConfig) -> LokiTokenizer:
                             "choose another output or set overwrite: true")
 
     start = time.time()
-    base = LokiTokenizer.from_spec(cfg.base)
     usage = count_usage(cfg, files, base.encoding.n_vocab)
     id_to_token = {r: t for t, r in base.ranks.items()}
     used = [int(i) for i in np.argsort(-usage.counts, kind="stable") if usage.counts[i] > 0]
     priority = [id_to_token[i] for i in used if i in id_to_token]
-    exclude = [s.encode("utf-8") for s in cfg.exclude_tokens]
     kept = select_vocabulary(base.ranks, priority, n_mergeable, exclude)
     filled = 0
     if len(kept) < n_mergeable:
@@ -213,11 +242,17 @@ def prune(cfg: PruneConfig) -> LokiTokenizer:
         rest = sorted(base.ranks, key=base.ranks.__getitem__)
         filled = n_mergeable - len(kept)
         kept = select_vocabulary(base.ranks, [*priority, *rest], n_mergeable, exclude)
+        if len(kept) < n_mergeable:  # only the exclusions can leave the fill short
+            raise LokiError(
+                f"exclude_tokens {cfg.exclude_tokens} leave {len(kept)} {base.name} tokens whose "
+                f"BPE merge path avoids them, fewer than the {n_mergeable} mergeable tokens "
+                f"vocab_size {cfg.vocab_size} needs; lower vocab_size or exclude fewer tokens")
     tok = pruned_tokenizer(base, kept, cfg.special_tokens,
                            name=f"{base.name}-pruned-{cfg.vocab_size}")
     broken = unreachable_tokens(tok.ranks)
-    if broken or len(tok.ranks) != n_mergeable:
-        raise AssertionError(f"pruning broke BPE closure for {len(broken)} tokens")
+    if broken:  # select_vocabulary keeps every token's merge path: a bug, not the input
+        raise AssertionError(f"pruning broke BPE closure: {len(broken)} kept tokens are "
+                             f"unreachable, e.g. {broken[:5]}")
 
     kept_set = set(kept)
     # kept although the corpus never used them directly: BPE parents of used tokens (or fill)

@@ -39,3 +39,55 @@ def test_vocab_size_must_leave_room_for_the_bytes(tmp_path):
     (tmp_path / "c.txt").write_text("text")
     with pytest.raises(LokiError, match="vocab_size"):
         tp.prune(tp.PruneConfig(corpus=[str(tmp_path / "c.txt")], vocab_size=100))
+
+
+def _never_counted(monkeypatch):
+    def no_count(*a, **k):
+        raise AssertionError("settings are checked before the corpus is counted")
+
+    monkeypatch.setattr(tp, "count_usage", no_count)
+
+
+@pytest.mark.parametrize("fill", [False, True])
+def test_vocab_size_above_the_base_names_the_maximum(tmp_path, monkeypatch, fill):
+    _never_counted(monkeypatch)
+    (tmp_path / "c.txt").write_text("text")
+    cfg = tp.PruneConfig(corpus=[str(tmp_path / "c.txt")], output=str(tmp_path / "o"),
+                         vocab_size=200_000, allow_unranked_fill=fill)
+    with pytest.raises(LokiError, match="vocab_size 200000 is above the maximum 100258 for "
+                                        r"cl100k_base \(its 100256 mergeable tokens \+ 2 special"):
+        tp.prune(cfg)
+    assert not (tmp_path / "o").exists()
+
+
+def test_the_largest_vocab_size_is_the_whole_base(tmp_path):
+    (tmp_path / "c.txt").write_text("the cat sat on the mat. " * 50)
+    tok = tp.prune(tp.PruneConfig(corpus=[str(tmp_path / "c.txt")], output=str(tmp_path / "o"),
+                                  vocab_size=100_258, allow_unranked_fill=True, workers=1))
+    assert len(tok.ranks) == 100_256
+
+
+def test_exclusions_that_leave_too_few_tokens_are_named(tmp_path, monkeypatch):
+    (tmp_path / "c.txt").write_text("the cat sat on the mat. " * 50)
+    cfg = tp.PruneConfig(corpus=[str(tmp_path / "c.txt")], output=str(tmp_path / "o"),
+                         vocab_size=100_258, allow_unranked_fill=True, workers=1,
+                         exclude_tokens=[" t"])
+    with pytest.raises(LokiError, match="exclude_tokens .' t'. leave .* fewer than the 100256"):
+        tp.prune(cfg)
+    _never_counted(monkeypatch)
+    cfg.exclude_tokens = ["not-a-single-token"]
+    with pytest.raises(LokiError, match="are not cl100k_base tokens"):
+        tp.prune(cfg)
+
+
+@pytest.mark.parametrize(("setting", "message"), [
+    ({"held_out_fraction": 1.5}, "held_out_fraction 1.5 is not a share between 0 and 1"),
+    ({"held_out_fraction": -0.1}, "held_out_fraction -0.1 is not a share"),
+    ({"workers": 0}, "workers must be >= 1"),
+    ({"batch_bytes": 0}, "batch_bytes must be >= 1"),
+    ({"sample_bytes": -1}, "sample_bytes must be >= 0"),
+    ({"special_tokens": ["<|pad|>"]}, "special_tokens must include <|endoftext|>"),
+])
+def test_bad_settings_are_refused_by_name(setting, message):
+    with pytest.raises(LokiError, match=message.replace("|", r"\|")):
+        tp.PruneConfig(corpus=["c.txt"], **setting)
