@@ -1,23 +1,20 @@
 """Fitting a pruned cl100k_base vocabulary on a corpus (``loki tokenizer prune``).
 
-``prune`` streams documents (:mod:`loki.tokenizer_corpus`), counts how often the base encoding
-uses each token (worker processes over batches of documents, at most ``2 * workers`` batches in
-flight, so memory does not grow with the corpus), keeps the 256 bytes plus the most used tokens
-with their BPE parents (``loki.tokenizer.select_vocabulary``), checks closure on the whole result
-and writes the tokenizer plus ``prune_report.{json,md}``. A deterministic slice of documents is
-held out of the counts to compare bytes/token with the base.
+``prune`` counts how often the base encoding uses each token on a corpus
+(:mod:`loki.tokenizer_usage`), keeps the 256 bytes plus the most used tokens with their BPE
+parents (``loki.tokenizer.select_vocabulary``), checks closure on the whole result and writes the
+tokenizer plus ``prune_report.{json,md}``. A deterministic slice of documents is held out of the
+counts to compare bytes/token with the base.
 
 A second run with the same settings and unchanged corpus files reuses the saved tokenizer.
 """
 
 from __future__ import annotations
 
-import collections
 import hashlib
 import json
-import multiprocessing
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -34,12 +31,8 @@ from loki.tokenizer import (
     select_vocabulary,
     unreachable_tokens,
 )
-from loki.tokenizer_corpus import (
-    corpus_files,
-    corpus_manifest,
-    is_held_out,
-    iter_documents,
-)
+from loki.tokenizer_corpus import corpus_files, corpus_manifest
+from loki.tokenizer_usage import count_usage
 
 
 @dataclass
@@ -95,81 +88,6 @@ class PruneConfig:
         if n_mergeable < 256:
             raise LokiError(f"vocab_size {self.vocab_size} leaves {n_mergeable} < 256 ids for the "
                             "byte tokens after the special tokens; raise vocab_size")
-
-
-# ---------------------------------------------------------------------- counting
-_WORKER_TOKENIZER: LokiTokenizer | None = None
-
-
-def _init_worker(base: str) -> None:
-    global _WORKER_TOKENIZER
-    _WORKER_TOKENIZER = LokiTokenizer.from_spec(base)
-
-
-def _count_batch(docs: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(token ids, counts) of one batch of documents under the base encoding."""
-    ids = _WORKER_TOKENIZER.encoding.encode_ordinary_batch(docs, num_threads=1)
-    flat = np.concatenate([np.asarray(x, dtype=np.int64) for x in ids] or [np.zeros(0, np.int64)])
-    return np.unique(flat, return_counts=True)
-
-
-@dataclass
-class UsageCounts:
-    counts: np.ndarray
-    docs: int = 0
-    bytes: int = 0
-    held_out: list[str] = field(default_factory=list)
-    held_out_docs: int = 0
-
-
-def count_usage(cfg: PruneConfig, files: Sequence[Path | str], n_vocab: int) -> UsageCounts:
-    """Token usage counts over the corpus (held-out slice excluded), streamed and parallel."""
-    usage = UsageCounts(counts=np.zeros(n_vocab, dtype=np.int64))
-    held_bytes = 0
-
-    def batches() -> Iterator[list[str]]:
-        nonlocal held_bytes
-        batch, size = [], 0
-        for text in iter_documents(files, cfg.text_field):
-            if not text:
-                continue
-            n = len(text.encode("utf-8", "replace"))
-            if is_held_out(text, cfg.held_out_fraction):
-                usage.held_out_docs += 1
-                if held_bytes + n <= cfg.held_out_max_bytes:
-                    usage.held_out.append(text)
-                    held_bytes += n
-                continue
-            if cfg.sample_bytes is not None and usage.bytes >= cfg.sample_bytes:
-                break
-            batch.append(text)
-            size += n
-            usage.docs += 1
-            usage.bytes += n
-            if size >= cfg.batch_bytes:
-                yield batch
-                batch, size = [], 0
-        if batch:
-            yield batch
-
-    def add(result: tuple[np.ndarray, np.ndarray]) -> None:
-        np.add.at(usage.counts, result[0], result[1])
-
-    if cfg.workers <= 1:
-        _init_worker(cfg.base)
-        for batch in batches():
-            add(_count_batch(batch))
-        return usage
-    ctx = multiprocessing.get_context("spawn")  # no fork of tiktoken's threads
-    with ctx.Pool(cfg.workers, initializer=_init_worker, initargs=(cfg.base,)) as pool:
-        pending: collections.deque = collections.deque()
-        for batch in batches():
-            pending.append(pool.apply_async(_count_batch, (batch,)))
-            while len(pending) >= 2 * cfg.workers:  # bound memory: few batches in flight
-                add(pending.popleft().get())
-        while pending:
-            add(pending.popleft().get())
-    return usage
 
 
 # ---------------------------------------------------------------------- prune
