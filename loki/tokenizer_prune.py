@@ -184,8 +184,9 @@ def prune(cfg: PruneConfig) -> LokiTokenizer:
         "corpus_bytes": usage.bytes, "corpus_docs": usage.docs,
         "distinct_tokens_used": len(used), "kept_unused": int(unused_kept),
         "filled_unranked": filled, "excluded": cfg.exclude_tokens,
-        "held_out_docs": len(held),
-        "held_out_bytes": sum(len(t.encode("utf-8", "replace")) for t in held),
+        "held_out_docs": usage.held_out_docs, "held_out_bytes": usage.held_out_bytes,
+        "held_out_kept_docs": len(held),
+        "held_out_kept_bytes": sum(len(t.encode("utf-8", "replace")) for t in held),
         "bytes_per_token_held_out": {
             "base": bytes_per_token(base, held) if held else None,
             "pruned": bytes_per_token(tok, held) if held else None},
@@ -219,7 +220,10 @@ def _markdown(r: dict) -> str:
         f"| distinct base tokens used | {r['distinct_tokens_used']:,} |",
         f"| kept though unused (BPE parents) | {r['kept_unused']} |",
         f"| filled without usage | {r['filled_unranked']} |",
-        f"| held-out | {r['held_out_bytes']:,} bytes, {r['held_out_docs']} documents |",
+        f"| held-out (not counted) | {r['held_out_bytes']:,} bytes, {r['held_out_docs']:,} "
+        "documents |",
+        f"| held-out kept for bytes/token | {r['held_out_kept_bytes']:,} bytes, "
+        f"{r['held_out_kept_docs']:,} documents |",
         f"| bytes/token held-out, base | {fmt(b['base'])} |",
         f"| bytes/token held-out, pruned | {fmt(b['pruned'])} (ratio {fmt(b['ratio'])}) |",
         "", "Most used dropped tokens:", "",

@@ -43,8 +43,11 @@ class UsageCounts:
     counts: np.ndarray
     docs: int = 0
     bytes: int = 0
-    held_out: list[str] = field(default_factory=list)
     held_out_docs: int = 0
+    """Documents held out of the counts, all of them."""
+    held_out_bytes: int = 0
+    held_out: list[str] = field(default_factory=list)
+    """The held-out documents kept for the bytes/token comparison (``held_out_max_bytes``)."""
 
 
 def count_usage(cfg: PruneConfig, files: Sequence[Path | str], n_vocab: int) -> UsageCounts:
@@ -61,6 +64,7 @@ def count_usage(cfg: PruneConfig, files: Sequence[Path | str], n_vocab: int) -> 
             n = len(text.encode("utf-8", "replace"))
             if is_held_out(text, cfg.held_out_fraction):
                 usage.held_out_docs += 1
+                usage.held_out_bytes += n
                 if held_bytes + n <= cfg.held_out_max_bytes:
                     usage.held_out.append(text)
                     held_bytes += n

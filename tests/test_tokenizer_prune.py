@@ -3,12 +3,14 @@ counts), a corpus too small for the vocabulary, and a vocabulary too small for t
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 import loki.tokenizer_prune as tp
 from loki.errors import LokiError
 from loki.tokenizer import unreachable_tokens
-from loki.tokenizer_corpus import corpus_files
+from loki.tokenizer_corpus import corpus_files, is_held_out
 from tests.helpers.corpus import jsonl_corpus
 
 
@@ -91,3 +93,24 @@ def test_exclusions_that_leave_too_few_tokens_are_named(tmp_path, monkeypatch):
 def test_bad_settings_are_refused_by_name(setting, message):
     with pytest.raises(LokiError, match=message.replace("|", r"\|")):
         tp.PruneConfig(corpus=["c.txt"], **setting)
+
+
+def test_the_report_counts_every_held_out_document(tmp_path, capsys):
+    src = jsonl_corpus(tmp_path / "corpus")
+    texts = [json.loads(line)["text"] for f in sorted(src.glob("*.jsonl"))
+             for line in f.read_text().splitlines()]
+    held = [t for t in texts if t and is_held_out(t, 0.5)]
+    kept_for_eval = held[:1]
+    cfg = tp.PruneConfig(corpus=[str(src)], output=str(tmp_path / "o"), vocab_size=300,
+                         workers=1, held_out_fraction=0.5,
+                         held_out_max_bytes=len(held[0].encode()))
+    tp.prune(cfg)
+    report = json.loads((tmp_path / "o" / "prune_report.json").read_text())
+    assert 0 < len(kept_for_eval) < len(held) < len(texts)
+    assert report["held_out_docs"] == len(held)
+    assert report["held_out_bytes"] == sum(len(t.encode()) for t in held)
+    assert report["held_out_kept_docs"] == 1
+    assert report["corpus_docs"] + len(held) == sum(1 for t in texts if t)
+    out = capsys.readouterr().out
+    assert f"| held-out (not counted) | {report['held_out_bytes']:,} bytes, {len(held):,} " in out
+    assert "| held-out kept for bytes/token | " in out
