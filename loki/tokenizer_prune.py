@@ -22,6 +22,7 @@ import numpy as np
 
 from loki import atomic
 from loki.errors import LokiError
+from loki.output import check_writable
 from loki.tokenizer import (
     EOT,
     META_FILE,
@@ -141,6 +142,7 @@ def prune(cfg: PruneConfig) -> LokiTokenizer:
         if not cfg.overwrite:
             raise LokiError(f"{out} holds a tokenizer built from other settings or corpus; "
                             "choose another output or set overwrite: true")
+    check_writable(out, "output")  # before the counting, which can take an hour
 
     start = time.time()
     usage = count_usage(cfg, files, base.encoding.n_vocab)

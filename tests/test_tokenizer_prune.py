@@ -114,3 +114,16 @@ def test_the_report_counts_every_held_out_document(tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"| held-out (not counted) | {report['held_out_bytes']:,} bytes, {len(held):,} " in out
     assert "| held-out kept for bytes/token | " in out
+
+
+@pytest.mark.parametrize("output", ["afile", "afile/sub", "/proc/tok"])
+def test_an_output_that_cannot_be_written_is_refused_before_counting(tmp_path, monkeypatch,
+                                                                      output):
+    _never_counted(monkeypatch)
+    (tmp_path / "c.txt").write_text("text")
+    (tmp_path / "afile").write_text("not a folder")
+    out = output if output.startswith("/") else str(tmp_path / output)
+    cfg = tp.PruneConfig(corpus=[str(tmp_path / "c.txt")], output=out, vocab_size=300)
+    with pytest.raises(LokiError, match="is a file, not a folder|is not writable"):
+        tp.prune(cfg)
+    assert (tmp_path / "afile").read_text() == "not a folder"
