@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
+from loki.errors import LokiError
 from loki.tokenizer import LokiTokenizer
 from loki.tokenizer_corpus import read_texts
 
@@ -26,9 +27,16 @@ def encode_stats(tok: LokiTokenizer, texts: Sequence[str], repeat: int = 3,
 
 def stats(tokenizers: Sequence[str], text: Sequence[str], max_bytes: int = 4_000_000,
           repeat: int = 3, num_threads: int = 1, text_field: str = "text") -> list[dict]:
+    for name, value in (("max_bytes", max_bytes), ("repeat", repeat),
+                        ("num_threads", num_threads)):
+        if value < 1:
+            raise LokiError(f"{name} must be >= 1, got {value}")
+    toks = [LokiTokenizer.from_spec(s) for s in tokenizers]  # a bad one fails before the reading
     texts = read_texts(text, max_bytes, text_field)
-    rows = [encode_stats(LokiTokenizer.from_spec(s), texts, repeat, num_threads)
-            for s in tokenizers]
+    if not any(texts):
+        raise LokiError(f"no text read from {', '.join(map(str, text))}: "
+                        f"{len(texts)} documents, all empty; give files with text")
+    rows = [encode_stats(tok, texts, repeat, num_threads) for tok in toks]
     print(f"{'tokenizer':<40} {'vocab':>7} {'hash':>16} {'bytes/token':>11} {'MB/s':>7}")
     for r in rows:
         print(f"{r['tokenizer']:<40} {r['vocab_size']:>7} {r['vocab_hash']:>16} "
