@@ -41,7 +41,7 @@ class PruneConfig:
     """Settings of ``loki tokenizer prune``."""
 
     corpus: list[str] = field(default_factory=list)
-    """Files, folders or glob patterns: *.jsonl[.gz] (``text_field``), *.txt, or a
+    """Files, folders or glob patterns: *.jsonl[.gz] and *.parquet (``text_field``), *.txt, or a
     ``datasets.save_to_disk`` folder; fsspec URLs (s3://..., with its fsspec backend) too."""
     output: str = "data/tokenizer/cl100k-32k"
     """Folder for tokenizer.tiktoken, tokenizer.json and prune_report.{json,md}."""
