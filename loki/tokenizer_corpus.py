@@ -3,9 +3,10 @@
 A corpus is a list of files, folders or glob patterns, or fsspec URLs (``s3://...``): JSONL /
 JSONL.gz with a text field (as datatrove writes them), Parquet files with a text column, plain
 ``.txt`` files (cut into documents of about ``TXT_DOC_CHARS`` characters at blank lines) and
-``datasets.save_to_disk`` folders. Documents are streamed one at a time, so memory does not grow
-with the corpus. Text must be UTF-8 and every document needs a text string: anything else is an
-error naming the file and line (or row), never replaced or skipped. A deterministic slice (by CRC32 of the text) can be held out.
+``datasets.save_to_disk`` folders. Files of other types are refused, not read as text. Documents
+are streamed one at a time, so memory does not grow with the corpus. Text must be UTF-8 and every
+document needs a text string: anything else is an error naming the file and line (or row), never
+replaced or skipped. A deterministic slice (by CRC32 of the text) can be held out.
 """
 
 from __future__ import annotations
@@ -26,29 +27,45 @@ TXT_DOC_CHARS = 32_768  # plain-text files are cut into documents of about this 
 
 
 def corpus_files(corpus: Sequence[str]) -> list[Path | str]:
-    """Expand files / folders / globs into a sorted list of readable sources (``Path`` for
-    local ones, URL strings for fsspec ones such as ``s3://bucket/filtered/*.jsonl.gz``)."""
+    """Expand files / folders / globs into a list of readable sources (``Path`` for local ones,
+    URL strings for fsspec ones such as ``s3://bucket/filtered/*.jsonl.gz``), each entry's in
+    sorted order. A file of another type is refused."""
     out: list[Path | str] = []
     for entry in corpus:
-        if "://" in entry:
-            out.extend(_remote_files(entry))
-            continue
-        path = Path(entry)
-        if any(ch in entry for ch in "*?["):
-            matches = sorted(Path().glob(entry)) if not path.is_absolute() else sorted(
-                Path(path.anchor).glob(str(path.relative_to(path.anchor))))
-        elif path.is_dir() and not _is_dataset_dir(path):
-            matches = sorted(p for p in path.rglob("*") if p.is_file() and _is_text(p.name))
-        elif path.exists():
-            matches = [path]
-        else:
-            raise LokiError(f"corpus entry {entry} does not exist")
-        if not matches:
-            raise LokiError(f"corpus entry {entry} matches no {'/'.join(TEXT_SUFFIXES)} files")
-        out.extend(matches)
+        out.extend(_expand(entry))
     if not out:
         raise LokiError("no corpus given: set `corpus` to files, folders or globs")
     return out
+
+
+def _expand(entry: str) -> list[Path | str]:
+    if "://" in entry:
+        return _remote_files(entry)
+    path = Path(entry)
+    if any(ch in entry for ch in "*?["):
+        matches = sorted(Path().glob(entry)) if not path.is_absolute() else sorted(
+            Path(path.anchor).glob(str(path.relative_to(path.anchor))))
+    elif path.exists():
+        matches = [path]
+    else:
+        raise LokiError(f"corpus entry {entry} does not exist")
+    found: list[Path | str] = []
+    for m in matches:
+        if m.is_dir() and not _is_dataset_dir(m):
+            inner = sorted(p for p in m.rglob("*") if p.is_file())
+            found += [p for p in inner if _is_text(p.name)]
+            others = [p.name for p in inner if not _is_text(p.name)]
+            if others:
+                print(f"corpus: {len(others)} file(s) in {m} not of the types read are left out: "
+                      + ", ".join(others[:5]) + (", ..." if len(others) > 5 else ""))
+        elif m.is_dir() or _is_text(m.name):
+            found.append(m)
+        else:
+            raise LokiError(f"corpus file {m} is not one of the types read: "
+                            f"{', '.join(TEXT_SUFFIXES)} or a datasets.save_to_disk folder")
+    if not found:
+        raise LokiError(f"corpus entry {entry} matches no {'/'.join(TEXT_SUFFIXES)} files")
+    return found
 
 
 def _remote_files(url: str) -> list[str]:
@@ -62,8 +79,13 @@ def _remote_files(url: str) -> list[str]:
     for p in paths:
         if fs.isdir(p):
             found += sorted(q for q in fs.find(p) if _is_text(q))
-        elif fs.exists(p):
+        elif not fs.exists(p):
+            continue
+        elif _is_text(p):
             found.append(p)
+        else:
+            raise LokiError(f"corpus file {fs.unstrip_protocol(p)} is not one of the types read: "
+                            f"{', '.join(TEXT_SUFFIXES)}")
     if not found:
         raise LokiError(f"corpus entry {url} matches no {'/'.join(TEXT_SUFFIXES)} files")
     return [fs.unstrip_protocol(p) for p in found]

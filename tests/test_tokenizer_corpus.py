@@ -112,7 +112,8 @@ def test_parquet_files_are_read_by_column(tmp_path):
     import pyarrow as pa
 
     pq.write_table(pa.table({"body": ["one", "", "three"], "id": [1, 2, 3]}), tmp_path / "a.parquet")
-    files = corpus.corpus_files([str(tmp_path / "a.parquet")])
+    files = corpus.corpus_files([str(tmp_path)])
+    assert files == [tmp_path / "a.parquet"]
     assert list(corpus.iter_documents(files, "body")) == ["one", "", "three"]
     with pytest.raises(LokiError, match="a.parquet has no 'text' column"):
         list(corpus.iter_documents(files))
@@ -122,3 +123,22 @@ def test_parquet_files_are_read_by_column(tmp_path):
     (tmp_path / "a.parquet").write_bytes((tmp_path / "a.parquet").read_bytes()[:50])
     with pytest.raises(LokiError, match="cannot read .*a.parquet: .*cut off or damaged"):
         list(corpus.iter_documents(files))
+
+
+@pytest.mark.parametrize("entry", ["data.bin", "*.bin", "*"])
+def test_files_of_other_types_are_refused_naming_the_types_read(tmp_path, monkeypatch, entry):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data.bin").write_bytes(b"PAR1\x00\x01binary")
+    (tmp_path / "c.jsonl").write_text(json.dumps({"text": "a"}) + "\n")
+    with pytest.raises(LokiError, match="corpus file data.bin is not one of the types read: "
+                                        ".jsonl, .jsonl.gz, .json.gz, .txt, .txt.gz, .parquet"):
+        corpus.corpus_files([entry])
+
+
+def test_a_folder_says_which_files_it_leaves_out(tmp_path, capsys):
+    (tmp_path / "c.jsonl").write_text(json.dumps({"text": "a"}) + "\n")
+    (tmp_path / "notes.md").write_text("# notes")
+    assert corpus.corpus_files([str(tmp_path)]) == [tmp_path / "c.jsonl"]
+    assert f"1 file(s) in {tmp_path} not of the types read are left out: notes.md" in \
+        capsys.readouterr().out
+
