@@ -29,12 +29,24 @@ TXT_DOC_CHARS = 32_768  # plain-text files are cut into documents of about this 
 def corpus_files(corpus: Sequence[str]) -> list[Path | str]:
     """Expand files / folders / globs into a list of readable sources (``Path`` for local ones,
     URL strings for fsspec ones such as ``s3://bucket/filtered/*.jsonl.gz``), each entry's in
-    sorted order. A file of another type is refused."""
+    sorted order. A file of another type is refused; a file listed twice is read once (said on
+    the console)."""
     out: list[Path | str] = []
+    seen: set[Path | str] = set()
+    repeated: list[str] = []
     for entry in corpus:
-        out.extend(_expand(entry))
+        for source in _expand(entry):
+            key = source if isinstance(source, str) else source.resolve()
+            if key in seen:
+                repeated.append(str(source))
+            else:
+                seen.add(key)
+                out.append(source)
     if not out:
         raise LokiError("no corpus given: set `corpus` to files, folders or globs")
+    if repeated:
+        print(f"corpus: {len(repeated)} file(s) listed more than once, read once: "
+              + ", ".join(dict.fromkeys(repeated)))
     return out
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from pathlib import Path
 
 import pytest
 
@@ -142,3 +143,13 @@ def test_a_folder_says_which_files_it_leaves_out(tmp_path, capsys):
     assert f"1 file(s) in {tmp_path} not of the types read are left out: notes.md" in \
         capsys.readouterr().out
 
+
+def test_a_file_listed_twice_is_read_once(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "t").mkdir()
+    for name in ("small", "other"):
+        _write_jsonl(tmp_path / "t" / f"{name}.jsonl", [{"text": name}])
+    files = corpus.corpus_files(["t/small.jsonl", "t/*.jsonl", str(tmp_path / "t")])
+    assert files == [Path("t/small.jsonl"), Path("t/other.jsonl")]
+    assert list(corpus.iter_documents(files)) == ["small", "other"]
+    assert "3 file(s) listed more than once, read once: " in capsys.readouterr().out
