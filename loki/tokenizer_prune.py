@@ -183,7 +183,7 @@ def prune(cfg: PruneConfig) -> LokiTokenizer:
     report = {
         "vocab_size": tok.vocab_size, "vocab_hash": tok.vocab_hash, "base": base.name,
         "mergeable_tokens": len(tok.ranks), "special_tokens": tok.specials,
-        "corpus_bytes": usage.bytes, "corpus_docs": usage.docs,
+        "corpus_bytes": usage.bytes, "corpus_docs": usage.docs, "empty_docs": usage.empty_docs,
         "distinct_tokens_used": len(used), "kept_unused": int(unused_kept),
         "filled_unranked": filled, "excluded": cfg.exclude_tokens,
         "held_out_docs": usage.held_out_docs, "held_out_bytes": usage.held_out_bytes,
@@ -219,6 +219,7 @@ def _markdown(r: dict) -> str:
         f"| vocab size (incl. {len(r['special_tokens'])} specials) | {r['vocab_size']} |",
         f"| base | {r['base']} |",
         f"| corpus | {r['corpus_bytes']:,} bytes, {r['corpus_docs']:,} documents |",
+        f"| empty documents (no text to count) | {r['empty_docs']:,} |",
         f"| distinct base tokens used | {r['distinct_tokens_used']:,} |",
         f"| kept though unused (BPE parents) | {r['kept_unused']} |",
         f"| filled without usage | {r['filled_unranked']} |",

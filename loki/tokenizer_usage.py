@@ -43,6 +43,8 @@ class UsageCounts:
     counts: np.ndarray
     docs: int = 0
     bytes: int = 0
+    empty_docs: int = 0
+    """Documents with an empty text: read, but nothing to count."""
     held_out_docs: int = 0
     """Documents held out of the counts, all of them."""
     held_out_bytes: int = 0
@@ -60,6 +62,7 @@ def count_usage(cfg: PruneConfig, files: Sequence[Path | str], n_vocab: int) -> 
         batch, size = [], 0
         for text in iter_documents(files, cfg.text_field):
             if not text:
+                usage.empty_docs += 1
                 continue
             n = len(text.encode("utf-8", "replace"))
             if is_held_out(text, cfg.held_out_fraction):

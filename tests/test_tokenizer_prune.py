@@ -127,3 +127,15 @@ def test_an_output_that_cannot_be_written_is_refused_before_counting(tmp_path, m
     with pytest.raises(LokiError, match="is a file, not a folder|is not writable"):
         tp.prune(cfg)
     assert (tmp_path / "afile").read_text() == "not a folder"
+
+
+def test_empty_documents_are_counted_and_reported(tmp_path, capsys):
+    src = jsonl_corpus(tmp_path / "corpus")
+    empty = sum(json.loads(line)["text"] == "" for f in src.glob("*.jsonl")
+                for line in f.read_text().splitlines())
+    (src / "empty.jsonl").write_text('{"text": ""}\n' * 3)
+    tp.prune(tp.PruneConfig(corpus=[str(src)], output=str(tmp_path / "o"), vocab_size=300,
+                            workers=1, held_out_fraction=0.0))
+    report = json.loads((tmp_path / "o" / "prune_report.json").read_text())
+    assert report["empty_docs"] == empty + 3
+    assert f"| empty documents (no text to count) | {empty + 3} |" in capsys.readouterr().out
