@@ -34,8 +34,9 @@ def stats(tokenizers: Sequence[str], text: Sequence[str], max_bytes: int = 4_000
     toks = [LokiTokenizer.from_spec(s) for s in tokenizers]  # a bad one fails before the reading
     texts = read_texts(text, max_bytes, text_field)
     if not any(texts):
-        raise LokiError(f"no text read from {', '.join(map(str, text))}: "
-                        f"{len(texts)} documents, all empty; give files with text")
+        found = f"its {len(texts)} documents are all empty" if texts else "no documents"
+        raise LokiError(f"no text read from {', '.join(map(str, text))}: {found}; "
+                        "give files with text")
     rows = [encode_stats(tok, texts, repeat, num_threads) for tok in toks]
     print(f"{'tokenizer':<40} {'vocab':>7} {'hash':>16} {'bytes/token':>11} {'MB/s':>7}")
     for r in rows:

@@ -19,8 +19,9 @@ def text(tmp_path):
 def test_empty_text_gives_no_figures(tmp_path, capsys):
     (tmp_path / "empty.jsonl").write_text("")
     (tmp_path / "blank.jsonl").write_text(json.dumps({"text": ""}) + "\n")
-    for name in ("empty.jsonl", "blank.jsonl"):
-        with pytest.raises(LokiError, match=f"no text read from {tmp_path / name}"):
+    for name, found in (("empty.jsonl", "no documents"),
+                        ("blank.jsonl", "its 1 documents are all empty")):
+        with pytest.raises(LokiError, match=f"no text read from {tmp_path / name}: {found}"):
             stats(["cl100k_base"], [str(tmp_path / name)], repeat=1)
     assert "bytes/token" not in capsys.readouterr().out
 
