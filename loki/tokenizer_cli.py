@@ -1,7 +1,7 @@
 """``loki tokenizer prune|stats``: fit a pruned cl100k_base vocabulary on a corpus; measure one.
 
-The work is done by :mod:`loki.tokenizer_prune` (pruning, stats) over documents read by
-:mod:`loki.tokenizer_corpus`; this module parses the command line and calls them.
+The work is done by :mod:`loki.tokenizer_prune` (pruning) and :mod:`loki.tokenizer_stats` over
+documents read by :mod:`loki.tokenizer_corpus`; this module parses the command line and calls them.
 """
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 from dataclasses import fields
 
-from loki.tokenizer_prune import PruneConfig, prune, stats
+from loki.tokenizer_prune import PruneConfig, prune
+from loki.tokenizer_stats import stats
 
 
 def build_parser():
@@ -28,7 +29,8 @@ def build_parser():
                          help="'cl100k_base' or saved tokenizer folders")
     stats_p.add_argument("--text", type=list[str], required=True,
                          help="files, folders or globs to measure on (same formats as prune)")
-    stats_p.add_argument("--max_bytes", type=int, default=4_000_000, help="text read at most")
+    stats_p.add_argument("--max_bytes", type=int, default=4_000_000,
+                         help="stop reading whole documents once this many bytes are read")
     stats_p.add_argument("--repeat", type=int, default=3, help="timed repetitions (best kept)")
     stats_p.add_argument("--num_threads", type=int, default=1, help="tiktoken encode threads")
     stats_p.add_argument("--text_field", type=str, default="text", help="JSONL text field")

