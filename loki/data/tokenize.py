@@ -27,9 +27,18 @@ from pathlib import Path
 
 import numpy as np
 
-from loki.data.tokenize_inputs import expand_inputs, read_documents
+from loki.data.tokenize_inputs import check_source, expand_inputs, read_documents
 from loki.errors import LokiError
 from loki.output import check_writable
+
+# The staging folder <output>/.tokenize-<id>/. Shard sets always sit in a `sources/` folder of
+# their own, so that no source tag can meet the staging's other files:
+#   parts/<rank>/summary.json, error.txt   one task's counts, or its input error
+#   parts/<rank>/sources/<source>/         one task's shards and partial manifest
+#   sources/<source>/                      the merged set, swapped into <output>/<source>
+#   old/<source>/                          an earlier set while the new one takes its place
+#   logs/                                  datatrove's logging folder
+SOURCES = "sources"
 
 
 def load_tokenizer(spec: str):
@@ -56,7 +65,7 @@ def plan_tasks(files: list[Path], tasks: int) -> list[list[Path]]:
 
 def tokenize_part(files: list[Path], folder: Path, tokenizer: str, shard_tokens: int,
                   default_source: str, batch_documents: int, inputs: list[str]) -> dict:
-    """One task: its files -> ``<folder>/<source>/`` shard sets with partial manifests.
+    """One task: its files -> ``<folder>/sources/<source>/`` shard sets with partial manifests.
 
     Documents with empty text are skipped and counted. Returns {source: {"documents", "tokens",
     "empty"}}, also written as ``<folder>/summary.json``.
@@ -75,7 +84,7 @@ def tokenize_part(files: list[Path], folder: Path, tokenizer: str, shard_tokens:
             kept = [(s, t) for s, t in batch if t]
             for source, _ in batch:
                 if source not in writers and any(s == source for s, _ in kept):
-                    writers[source] = ShardWriter(folder / source, source, info, shard_tokens,
+                    writers[source] = ShardWriter(folder / SOURCES / source, source, info, shard_tokens,
                                                   extra={"inputs": inputs})
             for s, t in batch:
                 summary[s]["empty"] += not t
@@ -91,7 +100,7 @@ def tokenize_part(files: list[Path], folder: Path, tokenizer: str, shard_tokens:
 
 
 def merge_parts(staging: Path, tasks: int) -> dict[str, dict]:
-    """Every task's shards, renumbered in task order, under ``<staging>/<source>/`` with one
+    """Every task's shards, renumbered in task order, under ``<staging>/sources/<source>/``, one
     manifest per source (the partial manifests' shard entries, file names changed only)."""
     from loki.data.shards import MANIFEST
 
@@ -103,37 +112,39 @@ def merge_parts(staging: Path, tasks: int) -> dict[str, dict]:
         for source, counts in summary.items():
             empty[source] = empty.get(source, 0) + counts["empty"]
         for source in sorted(summary):
-            if not (part / source / MANIFEST).exists():
+            src = part / SOURCES / source
+            if not (src / MANIFEST).exists():
                 continue  # this task saw only empty documents of this source
-            manifest = json.loads((part / source / MANIFEST).read_text())
+            manifest = json.loads((src / MANIFEST).read_text())
             target = merged.setdefault(source, {**manifest, "shards": []})
-            dest = staging / source
-            dest.mkdir(exist_ok=True)
+            dest = staging / SOURCES / source
+            dest.mkdir(parents=True, exist_ok=True)
             for shard in manifest["shards"]:
                 stem = f"{source}-{len(target['shards']):05d}"
                 entry = dict(shard, tokens=f"{stem}.tokens", docs=f"{stem}.docs")
-                os.replace(part / source / shard["tokens"], dest / entry["tokens"])
-                os.replace(part / source / shard["docs"], dest / entry["docs"])
+                os.replace(src / shard["tokens"], dest / entry["tokens"])
+                os.replace(src / shard["docs"], dest / entry["docs"])
                 target["shards"].append(entry)
     for source, manifest in merged.items():
         manifest["num_tokens"] = sum(s["num_tokens"] for s in manifest["shards"])
         manifest["num_documents"] = sum(s["num_documents"] for s in manifest["shards"])
         manifest["empty_documents_skipped"] = empty.get(source, 0)
-        tmp = staging / source / (MANIFEST + ".tmp")
+        tmp = staging / SOURCES / source / (MANIFEST + ".tmp")
         tmp.write_text(json.dumps(manifest, indent=1))
-        tmp.replace(staging / source / MANIFEST)
+        tmp.replace(staging / SOURCES / source / MANIFEST)
     return merged
 
 
 def swap_in(staging: Path, output: Path, sources: list[str]) -> None:
-    """Each new ``<staging>/<source>`` replaces ``<output>/<source>``; the old set is deleted
-    only once the new one is in place."""
+    """Each new ``<staging>/sources/<source>`` replaces ``<output>/<source>``; the old set is
+    deleted only once the new one is in place."""
+    (staging / "old").mkdir()
     for source in sources:
         dest = output / source
-        old = staging / f".old-{source}"
+        old = staging / "old" / source
         if dest.exists():
             os.replace(dest, old)
-        os.replace(staging / source, dest)
+        os.replace(staging / SOURCES / source, dest)
         shutil.rmtree(old, ignore_errors=True)
 
 
@@ -155,6 +166,7 @@ def tokenize_files(files: list[Path], output: str | Path, tokenizer: str = "cl10
     check_writable(output)
     if tasks < 1 or workers < 1:
         raise LokiError("tasks and workers must be >= 1")
+    check_source(default_source, "default_source")
     load_tokenizer(tokenizer)  # a bad tokenizer fails here, before any task starts
     output.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".tokenize-", dir=output))

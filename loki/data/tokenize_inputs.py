@@ -5,12 +5,25 @@ from __future__ import annotations
 import glob as globlib
 import gzip
 import json
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from loki.errors import LokiError
 
 TEXT_SUFFIXES = (".jsonl.gz", ".jsonl", ".json.gz", ".parquet", ".txt")
+# A source tag names its shard folder and files: one plain folder name, never a path or hidden,
+# and not ending in .json (the data module reads a location ending in .json as a manifest)
+SOURCE_TAG = re.compile(r"(?!.*\.json$)[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+
+
+def check_source(tag: object, where: str) -> str:
+    """``tag`` if it can name a shard folder, else a LokiError naming ``where`` and the tag."""
+    if not isinstance(tag, str) or not SOURCE_TAG.fullmatch(tag):
+        raise LokiError(f"{where}: source tag {tag!r} cannot name a shard folder; use up to 100 "
+                        "letters, digits, '_', '.' or '-', starting with a letter or digit and "
+                        "not ending in .json")
+    return tag
 
 
 def expand_inputs(inputs: Iterable[str]) -> list[Path]:
@@ -62,4 +75,5 @@ def read_documents(path: Path, default_source: str) -> Iterator[tuple[str, str]]
         if not isinstance(text, str):
             raise LokiError(f"{path}: record {k} has no 'text' string")
         meta = row.get("metadata") or {}
-        yield str(meta.get("source") or row.get("source") or default_source), text
+        source = meta.get("source") or row.get("source") or default_source
+        yield check_source(source, f"{path}: record {k}"), text

@@ -72,3 +72,49 @@ def test_corpus_mode_tokenizes_once_into_cached_shards(tmp_path):
     again.setup("fit")
     assert (folder / "web" / "manifest.json").stat().st_mtime_ns == mtime  # not redone
     assert len(list(dm.val_dataloader())) > 0
+
+
+def _loki_tokenize(argv: list[str], capsys) -> str:
+    """``loki tokenize argv`` expected to fail: its one error line."""
+    from loki.cli import main as loki
+
+    with pytest.raises(SystemExit) as exit_:
+        loki(["tokenize", *argv])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and err.splitlines()[-1].startswith("loki tokenize: error: ")
+    return err.splitlines()[-1]
+
+
+@pytest.mark.parametrize("tag", ["wiki/en", "..", "../escaped", ".hidden", "a b", "x" * 101, 7,
+                                 "summary.json"])
+def test_a_source_tag_that_is_no_folder_name_is_refused_naming_it(tmp_path, capsys, tag):
+    bad = tmp_path / "tagged.jsonl"
+    bad.write_text(json.dumps({"text": "fine", "metadata": {"source": "web"}}) + "\n"
+                   + json.dumps({"text": "hello", "metadata": {"source": tag}}) + "\n")
+    err = _loki_tokenize(["--inputs", f"[{bad}]", "--output", str(tmp_path / "out")], capsys)
+    assert "tagged.jsonl" in err and f"source tag {tag!r}" in err
+    assert not (tmp_path / "escaped").exists() and not list(tmp_path.glob("out/*-00000.*"))
+    err = _loki_tokenize(["--inputs", f"[{bad}]", "--output", str(tmp_path / "out"),
+                          "--default_source", "a/b"], capsys)
+    assert "default_source: source tag 'a/b'" in err
+
+
+def test_tags_named_like_the_staging_folders_are_ordinary_sources(tmp_path):
+    from loki.data.tokenize import tokenize_files
+
+    tags = ["parts", "logs", "sources", "old", "summary", "error.txt", "web.v2"]
+    files = []
+    for f in range(2):
+        files.append(tmp_path / f"{f}.jsonl")
+        files[-1].write_text("".join(json.dumps({"text": f"document {f} of {t}",
+                                                 "metadata": {"source": t}}) + "\n" for t in tags))
+    out = tmp_path / "shards"
+    tokenize_files(files, out, tasks=2, log=lambda m: None)
+    assert sorted(p.name for p in out.iterdir()) == sorted(tags)
+    for tag in tags:  # each holds its own set and nothing of the staging's
+        shards = TokenShardSet.open(str(out / tag))
+        shards.check("full")
+        assert shards.manifest["num_documents"] == 2
+        names = [n for s in shards.manifest["shards"] for n in (s["tokens"], s["docs"])]
+        assert sorted(p.name for p in (out / tag).iterdir()) == sorted(["manifest.json", *names])
