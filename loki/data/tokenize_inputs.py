@@ -6,6 +6,7 @@ import glob as globlib
 import gzip
 import json
 import re
+import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -53,7 +54,7 @@ def expand_inputs(inputs: Iterable[str]) -> list[Path]:
 
 
 def read_documents(path: Path, default_source: str) -> Iterator[tuple[str, str]]:
-    """(source, text) pairs of one file."""
+    """(source, text) pairs of one file; an error names the file and its line (or row)."""
     name = path.name
     if name.endswith(".txt"):
         yield default_source, path.read_text(encoding="utf-8", errors="replace")
@@ -62,18 +63,56 @@ def read_documents(path: Path, default_source: str) -> Iterator[tuple[str, str]]
         from loki._optional import require
 
         pq = require("pyarrow.parquet", "data")
-        rows = pq.read_table(path).to_pylist()
+        records = ((f"{path}: record {k}", row)
+                   for k, row in enumerate(pq.read_table(path).to_pylist()))
     else:
-        opener = gzip.open if name.endswith(".gz") else open
-        try:
-            with opener(path, "rt", encoding="utf-8") as f:
-                rows = [json.loads(line) for line in f if line.strip()]
-        except (OSError, EOFError, json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise LokiError(f"cannot read documents from {path}: {err}") from err
-    for k, row in enumerate(rows):
-        text = row.get("text")
-        if not isinstance(text, str):
-            raise LokiError(f"{path}: record {k} has no 'text' string")
-        meta = row.get("metadata") or {}
-        source = meta.get("source") or row.get("source") or default_source
-        yield check_source(source, f"{path}: record {k}"), text
+        records = _jsonl_records(path)
+    for where, record in records:
+        yield _document(record, where, default_source)
+
+
+def _jsonl_records(path: Path) -> Iterator[tuple[str, object]]:
+    """(``<file>:<line>``, record) of each non-blank line, lines counted from 1."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            for n, raw in enumerate(f, 1):
+                where = f"{path}:{n}"
+                line = _utf8(raw, where)
+                if not line.strip():
+                    continue
+                try:
+                    yield where, json.loads(line)
+                except json.JSONDecodeError as err:
+                    what = err.msg.removesuffix(" at")  # "Invalid control character at"
+                    raise LokiError(f"{where}: not a JSON record ({what} at column "
+                                    f"{err.colno})") from None
+    except (OSError, EOFError, zlib.error) as err:
+        raise LokiError(f"cannot read documents from {path}: {err}") from err
+
+
+def _utf8(data: bytes, where: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise LokiError(f"{where}: not UTF-8 text (byte 0x{data[err.start]:02x} at column "
+                        f"{err.start + 1}); save the file as UTF-8") from None
+
+
+JSON_TYPES = {list: "an array", str: "a string", int: "a number", float: "a number",
+              bool: "true/false", type(None): "null"}
+
+
+def _document(record: object, where: str, default_source: str) -> tuple[str, str]:
+    """(source, text) of one record: ``text`` and ``metadata.source`` (or ``source``)."""
+    if not isinstance(record, dict):
+        raise LokiError(f"{where}: expected an object with a 'text' string, not "
+                        f"{JSON_TYPES.get(type(record), type(record).__name__)}")
+    text = record.get("text")
+    if not isinstance(text, str):
+        raise LokiError(f"{where}: the record has no 'text' string")
+    meta = record.get("metadata") or {}
+    if not isinstance(meta, dict):
+        raise LokiError(f"{where}: 'metadata' is not an object")
+    source = meta.get("source") or record.get("source") or default_source
+    return check_source(source, where), text

@@ -118,3 +118,13 @@ def test_tags_named_like_the_staging_folders_are_ordinary_sources(tmp_path):
         assert shards.manifest["num_documents"] == 2
         names = [n for s in shards.manifest["shards"] for n in (s["tokens"], s["docs"])]
         assert sorted(p.name for p in (out / tag).iterdir()) == sorted(["manifest.json", *names])
+
+
+def test_a_record_that_is_no_object_is_named_by_its_line_with_workers(tmp_path, capsys):
+    good = tmp_path / "a.jsonl"
+    good.write_text("".join(json.dumps({"text": f"document {k}"}) + "\n" for k in range(50)))
+    bad = tmp_path / "b.jsonl"
+    bad.write_text(json.dumps({"text": "fine"}) + "\n\n" + '["a", "b"]\n')
+    err = _loki_tokenize(["--inputs", f"[{good}, {bad}]", "--output", str(tmp_path / "out"),
+                          "--tasks", "2", "--workers", "2"], capsys)
+    assert err.endswith(f"{bad}:3: expected an object with a 'text' string, not an array")

@@ -111,7 +111,7 @@ def test_failed_run_leaves_the_earlier_set_byte_identical(tmp_path, capsys):
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip()  # (above it: datatrove's progress log lines)
     assert err.splitlines()[-1].startswith("loki tokenize: error: ") and "Traceback" not in err
-    assert "00000.jsonl: record 301 has no 'text'" in err.splitlines()[-1]
+    assert "00000.jsonl:302: the record has no 'text' string" in err.splitlines()[-1]
     assert files_bytes(out) == before
 
 

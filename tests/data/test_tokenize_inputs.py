@@ -1,0 +1,49 @@
+"""The inputs of ``loki tokenize``: every bad file is refused in one line naming the file."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+
+from loki.data.tokenize_inputs import read_documents
+from loki.errors import LokiError
+
+GOOD = json.dumps({"text": "fine", "metadata": {"source": "web"}})
+
+
+def _read(path):
+    return list(read_documents(path, "web"))
+
+
+@pytest.mark.parametrize("lines, error", [
+    ([GOOD] * 20 + ['{"text": "bad\x01"}'],
+     ":21: not a JSON record (Invalid control character at column 14)"),
+    ([GOOD, "", GOOD, "  ", GOOD, '{"body": "no text"}'], ":6: the record has no 'text' string"),
+    ([GOOD, '["a", "b"]'], ":2: expected an object with a 'text' string, not an array"),
+    ([GOOD, '"just text"'], ":2: expected an object with a 'text' string, not a string"),
+    ([json.dumps({"text": "x", "metadata": "web"})], ":1: 'metadata' is not an object"),
+])
+@pytest.mark.parametrize("suffix", [".jsonl", ".jsonl.gz"])
+def test_a_bad_record_is_named_by_its_file_line(tmp_path, lines, error, suffix):
+    path = tmp_path / f"docs{suffix}"
+    opener = gzip.open if suffix.endswith(".gz") else open
+    with opener(path, "wt") as f:
+        f.write("\n".join(lines) + "\n")
+    with pytest.raises(LokiError) as err:
+        _read(path)
+    assert str(err.value) == f"{path}{error}"
+
+
+def test_invalid_utf8_in_jsonl_is_named_by_its_line(tmp_path):
+    path = tmp_path / "docs.jsonl"
+    path.write_bytes(f"{GOOD}\n{GOOD}\n".encode() + b'{"text": "caf\xe9"}\n')
+    with pytest.raises(LokiError, match=r"docs.jsonl:3: not UTF-8 text \(byte 0xe9 at column 14\)"):
+        _read(path)
+
+
+def test_records_in_crlf_files_read_as_before(tmp_path):
+    path = tmp_path / "docs.jsonl"
+    path.write_bytes(b'{"text": "a\\r\\nb"}\r\n\r\n{"text": "c", "source": "synthetic"}\r\n')
+    assert _read(path) == [("web", "a\r\nb"), ("synthetic", "c")]
