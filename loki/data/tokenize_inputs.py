@@ -59,14 +59,7 @@ def read_documents(path: Path, default_source: str) -> Iterator[tuple[str, str]]
     if name.endswith(".txt"):
         yield default_source, path.read_text(encoding="utf-8", errors="replace")
         return
-    if name.endswith(".parquet"):
-        from loki._optional import require
-
-        pq = require("pyarrow.parquet", "data")
-        records = ((f"{path}: record {k}", row)
-                   for k, row in enumerate(pq.read_table(path).to_pylist()))
-    else:
-        records = _jsonl_records(path)
+    records = _parquet_records(path) if name.endswith(".parquet") else _jsonl_records(path)
     for where, record in records:
         yield _document(record, where, default_source)
 
@@ -89,6 +82,20 @@ def _jsonl_records(path: Path) -> Iterator[tuple[str, object]]:
                                     f"{err.colno})") from None
     except (OSError, EOFError, zlib.error) as err:
         raise LokiError(f"cannot read documents from {path}: {err}") from err
+
+
+def _parquet_records(path: Path) -> Iterator[tuple[str, dict]]:
+    """(``<file>: row <n>``, record) of each row, rows counted from 1."""
+    from loki._optional import require
+
+    pa = require("pyarrow", "data")
+    pq = require("pyarrow.parquet", "data")
+    try:
+        rows = pq.read_table(path).to_pylist()
+    except (pa.ArrowException, OSError) as err:
+        raise LokiError(f"cannot read documents from {path}: {err}") from None
+    for n, row in enumerate(rows, 1):
+        yield f"{path}: row {n}", row
 
 
 def _utf8(data: bytes, where: str) -> str:

@@ -47,3 +47,17 @@ def test_records_in_crlf_files_read_as_before(tmp_path):
     path = tmp_path / "docs.jsonl"
     path.write_bytes(b'{"text": "a\\r\\nb"}\r\n\r\n{"text": "c", "source": "synthetic"}\r\n')
     assert _read(path) == [("web", "a\r\nb"), ("synthetic", "c")]
+
+
+def test_a_parquet_file_that_is_not_one_is_named(tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow as pa
+
+    good = tmp_path / "docs.parquet"
+    pq.write_table(pa.table({"text": ["a", "b", None]}), good)
+    with pytest.raises(LokiError, match=r"docs.parquet: row 3: the record has no 'text' string"):
+        _read(good)
+    truncated = tmp_path / "truncated.parquet"
+    truncated.write_bytes(good.read_bytes()[:40])
+    with pytest.raises(LokiError, match=r"^cannot read documents from \S*truncated.parquet: "):
+        _read(truncated)
