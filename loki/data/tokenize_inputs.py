@@ -57,7 +57,7 @@ def read_documents(path: Path, default_source: str) -> Iterator[tuple[str, str]]
     """(source, text) pairs of one file; an error names the file and its line (or row)."""
     name = path.name
     if name.endswith(".txt"):
-        yield default_source, path.read_text(encoding="utf-8", errors="replace")
+        yield default_source, _text_file(path)
         return
     records = _parquet_records(path) if name.endswith(".parquet") else _jsonl_records(path)
     for where, record in records:
@@ -96,6 +96,19 @@ def _parquet_records(path: Path) -> Iterator[tuple[str, dict]]:
         raise LokiError(f"cannot read documents from {path}: {err}") from None
     for n, row in enumerate(rows, 1):
         yield f"{path}: row {n}", row
+
+
+def _text_file(path: Path) -> str:
+    """A ``.txt`` file's text (newlines as ``read_text`` gives them); invalid UTF-8 is refused
+    naming its line, as in JSONL, not replaced."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        pass
+    with path.open("rb") as f:  # a UTF-8 sequence never holds a newline byte: one line is bad
+        for n, line in enumerate(f, 1):
+            _utf8(line, f"{path}:{n}")
+    raise LokiError(f"{path}: not UTF-8 text; save the file as UTF-8")
 
 
 def _utf8(data: bytes, where: str) -> str:

@@ -61,3 +61,12 @@ def test_a_parquet_file_that_is_not_one_is_named(tmp_path):
     truncated.write_bytes(good.read_bytes()[:40])
     with pytest.raises(LokiError, match=r"^cannot read documents from \S*truncated.parquet: "):
         _read(truncated)
+
+
+def test_a_text_file_must_be_utf8_like_jsonl(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_bytes("first line\nsecond: caf".encode() + b"\xe9 au lait\n")
+    with pytest.raises(LokiError, match=r"notes.txt:2: not UTF-8 text \(byte 0xe9 at column 12\)"):
+        _read(path)
+    path.write_bytes("caf\u00e9\r\nau lait\r".encode())
+    assert _read(path) == [("web", "caf\u00e9\nau lait\n")]  # as read_text gives it
