@@ -156,7 +156,7 @@ def tokenize_files(files: list[Path], output: str | Path, tokenizer: str = "cl10
     once); returns {source: manifest}.
 
     The new set is built in ``<output>/.tokenize-<id>/`` and swapped in at the end, so a run that
-    fails leaves an earlier set in ``output`` untouched.
+    fails leaves an earlier set in ``output`` untouched, and removes the folders it created.
     """
     from datatrove.executor import LocalPipelineExecutor
 
@@ -164,13 +164,14 @@ def tokenize_files(files: list[Path], output: str | Path, tokenizer: str = "cl10
 
     output = Path(output)
     check_writable(output)
-    if tasks < 1 or workers < 1:
-        raise LokiError("tasks and workers must be >= 1")
+    if tasks < 1 or workers < 1 or shard_tokens < 1:
+        raise LokiError("tasks, workers and shard_tokens must be >= 1")
     check_source(default_source, "default_source")
     load_tokenizer(tokenizer)  # a bad tokenizer fails here, before any task starts
+    made = list(itertools.takewhile(lambda p: not p.exists(), [output, *output.parents]))
     output.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".tokenize-", dir=output))
-    started = time.time()
+    started, done = time.time(), False
     try:
         parts = [[str(f) for f in part] for part in plan_tasks(files, tasks)]
         step = TokenizeTask(parts, str(staging), str(tokenizer), shard_tokens, default_source,
@@ -183,8 +184,14 @@ def tokenize_files(files: list[Path], output: str | Path, tokenizer: str = "cl10
         if not manifests:
             raise LokiError(f"no documents in {', '.join(map(str, files))}")
         swap_in(staging, output, sorted(manifests))
+        done = True
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        for folder in [] if done else made:  # deepest first
+            try:
+                folder.rmdir()
+            except OSError:  # not empty: it holds an earlier set or someone else's files
+                break
     seconds = time.time() - started
     for source, m in manifests.items():
         log(f"loki tokenize: {source}: {m['num_documents']} documents, {m['num_tokens']} tokens, "

@@ -12,6 +12,7 @@ import pytest
 from loki.cli import main as loki
 from loki.data.shards import TokenShardSet
 from loki.data.tokenize import plan_tasks, tokenize_files
+from loki.errors import LokiError
 from loki.tokenizer import LokiTokenizer
 
 WORDS = "river stone light paper garden window music winter orange silver market engine".split()
@@ -133,3 +134,19 @@ def test_unwritable_output_is_a_one_line_error_before_any_work(tmp_path, capsys,
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "a-file" in err and "not a folder" in err
     assert files_bytes(tmp_path) == before and not (tmp_path / "work").exists()
+
+
+@pytest.mark.parametrize("bad_file, tasks", [
+    ("zz.parquet", 1), ("zz.txt", 2), ("zz-tag.jsonl", 2), ("zz-array.jsonl", 1)])
+def test_a_failed_run_removes_the_folders_it_created(tmp_path, bad_file, tasks):
+    files = corpus(tmp_path / "in", files=2)
+    bad = tmp_path / "in" / bad_file
+    bad.write_bytes({"zz.parquet": b"PAR1 cut short", "zz.txt": b"caf\xe9",
+                     "zz-tag.jsonl": b'{"text": "x", "metadata": {"source": "../up"}}\n',
+                     "zz-array.jsonl": b'["x"]\n'}[bad_file])
+    (tmp_path / "mine").mkdir()  # an empty folder the user made stays
+    before = sorted(tmp_path.rglob("*"))
+    for output in (tmp_path / "new" / "shards", tmp_path / "mine"):
+        with pytest.raises(LokiError, match=bad_file):
+            tokenize_files([*files, bad], output, tasks=tasks, workers=tasks, log=lambda m: None)
+        assert sorted(tmp_path.rglob("*")) == before
