@@ -234,7 +234,8 @@ def parse_config(path: str | Path):
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     check_writable(args.output)  # before the inputs are even listed
-    tokenize_files(expand_inputs(args.inputs), args.output, args.tokenizer, args.shard_tokens,
+    files = expand_inputs(args.inputs, log=lambda line: print(f"loki tokenize: {line}"))
+    tokenize_files(files, args.output, args.tokenizer, args.shard_tokens,
                    args.default_source, tasks=args.tasks, workers=args.workers)
 
 

@@ -7,7 +7,7 @@ import gzip
 import json
 import re
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from loki.errors import LokiError
@@ -27,8 +27,11 @@ def check_source(tag: object, where: str) -> str:
     return tag
 
 
-def expand_inputs(inputs: Iterable[str]) -> list[Path]:
-    """Files from paths, folders (their text files, recursively) and globs; errors name the path."""
+def expand_inputs(inputs: Iterable[str], log: Callable[[str], object] = print) -> list[Path]:
+    """Files from paths, folders (their text files, recursively) and globs; errors name the path.
+
+    A file named more than once (say by its folder and by its path) is read once, in its first
+    place, and ``log`` says so."""
     files: list[Path] = []
     for entry in inputs:
         entry = str(entry)
@@ -50,7 +53,18 @@ def expand_inputs(inputs: Iterable[str]) -> list[Path]:
                 files.append(m)
     if not files:
         raise LokiError("no input files given")
-    return files
+    unique: dict[Path, Path] = {}
+    repeated: list[Path] = []
+    for f in files:
+        if f.resolve() in unique:
+            repeated.append(f)
+        else:
+            unique[f.resolve()] = f
+    if repeated:
+        more = f" and {len(repeated) - 3} more" if len(repeated) > 3 else ""
+        log(f"{len(repeated)} input file(s) named more than once, read once: "
+            f"{', '.join(map(str, repeated[:3]))}{more}")
+    return list(unique.values())
 
 
 def read_documents(path: Path, default_source: str) -> Iterator[tuple[str, str]]:

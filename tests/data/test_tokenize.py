@@ -128,3 +128,16 @@ def test_a_record_that_is_no_object_is_named_by_its_line_with_workers(tmp_path, 
     err = _loki_tokenize(["--inputs", f"[{good}, {bad}]", "--output", str(tmp_path / "out"),
                           "--tasks", "2", "--workers", "2"], capsys)
     assert err.endswith(f"{bad}:3: expected an object with a 'text' string, not an array")
+
+
+def test_a_file_named_twice_is_tokenized_once(tmp_path, capfd):
+    multi = tmp_path / "multi"
+    multi.mkdir()
+    for k in (1, 2):
+        (multi / f"p{k}.jsonl").write_text(json.dumps({"text": f"part {k}"}) + "\n")
+    main(["--inputs", f"[{multi}, {multi}/p1.jsonl]", "--output", str(tmp_path / "out")])
+    manifest = TokenShardSet.open(str(tmp_path / "out" / "web")).manifest
+    assert manifest["num_documents"] == 2
+    assert manifest["inputs"] == [str(multi / "p1.jsonl"), str(multi / "p2.jsonl")]
+    out = capfd.readouterr().out
+    assert f"1 input file(s) named more than once, read once: {multi}/p1.jsonl" in out

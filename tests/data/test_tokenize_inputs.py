@@ -70,3 +70,21 @@ def test_a_text_file_must_be_utf8_like_jsonl(tmp_path):
         _read(path)
     path.write_bytes("caf\u00e9\r\nau lait\r".encode())
     assert _read(path) == [("web", "caf\u00e9\nau lait\n")]  # as read_text gives it
+
+
+def test_a_file_named_twice_is_read_once_and_said(tmp_path, monkeypatch):
+    from loki.data.tokenize_inputs import expand_inputs
+
+    multi = tmp_path / "multi"
+    multi.mkdir()
+    for name in ("p1.jsonl", "p2.jsonl"):
+        (multi / name).write_text(GOOD + "\n")
+    monkeypatch.chdir(tmp_path)
+    said = []
+    files = expand_inputs(["multi", "multi/p1.jsonl", f"{multi}/*.jsonl", "./multi/p2.jsonl"],
+                          log=said.append)
+    assert [str(f) for f in files] == ["multi/p1.jsonl", "multi/p2.jsonl"]
+    assert said == ["4 input file(s) named more than once, read once: multi/p1.jsonl, "
+                    f"{multi}/p1.jsonl, {multi}/p2.jsonl and 1 more"]
+    said.clear()
+    assert expand_inputs(["multi"], log=said.append) == files and said == []
