@@ -21,15 +21,21 @@ import itertools
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from loki.cli import LOG_DIR
 from loki.data.tokenize_inputs import check_source, expand_inputs, read_documents
 from loki.errors import LokiError
 from loki.output import check_writable
+
+DESCRIPTION = " ".join(__doc__.split("\n\n")[:2]).replace("``", "")  # --help: plain text
+# datatrove's task logs and stats, as `loki filter` keeps them in runs/logs/filter.log
+LOG = os.path.join(LOG_DIR, "tokenize.log")
 
 # The staging folder <output>/.tokenize-<id>/. Shard sets always sit in a `sources/` folder of
 # their own, so that no source tag can meet the staging's other files:
@@ -159,6 +165,7 @@ def tokenize_files(files: list[Path], output: str | Path, tokenizer: str = "cl10
     fails leaves an earlier set in ``output`` untouched, and removes the folders it created.
     """
     from datatrove.executor import LocalPipelineExecutor
+    from datatrove.utils.logging import setup_default_logger
 
     from loki.data.tokenize_task import TokenizeTask
 
@@ -176,6 +183,9 @@ def tokenize_files(files: list[Path], output: str | Path, tokenizer: str = "cl10
         parts = [[str(f) for f in part] for part in plan_tasks(files, tasks)]
         step = TokenizeTask(parts, str(staging), str(tokenizer), shard_tokens, default_source,
                             batch_documents, [str(f) for f in files])
+        # datatrove logs this process's lines to the sys.stderr of its import, which may be the
+        # closed log of an earlier quiet console: to the stderr of now instead
+        setup_default_logger()
         LocalPipelineExecutor([step], tasks=tasks, workers=min(workers, tasks),
                               logging_dir=str(staging / "logs"), start_method="spawn").run()
         for error in sorted(staging.glob("parts/*/error.txt")):
@@ -194,35 +204,46 @@ def tokenize_files(files: list[Path], output: str | Path, tokenizer: str = "cl10
                 break
     seconds = time.time() - started
     for source, m in manifests.items():
-        log(f"loki tokenize: {source}: {m['num_documents']} documents, {m['num_tokens']} tokens, "
-            f"{len(m['shards'])} shard(s), {m['empty_documents_skipped']} empty skipped "
-            f"-> {output / source}")
+        empty = m["empty_documents_skipped"]
+        log(f"loki tokenize: {source}: {_count(m['num_documents'], 'document')}, "
+            f"{_count(m['num_tokens'], 'token')} in {_count(len(m['shards']), 'shard')}"
+            + (f" ({_count(empty, 'empty document')} skipped)" if empty else "")
+            + f" -> {output / source}")
     n_tokens = sum(m["num_tokens"] for m in manifests.values())
-    log(f"loki tokenize: {n_tokens} tokens in {seconds:.1f} s ({n_tokens / max(seconds, 1e-9):,.0f}"
-        f" tokens/s, {tasks} task(s), {min(workers, tasks)} worker(s))")
+    log(f"loki tokenize: {_count(n_tokens, 'token')} from {_count(len(files), 'file')} in "
+        f"{seconds:.1f} s ({n_tokens / max(seconds, 1e-9):,.0f} tokens/s; "
+        f"{_count(tasks, 'task')}, {_count(min(workers, tasks), 'worker')})")
     return manifests
+
+
+def _count(n: int, thing: str) -> str:
+    return f"{n:,} {thing}{'' if n == 1 else 's'}"
 
 
 def build_parser():
     from jsonargparse import ActionConfigFile, ArgumentParser
 
-    parser = ArgumentParser(prog="loki tokenize", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", action=ActionConfigFile)
+    parser = ArgumentParser(prog="loki tokenize", description=DESCRIPTION)
+    parser.add_argument("--config", action=ActionConfigFile, help="YAML config file")
     parser.add_argument("--inputs", type=list[str], required=True,
                         help="files, folders or globs of *.jsonl.gz / *.jsonl / *.parquet / *.txt")
     parser.add_argument("--output", type=str, required=True,
                         help="folder that receives one shard folder per source")
     parser.add_argument("--tokenizer", type=str, default="cl100k_base",
-                        help="'cl100k_base' or the folder of a tokenizer saved by `loki tokenizer`")
+                        help="'cl100k_base' or the folder of a tokenizer saved by 'loki "
+                             "tokenizer prune'")
     parser.add_argument("--shard_tokens", type=int, default=1 << 28,
                         help="tokens per shard file before starting the next one")
     parser.add_argument("--default_source", type=str, default="web",
-                        help="source tag for documents without metadata.source")
+                        help="source tag for documents without metadata.source (it names "
+                             "their shard folder)")
     parser.add_argument("--tasks", type=int, default=1,
-                        help="datatrove tasks (contiguous runs of the sorted input files); the "
-                             "output is deterministic for a given number of tasks")
+                        help="datatrove tasks (contiguous runs of the input files); the same "
+                             "inputs and task count give byte-identical shards")
     parser.add_argument("--workers", type=int, default=1,
                         help="tasks run at once (local processes; 1 = in this process)")
+    parser.add_argument("--verbose", type=bool, nargs="?", const=True, default=False,
+                        help=f"libraries' logs (datatrove's) on the terminal, not in {LOG}")
     return parser
 
 
@@ -232,16 +253,21 @@ def parse_config(path: str | Path):
 
 
 def main(argv: list[str] | None = None) -> None:
+    from loki.console import nested, quiet_console, say
+
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     check_writable(args.output)  # before the inputs are even listed
-    files = expand_inputs(args.inputs, log=lambda line: print(f"loki tokenize: {line}"))
-    tokenize_files(files, args.output, args.tokenizer, args.shard_tokens,
-                   args.default_source, tasks=args.tasks, workers=args.workers)
+    files = expand_inputs(args.inputs, log=lambda line: say(f"loki tokenize: {line}"))
+    own_log = not (args.verbose or nested())  # else the log of `loki demo`, or the terminal
+    with quiet_console(LOG, args.verbose, title=" ".join(["loki tokenize", *argv])):
+        tokenize_files(files, args.output, args.tokenizer, args.shard_tokens,
+                       args.default_source, log=say, tasks=args.tasks, workers=args.workers)
+    if own_log:
+        say(f"library logs and warnings: {LOG} (--verbose shows them here)")
 
 
 if __name__ == "__main__":  # datatrove's spawned workers re-import this module
-    import sys
-
     try:
         main()
     except LokiError as err:

@@ -19,6 +19,11 @@ DOCS = [("web", "The quick brown fox jumps over the lazy dog. " * 3),
         ("web", "Whether 'tis nobler in the mind to suffer the slings and arrows.")]
 
 
+@pytest.fixture(autouse=True)
+def _in_tmp_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # runs/logs/tokenize.log goes here
+
+
 def _filter_output(folder):
     folder.mkdir()
     with gzip.open(folder / "00000.jsonl.gz", "wt") as f:
@@ -82,8 +87,8 @@ def _loki_tokenize(argv: list[str], capsys) -> str:
         loki(["tokenize", *argv])
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip()
-    assert "Traceback" not in err and err.splitlines()[-1].startswith("loki tokenize: error: ")
-    return err.splitlines()[-1]
+    assert err.count("\n") == 0 and err.startswith("loki tokenize: error: "), err
+    return err
 
 
 @pytest.mark.parametrize("tag", ["wiki/en", "..", "../escaped", ".hidden", "a b", "x" * 101, 7,
@@ -141,3 +146,43 @@ def test_a_file_named_twice_is_tokenized_once(tmp_path, capfd):
     assert manifest["inputs"] == [str(multi / "p1.jsonl"), str(multi / "p2.jsonl")]
     out = capfd.readouterr().out
     assert f"1 input file(s) named more than once, read once: {multi}/p1.jsonl" in out
+
+
+def test_the_console_gets_a_summary_and_datatrove_goes_to_the_log(tmp_path, capfd):
+    inputs = _filter_output(tmp_path / "filtered")
+    for tasks in ("1", "2"):  # the second run logs into a new console, the first one closed
+        main(["--inputs", f"[{inputs}]", "--output", "shards", "--tasks", tasks, "--workers", tasks])
+        out, err = capfd.readouterr()
+    tokens = [len(LokiTokenizer.from_spec("cl100k_base").encode(t)) + 1 for _, t in DOCS]
+    assert out.splitlines()[:2] == [
+        f"loki tokenize: synthetic: 1 document, {tokens[1]} tokens in 1 shard -> shards/synthetic",
+        f"loki tokenize: web: 2 documents, {tokens[0] + tokens[2]} tokens in 1 shard -> shards/web"]
+    assert out.splitlines()[2].startswith(f"loki tokenize: {sum(tokens)} tokens from 1 file in ")
+    assert out.splitlines()[3:] == [
+        "library logs and warnings: runs/logs/tokenize.log (--verbose shows them here)"]
+    assert err == ""
+    log = (tmp_path / "runs" / "logs" / "tokenize.log").read_text()
+    assert "Processing done for rank=0" in log and "Stats: All 2 tasks" in log
+    assert "Logging error" not in log  # (a sink left on the closed log of an earlier run)
+    assert "/task]" in log and "/doc]" not in log  # the figures are per task
+    main(["--inputs", f"[{inputs}]", "--output", "shards", "--verbose", "true"])
+    out, err = capfd.readouterr()
+    assert "Processing done for rank=0" in err and "library logs" not in out
+
+
+def test_in_a_verbose_demo_libraries_stay_on_the_terminal(tmp_path, capfd):
+    from loki.console import muted
+
+    with muted():  # what a stage of `loki demo --verbose true` runs in
+        main(["--inputs", f"[{_filter_output(tmp_path / 'filtered')}]", "--output", "shards"])
+    out, err = capfd.readouterr()
+    assert "Processing done for rank=0" in err and "library logs" not in out
+    assert not (tmp_path / "runs").exists()
+
+
+def test_help_is_plain_text(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "loki tokenize: filtered documents -> token shards" in out
+    assert "``" not in out and "`" not in out and "--verbose" in out
