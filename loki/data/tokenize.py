@@ -2,17 +2,23 @@
 
 Reads the filter's output (datatrove ``*.jsonl.gz``), plain ``*.jsonl`` and ``*.parquet`` (keys:
 ``text`` and ``metadata.source``; a top-level ``source`` is accepted too) and ``*.txt`` files (one
-document per file). Each document is encoded with the configured tokenizer (tiktoken's batch API)
-and written followed by end-of-text; documents with empty text are skipped and counted. Files are
-read in sorted order and split into ``--tasks`` contiguous runs, one datatrove task each; every
-task writes its own shards and partial manifest, and a final merge renumbers them into one shard
-set and manifest per source, so the same inputs and task count give byte-identical shards and the
-documents come in the same order for any task count. The new set is built beside the old one
-(``<output>/.tokenize-*``) and swapped in at the end: a failed run leaves the old set as it was.
+document per file, tagged ``--default_source``), all UTF-8. A source tag names its shard folder,
+so it is made of letters, digits, underscores, dots and hyphens. Each document is encoded with
+the configured tokenizer (tiktoken's batch API) and written followed by end-of-text; documents
+with empty text are skipped and counted. A bad file, record or tag stops the run with one line
+naming it (``<file>:<line>``), and a file named twice is read once.
 
-    loki tokenize --config experiments/data/tokenize-demo.yaml
+Files are read in the order given (a folder's or a glob's files sorted) and split into ``--tasks``
+contiguous runs, one datatrove task each; every task writes its own shards and partial manifest,
+and a final merge renumbers them into one shard set and manifest per source, so the same inputs
+and task count give byte-identical shards and the documents come in the same order for any task
+count. The new set is built beside the old one (``<output>/.tokenize-*``) and swapped in at the
+end: a failed run leaves the output folder as it was. datatrove's logs go to
+``runs/logs/tokenize.log`` (``--verbose``: to the terminal); the console gets a summary.
+
+    loki tokenize --config experiments/tokenize/demo.yaml
     loki tokenize --inputs 'runs/filter/output/*.jsonl.gz' --output data/shards --tokenizer cl100k_base
-    loki tokenize --config experiments/data/tokenize-demo.yaml --tasks 16 --workers 16
+    loki tokenize --config experiments/tokenize/demo.yaml --tasks 4 --workers 4
 """
 
 from __future__ import annotations
