@@ -52,6 +52,12 @@ def muted() -> Iterator[None]:
         _muted = before
 
 
+def nested() -> bool:
+    """True while another command's console decides where output goes: inside a quiet console,
+    or in a stage of ``loki demo`` (muted, also with ``--verbose true``)."""
+    return _terminal is not None or _muted
+
+
 def _silence_known_harmless() -> None:
     # Lightning advises a checkpoint callback with `every_n_train_steps` under manual
     # optimization (with a 12-line code sample); LokiLM steps its optimizer itself and the demo's
@@ -97,11 +103,12 @@ def _stream_handlers(streams: tuple[TextIO, ...]) -> dict[logging.StreamHandler,
 def quiet_console(log_path: str | Path, verbose: bool = False,
                   title: str | None = None) -> Iterator[Path]:
     """Send library output to ``log_path`` (appended) for the duration; re-entrant (an inner
-    call, e.g. ``loki demo`` running ``loki filter``, keeps the outer log)."""
+    call, e.g. ``loki demo`` running ``loki tokenize``, keeps the outer log, or the terminal of a
+    verbose demo: see :func:`nested`)."""
     global _terminal
     log_path = Path(log_path)
     _silence_known_harmless()
-    if verbose or _terminal is not None:
+    if verbose or nested():
         yield log_path
         return
     log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -131,3 +131,14 @@ def test_a_bad_verbose_value_is_a_one_line_error(noisy, capfd):
 def test_help_of_a_quiet_command_names_verbose(noisy, capfd):
     cli.main(["filter", "--help"])
     assert capfd.readouterr().out.rstrip().endswith(cli.VERBOSE_HELP.strip())
+
+
+def test_a_stage_of_a_verbose_demo_keeps_the_terminal(tmp_path, capfd):
+    """``loki demo --verbose true`` runs its stages muted, outside a quiet console: a command
+    the stage runs keeps the demo's choice instead of opening a log of its own."""
+    from loki.console import muted, quiet_console
+
+    with muted(), quiet_console(tmp_path / "inner.log"):
+        os.write(2, b"a C-level message\n")
+    assert "a C-level message" in capfd.readouterr().err
+    assert not (tmp_path / "inner.log").exists()

@@ -2,38 +2,55 @@
 
 Reads the filter's output (datatrove ``*.jsonl.gz``), plain ``*.jsonl`` and ``*.parquet`` (keys:
 ``text`` and ``metadata.source``; a top-level ``source`` is accepted too) and ``*.txt`` files (one
-document per file). Each document is encoded with the configured tokenizer (tiktoken's batch API)
-and written followed by end-of-text; documents with empty text are skipped and counted. Files are
-read in sorted order and split into ``--tasks`` contiguous runs, one datatrove task each; every
-task writes its own shards and partial manifest, and a final merge renumbers them into one shard
-set and manifest per source, so the same inputs and task count give byte-identical shards and the
-documents come in the same order for any task count. The new set is built beside the old one
-(``<output>/.tokenize-*``) and swapped in at the end: a failed run leaves the old set as it was.
+document per file, tagged ``--default_source``), all UTF-8. A source tag names its shard folder,
+so it is made of letters, digits, underscores, dots and hyphens. Each document is encoded with
+the configured tokenizer (tiktoken's batch API) and written followed by end-of-text; documents
+with empty text are skipped and counted. A bad file, record or tag stops the run with one line
+naming it (``<file>:<line>``), and a file named twice is read once.
 
-    loki tokenize --config experiments/data/tokenize-demo.yaml
+Files are read in the order given (a folder's or a glob's files sorted) and split into ``--tasks``
+contiguous runs, one datatrove task each; every task writes its own shards and partial manifest,
+and a final merge renumbers them into one shard set and manifest per source, so the same inputs
+and task count give byte-identical shards and the documents come in the same order for any task
+count. The new set is built beside the old one (``<output>/.tokenize-*``) and swapped in at the
+end: a failed run leaves the output folder as it was. datatrove's logs go to
+``runs/logs/tokenize.log`` (``--verbose``: to the terminal); the console gets a summary.
+
+    loki tokenize --config experiments/tokenize/demo.yaml
     loki tokenize --inputs 'runs/filter/output/*.jsonl.gz' --output data/shards --tokenizer cl100k_base
-    loki tokenize --config experiments/data/tokenize-demo.yaml --tasks 16 --workers 16
+    loki tokenize --config experiments/tokenize/demo.yaml --tasks 4 --workers 4
 """
 
 from __future__ import annotations
 
-import glob as globlib
-import gzip
 import itertools
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 
+from loki.cli import LOG_DIR
+from loki.data.tokenize_inputs import check_source, expand_inputs, read_documents
 from loki.errors import LokiError
 from loki.output import check_writable
 
-TEXT_SUFFIXES = (".jsonl.gz", ".jsonl", ".json.gz", ".parquet", ".txt")
+DESCRIPTION = " ".join(__doc__.split("\n\n")[:2]).replace("``", "")  # --help: plain text
+# datatrove's task logs and stats, as `loki filter` keeps them in runs/logs/filter.log
+LOG = os.path.join(LOG_DIR, "tokenize.log")
+
+# The staging folder <output>/.tokenize-<id>/. Shard sets always sit in a `sources/` folder of
+# their own, so that no source tag can meet the staging's other files:
+#   parts/<rank>/summary.json, error.txt   one task's counts, or its input error
+#   parts/<rank>/sources/<source>/         one task's shards and partial manifest
+#   sources/<source>/                      the merged set, swapped into <output>/<source>
+#   old/<source>/                          an earlier set while the new one takes its place
+#   logs/                                  datatrove's logging folder
+SOURCES = "sources"
 
 
 def load_tokenizer(spec: str):
@@ -48,58 +65,6 @@ def tokenizer_info(tok, spec: str) -> dict:
             "vocab_size": int(tok.vocab_size), "eot_id": int(tok.eot_id)}
 
 
-def expand_inputs(inputs: Iterable[str]) -> list[Path]:
-    """Files from paths, folders (their text files, recursively) and globs; errors name the path."""
-    files: list[Path] = []
-    for entry in inputs:
-        entry = str(entry)
-        matches = sorted(globlib.glob(entry, recursive=True)) if any(
-            c in entry for c in "*?[") else [entry]
-        if not matches:
-            raise LokiError(f"no input files match {entry}")
-        for m in map(Path, matches):
-            if m.is_dir():
-                inner = sorted(p for p in m.rglob("*") if p.name.endswith(TEXT_SUFFIXES))
-                if not inner:
-                    raise LokiError(f"input folder {m} holds no {'/'.join(TEXT_SUFFIXES)} files")
-                files += inner
-            elif not m.is_file():
-                raise LokiError(f"input not found: {m}")
-            elif not m.name.endswith(TEXT_SUFFIXES):
-                raise LokiError(f"cannot read {m}: expected one of {', '.join(TEXT_SUFFIXES)}")
-            else:
-                files.append(m)
-    if not files:
-        raise LokiError("no input files given")
-    return files
-
-
-def read_documents(path: Path, default_source: str) -> Iterator[tuple[str, str]]:
-    """(source, text) pairs of one file."""
-    name = path.name
-    if name.endswith(".txt"):
-        yield default_source, path.read_text(encoding="utf-8", errors="replace")
-        return
-    if name.endswith(".parquet"):
-        from loki._optional import require
-
-        pq = require("pyarrow.parquet", "data")
-        rows = pq.read_table(path).to_pylist()
-    else:
-        opener = gzip.open if name.endswith(".gz") else open
-        try:
-            with opener(path, "rt", encoding="utf-8") as f:
-                rows = [json.loads(line) for line in f if line.strip()]
-        except (OSError, EOFError, json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise LokiError(f"cannot read documents from {path}: {err}") from err
-    for k, row in enumerate(rows):
-        text = row.get("text")
-        if not isinstance(text, str):
-            raise LokiError(f"{path}: record {k} has no 'text' string")
-        meta = row.get("metadata") or {}
-        yield str(meta.get("source") or row.get("source") or default_source), text
-
-
 def plan_tasks(files: list[Path], tasks: int) -> list[list[Path]]:
     """Contiguous runs of ``files`` (sorted), balanced by size: concatenating the tasks' outputs
     in task order gives the documents in the same order as one task."""
@@ -112,7 +77,7 @@ def plan_tasks(files: list[Path], tasks: int) -> list[list[Path]]:
 
 def tokenize_part(files: list[Path], folder: Path, tokenizer: str, shard_tokens: int,
                   default_source: str, batch_documents: int, inputs: list[str]) -> dict:
-    """One task: its files -> ``<folder>/<source>/`` shard sets with partial manifests.
+    """One task: its files -> ``<folder>/sources/<source>/`` shard sets with partial manifests.
 
     Documents with empty text are skipped and counted. Returns {source: {"documents", "tokens",
     "empty"}}, also written as ``<folder>/summary.json``.
@@ -131,7 +96,7 @@ def tokenize_part(files: list[Path], folder: Path, tokenizer: str, shard_tokens:
             kept = [(s, t) for s, t in batch if t]
             for source, _ in batch:
                 if source not in writers and any(s == source for s, _ in kept):
-                    writers[source] = ShardWriter(folder / source, source, info, shard_tokens,
+                    writers[source] = ShardWriter(folder / SOURCES / source, source, info, shard_tokens,
                                                   extra={"inputs": inputs})
             for s, t in batch:
                 summary[s]["empty"] += not t
@@ -147,7 +112,7 @@ def tokenize_part(files: list[Path], folder: Path, tokenizer: str, shard_tokens:
 
 
 def merge_parts(staging: Path, tasks: int) -> dict[str, dict]:
-    """Every task's shards, renumbered in task order, under ``<staging>/<source>/`` with one
+    """Every task's shards, renumbered in task order, under ``<staging>/sources/<source>/``, one
     manifest per source (the partial manifests' shard entries, file names changed only)."""
     from loki.data.shards import MANIFEST
 
@@ -159,37 +124,39 @@ def merge_parts(staging: Path, tasks: int) -> dict[str, dict]:
         for source, counts in summary.items():
             empty[source] = empty.get(source, 0) + counts["empty"]
         for source in sorted(summary):
-            if not (part / source / MANIFEST).exists():
+            src = part / SOURCES / source
+            if not (src / MANIFEST).exists():
                 continue  # this task saw only empty documents of this source
-            manifest = json.loads((part / source / MANIFEST).read_text())
+            manifest = json.loads((src / MANIFEST).read_text())
             target = merged.setdefault(source, {**manifest, "shards": []})
-            dest = staging / source
-            dest.mkdir(exist_ok=True)
+            dest = staging / SOURCES / source
+            dest.mkdir(parents=True, exist_ok=True)
             for shard in manifest["shards"]:
                 stem = f"{source}-{len(target['shards']):05d}"
                 entry = dict(shard, tokens=f"{stem}.tokens", docs=f"{stem}.docs")
-                os.replace(part / source / shard["tokens"], dest / entry["tokens"])
-                os.replace(part / source / shard["docs"], dest / entry["docs"])
+                os.replace(src / shard["tokens"], dest / entry["tokens"])
+                os.replace(src / shard["docs"], dest / entry["docs"])
                 target["shards"].append(entry)
     for source, manifest in merged.items():
         manifest["num_tokens"] = sum(s["num_tokens"] for s in manifest["shards"])
         manifest["num_documents"] = sum(s["num_documents"] for s in manifest["shards"])
         manifest["empty_documents_skipped"] = empty.get(source, 0)
-        tmp = staging / source / (MANIFEST + ".tmp")
+        tmp = staging / SOURCES / source / (MANIFEST + ".tmp")
         tmp.write_text(json.dumps(manifest, indent=1))
-        tmp.replace(staging / source / MANIFEST)
+        tmp.replace(staging / SOURCES / source / MANIFEST)
     return merged
 
 
 def swap_in(staging: Path, output: Path, sources: list[str]) -> None:
-    """Each new ``<staging>/<source>`` replaces ``<output>/<source>``; the old set is deleted
-    only once the new one is in place."""
+    """Each new ``<staging>/sources/<source>`` replaces ``<output>/<source>``; the old set is
+    deleted only once the new one is in place."""
+    (staging / "old").mkdir()
     for source in sources:
         dest = output / source
-        old = staging / f".old-{source}"
+        old = staging / "old" / source
         if dest.exists():
             os.replace(dest, old)
-        os.replace(staging / source, dest)
+        os.replace(staging / SOURCES / source, dest)
         shutil.rmtree(old, ignore_errors=True)
 
 
@@ -201,24 +168,30 @@ def tokenize_files(files: list[Path], output: str | Path, tokenizer: str = "cl10
     once); returns {source: manifest}.
 
     The new set is built in ``<output>/.tokenize-<id>/`` and swapped in at the end, so a run that
-    fails leaves an earlier set in ``output`` untouched.
+    fails leaves an earlier set in ``output`` untouched, and removes the folders it created.
     """
     from datatrove.executor import LocalPipelineExecutor
+    from datatrove.utils.logging import setup_default_logger
 
     from loki.data.tokenize_task import TokenizeTask
 
     output = Path(output)
     check_writable(output)
-    if tasks < 1 or workers < 1:
-        raise LokiError("tasks and workers must be >= 1")
+    if tasks < 1 or workers < 1 or shard_tokens < 1:
+        raise LokiError("tasks, workers and shard_tokens must be >= 1")
+    check_source(default_source, "default_source")
     load_tokenizer(tokenizer)  # a bad tokenizer fails here, before any task starts
+    made = list(itertools.takewhile(lambda p: not p.exists(), [output, *output.parents]))
     output.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".tokenize-", dir=output))
-    started = time.time()
+    started, done = time.time(), False
     try:
         parts = [[str(f) for f in part] for part in plan_tasks(files, tasks)]
         step = TokenizeTask(parts, str(staging), str(tokenizer), shard_tokens, default_source,
                             batch_documents, [str(f) for f in files])
+        # datatrove logs this process's lines to the sys.stderr of its import, which may be the
+        # closed log of an earlier quiet console: to the stderr of now instead
+        setup_default_logger()
         LocalPipelineExecutor([step], tasks=tasks, workers=min(workers, tasks),
                               logging_dir=str(staging / "logs"), start_method="spawn").run()
         for error in sorted(staging.glob("parts/*/error.txt")):
@@ -227,39 +200,56 @@ def tokenize_files(files: list[Path], output: str | Path, tokenizer: str = "cl10
         if not manifests:
             raise LokiError(f"no documents in {', '.join(map(str, files))}")
         swap_in(staging, output, sorted(manifests))
+        done = True
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        for folder in [] if done else made:  # deepest first
+            try:
+                folder.rmdir()
+            except OSError:  # not empty: it holds an earlier set or someone else's files
+                break
     seconds = time.time() - started
     for source, m in manifests.items():
-        log(f"loki tokenize: {source}: {m['num_documents']} documents, {m['num_tokens']} tokens, "
-            f"{len(m['shards'])} shard(s), {m['empty_documents_skipped']} empty skipped "
-            f"-> {output / source}")
+        empty = m["empty_documents_skipped"]
+        log(f"loki tokenize: {source}: {_count(m['num_documents'], 'document')}, "
+            f"{_count(m['num_tokens'], 'token')} in {_count(len(m['shards']), 'shard')}"
+            + (f" ({_count(empty, 'empty document')} skipped)" if empty else "")
+            + f" -> {output / source}")
     n_tokens = sum(m["num_tokens"] for m in manifests.values())
-    log(f"loki tokenize: {n_tokens} tokens in {seconds:.1f} s ({n_tokens / max(seconds, 1e-9):,.0f}"
-        f" tokens/s, {tasks} task(s), {min(workers, tasks)} worker(s))")
+    log(f"loki tokenize: {_count(n_tokens, 'token')} from {_count(len(files), 'file')} in "
+        f"{seconds:.1f} s ({n_tokens / max(seconds, 1e-9):,.0f} tokens/s; "
+        f"{_count(tasks, 'task')}, {_count(min(workers, tasks), 'worker')})")
     return manifests
+
+
+def _count(n: int, thing: str) -> str:
+    return f"{n:,} {thing}{'' if n == 1 else 's'}"
 
 
 def build_parser():
     from jsonargparse import ActionConfigFile, ArgumentParser
 
-    parser = ArgumentParser(prog="loki tokenize", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", action=ActionConfigFile)
+    parser = ArgumentParser(prog="loki tokenize", description=DESCRIPTION)
+    parser.add_argument("--config", action=ActionConfigFile, help="YAML config file")
     parser.add_argument("--inputs", type=list[str], required=True,
                         help="files, folders or globs of *.jsonl.gz / *.jsonl / *.parquet / *.txt")
     parser.add_argument("--output", type=str, required=True,
                         help="folder that receives one shard folder per source")
     parser.add_argument("--tokenizer", type=str, default="cl100k_base",
-                        help="'cl100k_base' or the folder of a tokenizer saved by `loki tokenizer`")
+                        help="'cl100k_base' or the folder of a tokenizer saved by 'loki "
+                             "tokenizer prune'")
     parser.add_argument("--shard_tokens", type=int, default=1 << 28,
                         help="tokens per shard file before starting the next one")
     parser.add_argument("--default_source", type=str, default="web",
-                        help="source tag for documents without metadata.source")
+                        help="source tag for documents without metadata.source (it names "
+                             "their shard folder)")
     parser.add_argument("--tasks", type=int, default=1,
-                        help="datatrove tasks (contiguous runs of the sorted input files); the "
-                             "output is deterministic for a given number of tasks")
+                        help="datatrove tasks (contiguous runs of the input files); the same "
+                             "inputs and task count give byte-identical shards")
     parser.add_argument("--workers", type=int, default=1,
                         help="tasks run at once (local processes; 1 = in this process)")
+    parser.add_argument("--verbose", type=bool, nargs="?", const=True, default=False,
+                        help=f"libraries' logs (datatrove's) on the terminal, not in {LOG}")
     return parser
 
 
@@ -269,15 +259,21 @@ def parse_config(path: str | Path):
 
 
 def main(argv: list[str] | None = None) -> None:
+    from loki.console import nested, quiet_console, say
+
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     check_writable(args.output)  # before the inputs are even listed
-    tokenize_files(expand_inputs(args.inputs), args.output, args.tokenizer, args.shard_tokens,
-                   args.default_source, tasks=args.tasks, workers=args.workers)
+    files = expand_inputs(args.inputs, log=lambda line: say(f"loki tokenize: {line}"))
+    own_log = not (args.verbose or nested())  # else the log of `loki demo`, or the terminal
+    with quiet_console(LOG, args.verbose, title=" ".join(["loki tokenize", *argv])):
+        tokenize_files(files, args.output, args.tokenizer, args.shard_tokens,
+                       args.default_source, log=say, tasks=args.tasks, workers=args.workers)
+    if own_log:
+        say(f"library logs and warnings: {LOG} (--verbose shows them here)")
 
 
 if __name__ == "__main__":  # datatrove's spawned workers re-import this module
-    import sys
-
     try:
         main()
     except LokiError as err:

@@ -26,7 +26,7 @@ class TokenizeTask(PipelineStep):
     def run(self, data=None, rank: int = 0, world_size: int = 1):
         folder = Path(self.staging) / "parts" / f"{rank:05d}"
         try:
-            with self.track_time():
+            with self.track_time("task"):  # figures per task, not per document
                 summary = tokenize_part([Path(f) for f in self.parts[rank]], folder,
                                         self.tokenizer, self.shard_tokens, self.default_source,
                                         self.batch_documents, self.inputs)
@@ -36,7 +36,7 @@ class TokenizeTask(PipelineStep):
             self.stat_update("failed")
             return
         for counts in summary.values():
-            self.stat_update("documents", value=counts["documents"])
-            self.stat_update("tokens", value=counts["tokens"])
-            self.stat_update("empty_documents_skipped", value=counts["empty"])
+            self.stat_update("documents", value=counts["documents"], unit="task")
+            self.stat_update("tokens", value=counts["tokens"], unit="task")
+            self.stat_update("empty_documents_skipped", value=counts["empty"], unit="task")
         yield from ()

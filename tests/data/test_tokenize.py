@@ -19,6 +19,11 @@ DOCS = [("web", "The quick brown fox jumps over the lazy dog. " * 3),
         ("web", "Whether 'tis nobler in the mind to suffer the slings and arrows.")]
 
 
+@pytest.fixture(autouse=True)
+def _in_tmp_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # runs/logs/tokenize.log goes here
+
+
 def _filter_output(folder):
     folder.mkdir()
     with gzip.open(folder / "00000.jsonl.gz", "wt") as f:
@@ -72,3 +77,112 @@ def test_corpus_mode_tokenizes_once_into_cached_shards(tmp_path):
     again.setup("fit")
     assert (folder / "web" / "manifest.json").stat().st_mtime_ns == mtime  # not redone
     assert len(list(dm.val_dataloader())) > 0
+
+
+def _loki_tokenize(argv: list[str], capsys) -> str:
+    """``loki tokenize argv`` expected to fail: its one error line."""
+    from loki.cli import main as loki
+
+    with pytest.raises(SystemExit) as exit_:
+        loki(["tokenize", *argv])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("loki tokenize: error: "), err
+    return err
+
+
+@pytest.mark.parametrize("tag", ["wiki/en", "..", "../escaped", ".hidden", "a b", "x" * 101, 7,
+                                 "summary.json"])
+def test_a_source_tag_that_is_no_folder_name_is_refused_naming_it(tmp_path, capsys, tag):
+    bad = tmp_path / "tagged.jsonl"
+    bad.write_text(json.dumps({"text": "fine", "metadata": {"source": "web"}}) + "\n"
+                   + json.dumps({"text": "hello", "metadata": {"source": tag}}) + "\n")
+    err = _loki_tokenize(["--inputs", f"[{bad}]", "--output", str(tmp_path / "out")], capsys)
+    assert "tagged.jsonl" in err and f"source tag {tag!r}" in err
+    assert not (tmp_path / "escaped").exists() and not list(tmp_path.glob("out/*-00000.*"))
+    err = _loki_tokenize(["--inputs", f"[{bad}]", "--output", str(tmp_path / "out"),
+                          "--default_source", "a/b"], capsys)
+    assert "default_source: source tag 'a/b'" in err
+
+
+def test_tags_named_like_the_staging_folders_are_ordinary_sources(tmp_path):
+    from loki.data.tokenize import tokenize_files
+
+    tags = ["parts", "logs", "sources", "old", "summary", "error.txt", "web.v2"]
+    files = []
+    for f in range(2):
+        files.append(tmp_path / f"{f}.jsonl")
+        files[-1].write_text("".join(json.dumps({"text": f"document {f} of {t}",
+                                                 "metadata": {"source": t}}) + "\n" for t in tags))
+    out = tmp_path / "shards"
+    tokenize_files(files, out, tasks=2, log=lambda m: None)
+    assert sorted(p.name for p in out.iterdir()) == sorted(tags)
+    for tag in tags:  # each holds its own set and nothing of the staging's
+        shards = TokenShardSet.open(str(out / tag))
+        shards.check("full")
+        assert shards.manifest["num_documents"] == 2
+        names = [n for s in shards.manifest["shards"] for n in (s["tokens"], s["docs"])]
+        assert sorted(p.name for p in (out / tag).iterdir()) == sorted(["manifest.json", *names])
+
+
+def test_a_record_that_is_no_object_is_named_by_its_line_with_workers(tmp_path, capsys):
+    good = tmp_path / "a.jsonl"
+    good.write_text("".join(json.dumps({"text": f"document {k}"}) + "\n" for k in range(50)))
+    bad = tmp_path / "b.jsonl"
+    bad.write_text(json.dumps({"text": "fine"}) + "\n\n" + '["a", "b"]\n')
+    err = _loki_tokenize(["--inputs", f"[{good}, {bad}]", "--output", str(tmp_path / "out"),
+                          "--tasks", "2", "--workers", "2"], capsys)
+    assert err.endswith(f"{bad}:3: expected an object with a 'text' string, not an array")
+
+
+def test_a_file_named_twice_is_tokenized_once(tmp_path, capfd):
+    multi = tmp_path / "multi"
+    multi.mkdir()
+    for k in (1, 2):
+        (multi / f"p{k}.jsonl").write_text(json.dumps({"text": f"part {k}"}) + "\n")
+    main(["--inputs", f"[{multi}, {multi}/p1.jsonl]", "--output", str(tmp_path / "out")])
+    manifest = TokenShardSet.open(str(tmp_path / "out" / "web")).manifest
+    assert manifest["num_documents"] == 2
+    assert manifest["inputs"] == [str(multi / "p1.jsonl"), str(multi / "p2.jsonl")]
+    out = capfd.readouterr().out
+    assert f"1 input file(s) named more than once, read once: {multi}/p1.jsonl" in out
+
+
+def test_the_console_gets_a_summary_and_datatrove_goes_to_the_log(tmp_path, capfd):
+    inputs = _filter_output(tmp_path / "filtered")
+    for tasks in ("1", "2"):  # the second run logs into a new console, the first one closed
+        main(["--inputs", f"[{inputs}]", "--output", "shards", "--tasks", tasks, "--workers", tasks])
+        out, err = capfd.readouterr()
+    tokens = [len(LokiTokenizer.from_spec("cl100k_base").encode(t)) + 1 for _, t in DOCS]
+    assert out.splitlines()[:2] == [
+        f"loki tokenize: synthetic: 1 document, {tokens[1]} tokens in 1 shard -> shards/synthetic",
+        f"loki tokenize: web: 2 documents, {tokens[0] + tokens[2]} tokens in 1 shard -> shards/web"]
+    assert out.splitlines()[2].startswith(f"loki tokenize: {sum(tokens)} tokens from 1 file in ")
+    assert out.splitlines()[3:] == [
+        "library logs and warnings: runs/logs/tokenize.log (--verbose shows them here)"]
+    assert err == ""
+    log = (tmp_path / "runs" / "logs" / "tokenize.log").read_text()
+    assert "Processing done for rank=0" in log and "Stats: All 2 tasks" in log
+    assert "Logging error" not in log  # (a sink left on the closed log of an earlier run)
+    assert "/task]" in log and "/doc]" not in log  # the figures are per task
+    main(["--inputs", f"[{inputs}]", "--output", "shards", "--verbose", "true"])
+    out, err = capfd.readouterr()
+    assert "Processing done for rank=0" in err and "library logs" not in out
+
+
+def test_in_a_verbose_demo_libraries_stay_on_the_terminal(tmp_path, capfd):
+    from loki.console import muted
+
+    with muted():  # what a stage of `loki demo --verbose true` runs in
+        main(["--inputs", f"[{_filter_output(tmp_path / 'filtered')}]", "--output", "shards"])
+    out, err = capfd.readouterr()
+    assert "Processing done for rank=0" in err and "library logs" not in out
+    assert not (tmp_path / "runs").exists()
+
+
+def test_help_is_plain_text(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "loki tokenize: filtered documents -> token shards" in out
+    assert "``" not in out and "`" not in out and "--verbose" in out

@@ -12,6 +12,7 @@ import pytest
 from loki.cli import main as loki
 from loki.data.shards import TokenShardSet
 from loki.data.tokenize import plan_tasks, tokenize_files
+from loki.errors import LokiError
 from loki.tokenizer import LokiTokenizer
 
 WORDS = "river stone light paper garden window music winter orange silver market engine".split()
@@ -96,11 +97,13 @@ def test_tasks_split_files_contiguously_by_size(tmp_path):
     assert plan_tasks(files, 8)[0] and sum(map(len, plan_tasks(files, 8))) == 5
 
 
-def test_failed_run_leaves_the_earlier_set_byte_identical(tmp_path, capsys):
+def test_failed_run_leaves_the_earlier_set_byte_identical(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     files = corpus(tmp_path / "in", files=2)
     out = tmp_path / "shards"
     tokenize_files(files, out, log=lambda m: None)
     before = files_bytes(out)
+    capsys.readouterr()  # datatrove's lines of that run, outside a quiet console
     bad = tmp_path / "bad" / "00000.jsonl"
     bad.parent.mkdir()
     bad.write_text("".join(json.dumps({"text": f"doc {k}"}) + "\n" for k in range(301))
@@ -109,9 +112,9 @@ def test_failed_run_leaves_the_earlier_set_byte_identical(tmp_path, capsys):
         loki(["tokenize", "--inputs", json.dumps([str(files[0]), str(bad)]), "--output", str(out),
               "--tasks", "2"])
     assert exit_.value.code == 2
-    err = capsys.readouterr().err.strip()  # (above it: datatrove's progress log lines)
-    assert err.splitlines()[-1].startswith("loki tokenize: error: ") and "Traceback" not in err
-    assert "00000.jsonl: record 301 has no 'text'" in err.splitlines()[-1]
+    err = capsys.readouterr().err.strip()  # datatrove's lines are in runs/logs/tokenize.log
+    assert err.count("\n") == 0 and err.startswith("loki tokenize: error: ")
+    assert err.endswith("00000.jsonl:302: the record has no 'text' string")
     assert files_bytes(out) == before
 
 
@@ -133,3 +136,19 @@ def test_unwritable_output_is_a_one_line_error_before_any_work(tmp_path, capsys,
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "a-file" in err and "not a folder" in err
     assert files_bytes(tmp_path) == before and not (tmp_path / "work").exists()
+
+
+@pytest.mark.parametrize("bad_file, tasks", [
+    ("zz.parquet", 1), ("zz.txt", 2), ("zz-tag.jsonl", 2), ("zz-array.jsonl", 1)])
+def test_a_failed_run_removes_the_folders_it_created(tmp_path, bad_file, tasks):
+    files = corpus(tmp_path / "in", files=2)
+    bad = tmp_path / "in" / bad_file
+    bad.write_bytes({"zz.parquet": b"PAR1 cut short", "zz.txt": b"caf\xe9",
+                     "zz-tag.jsonl": b'{"text": "x", "metadata": {"source": "../up"}}\n',
+                     "zz-array.jsonl": b'["x"]\n'}[bad_file])
+    (tmp_path / "mine").mkdir()  # an empty folder the user made stays
+    before = sorted(tmp_path.rglob("*"))
+    for output in (tmp_path / "new" / "shards", tmp_path / "mine"):
+        with pytest.raises(LokiError, match=bad_file):
+            tokenize_files([*files, bad], output, tasks=tasks, workers=tasks, log=lambda m: None)
+        assert sorted(tmp_path.rglob("*")) == before
