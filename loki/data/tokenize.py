@@ -34,14 +34,12 @@ from pathlib import Path
 
 import numpy as np
 
-from loki.cli import LOG_DIR
 from loki.data.tokenize_inputs import check_source, expand_inputs, read_documents
 from loki.errors import LokiError
 from loki.output import check_writable
 
 DESCRIPTION = " ".join(__doc__.split("\n\n")[:2]).replace("``", "")  # --help: plain text
 # datatrove's task logs and stats, as `loki filter` keeps them in runs/logs/filter.log
-LOG = os.path.join(LOG_DIR, "tokenize.log")
 
 # The staging folder <output>/.tokenize-<id>/. Shard sets always sit in a `sources/` folder of
 # their own, so that no source tag can meet the staging's other files:
@@ -248,8 +246,6 @@ def build_parser():
                              "inputs and task count give byte-identical shards")
     parser.add_argument("--workers", type=int, default=1,
                         help="tasks run at once (local processes; 1 = in this process)")
-    parser.add_argument("--verbose", type=bool, nargs="?", const=True, default=False,
-                        help=f"libraries' logs (datatrove's) on the terminal, not in {LOG}")
     return parser
 
 
@@ -259,18 +255,15 @@ def parse_config(path: str | Path):
 
 
 def main(argv: list[str] | None = None) -> None:
-    from loki.console import nested, quiet_console, say
+    """``loki tokenize``: its quiet console (datatrove's logs in ``runs/logs/tokenize.log``,
+    ``--verbose`` to keep them here) is opened by ``loki.cli`` around this."""
+    from loki.console import say
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     check_writable(args.output)  # before the inputs are even listed
     files = expand_inputs(args.inputs, log=lambda line: say(f"loki tokenize: {line}"))
-    own_log = not (args.verbose or nested())  # else the log of `loki demo`, or the terminal
-    with quiet_console(LOG, args.verbose, title=" ".join(["loki tokenize", *argv])):
-        tokenize_files(files, args.output, args.tokenizer, args.shard_tokens,
-                       args.default_source, log=say, tasks=args.tasks, workers=args.workers)
-    if own_log:
-        say(f"library logs and warnings: {LOG} (--verbose shows them here)")
+    tokenize_files(files, args.output, args.tokenizer, args.shard_tokens,
+                   args.default_source, log=say, tasks=args.tasks, workers=args.workers)
 
 
 if __name__ == "__main__":  # datatrove's spawned workers re-import this module

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from loki.cli import main as loki
 from loki.data.datamodule import LokiDataModule
 from loki.data.shards import TokenShardSet
 from loki.data.tokenize import main
@@ -81,8 +82,6 @@ def test_corpus_mode_tokenizes_once_into_cached_shards(tmp_path):
 
 def _loki_tokenize(argv: list[str], capsys) -> str:
     """``loki tokenize argv`` expected to fail: its one error line."""
-    from loki.cli import main as loki
-
     with pytest.raises(SystemExit) as exit_:
         loki(["tokenize", *argv])
     assert exit_.value.code == 2
@@ -151,7 +150,8 @@ def test_a_file_named_twice_is_tokenized_once(tmp_path, capfd):
 def test_the_console_gets_a_summary_and_datatrove_goes_to_the_log(tmp_path, capfd):
     inputs = _filter_output(tmp_path / "filtered")
     for tasks in ("1", "2"):  # the second run logs into a new console, the first one closed
-        main(["--inputs", f"[{inputs}]", "--output", "shards", "--tasks", tasks, "--workers", tasks])
+        loki(["tokenize", "--inputs", f"[{inputs}]", "--output", "shards", "--tasks", tasks,
+              "--workers", tasks])
         out, err = capfd.readouterr()
     tokens = [len(LokiTokenizer.from_spec("cl100k_base").encode(t)) + 1 for _, t in DOCS]
     assert out.splitlines()[:2] == [
@@ -165,7 +165,7 @@ def test_the_console_gets_a_summary_and_datatrove_goes_to_the_log(tmp_path, capf
     assert "Processing done for rank=0" in log and "Stats: All 2 tasks" in log
     assert "Logging error" not in log  # (a sink left on the closed log of an earlier run)
     assert "/task]" in log and "/doc]" not in log  # the figures are per task
-    main(["--inputs", f"[{inputs}]", "--output", "shards", "--verbose", "true"])
+    loki(["tokenize", "--inputs", f"[{inputs}]", "--output", "shards", "--verbose", "true"])
     out, err = capfd.readouterr()
     assert "Processing done for rank=0" in err and "library logs" not in out
 
@@ -182,7 +182,7 @@ def test_in_a_verbose_demo_libraries_stay_on_the_terminal(tmp_path, capfd):
 
 def test_help_is_plain_text(capsys):
     with pytest.raises(SystemExit):
-        main(["--help"])
+        loki(["tokenize", "--help"])
     out = capsys.readouterr().out
     assert "loki tokenize: filtered documents -> token shards" in out
     assert "``" not in out and "`" not in out and "--verbose" in out
