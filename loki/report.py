@@ -21,7 +21,8 @@ Artifacts read (defaults; each can be given explicitly):
 Scores print as percentages (``51.5%``), times as seconds (``28.0 s``); report.json keeps the raw
 numbers (fractions, seconds) and each table's ``formats`` says how a column is printed.
 
-The sections are read in ``loki/report_sections.py`` and rendered in ``loki/report_render.py``;
+The sections are read in ``loki/report_sections.py`` (those from metrics.csv in
+``loki/report_training.py``) and rendered in ``loki/report_render.py``;
 this module finds the artifacts, writes REPORT.md, report.json and the plots, and is the command.
 """
 
@@ -42,14 +43,18 @@ from loki.redact import redact
 from loki.report_render import PLOT_SECTION, draw_plots, render
 from loki.report_sections import (
     compare_section,
-    distill_section,
     eval_section,
     filter_section,
     load_json,
     probes_section,
-    rollback_section,
     safe_section,
     tokenizer_section,
+)
+from loki.report_training import (
+    distill_section,
+    distill_summary,
+    own_step_values,
+    rollback_section,
     training_section,
 )
 
@@ -119,12 +124,15 @@ def build_report(run_dir: str | Path = "runs/demo", data_root: str | Path = "dat
     found = resolve_paths(cfg)
     out_md = Path(cfg.out or f"{cfg.run_dir}/REPORT.md")
     out_md.parent.mkdir(parents=True, exist_ok=True)
-    rows, metrics_err = None, None
+    rows, metrics_err, repeats = None, None, None
     if found["metrics_csv"] and os.path.isfile(found["metrics_csv"]):
         try:
             rows = read_metrics(found["metrics_csv"])
         except (OSError, csv.Error) as err:
             metrics_err = f"cannot read {found['metrics_csv']}: {err}"
+        else:
+            every_n = (distill_summary(found["metrics_csv"]) or {}).get("every_n_batches")
+            rows, repeats = own_step_values(rows, every_n)
     sections = {
         "filter": safe_section(filter_section, found["filter_report"]),
         "tokenizer": safe_section(tokenizer_section, found["prune_report"]),
@@ -135,6 +143,10 @@ def build_report(run_dir: str | Path = "runs/demo", data_root: str | Path = "dat
         "compare": safe_section(compare_section, found["compare"]),
         "probes": safe_section(probes_section, found["probes"], cfg.max_samples),
     }
+    for key in ("training", "distillation"):
+        if repeats and sections[key]["status"] == "ok":
+            sections[key]["note"] = " ".join(filter(None, [repeats + ".",
+                                                           sections[key].get("note")]))
     report: dict[str, Any] = {"run_dir": cfg.run_dir, "config": asdict(cfg), "artifacts": found,
                               "sections": sections}
     hf_export = Path(cfg.run_dir) / "hf"

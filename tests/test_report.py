@@ -18,8 +18,10 @@ pytest.importorskip("matplotlib")
 
 def _write_metrics(path: Path) -> None:
     """12 logged steps of a run with a rollback at step 6 (tokens go back) and distillation
-    on every 4th step, laid out like Lightning's CSVLogger (sparse rows, 'step' column)."""
-    cols = ["step", "trainer/tokens_seen", "train/loss", "train/micro_batches",
+    on every 4th step, laid out like Lightning's CSVLogger (sparse rows, 'step' column): a row
+    holds what its step measured (train/loss on LM steps, distill values on the others)."""
+    cols = ["step", "trainer/tokens_seen", "train/loss", "train/distill_loss",
+            "train/micro_batches",
             "batch/sequences", "rollback/count", "rollback/spike_step", "rollback/target_step",
             "distill/win_rate/ground_truth", "distill/win_rate/smollm", "distill/loss/smollm",
             "distill/loss/ground_truth", "distill/samples", "val/loss", "val/ppl"]
@@ -32,7 +34,8 @@ def _write_metrics(path: Path) -> None:
         if step == 6:
             row.update({"rollback/spike_step": 6, "rollback/target_step": 4})
         if step % 4 == 3:
-            row.update({"distill/win_rate/ground_truth": 0.25, "distill/win_rate/smollm": 0.75,
+            del row["train/loss"]
+            row.update({"train/distill_loss": 1.0, "distill/win_rate/ground_truth": 0.25, "distill/win_rate/smollm": 0.75,
                         "distill/loss/smollm": 1.5, "distill/loss/ground_truth": 2.5,
                         "distill/samples": 4 if step == 3 else 12})
         rows.append(row)
@@ -137,6 +140,9 @@ def test_tables_match_json_and_plots_exist(tmp_path: Path) -> None:
     assert gt[0] == "ground_truth" and gt[1] == pytest.approx(0.25)
     assert smollm[1] == pytest.approx(0.75) and smollm[3] == 3
     assert sections["rollbacks"]["table"]["rows"][0][:3] == [1, 6, 1856]
+    training = dict(sections["training"]["table"]["rows"])
+    assert training["LM steps logged (rows with train/loss)"] == 9
+    assert training["distillation steps logged (rows with train/distill_loss)"] == 3
     evals = {(r[0], r[1]): r for r in sections["eval"]["table"]["rows"]}
     assert evals[("loki_demo_cloze", "acc_norm")][2:] == [0.55, 0.04, 0.25]  # chance beside it
     # percentages and seconds read as such; the decontamination row names its documents
@@ -185,6 +191,33 @@ def test_metrics_without_distill_or_rollback(tmp_path: Path) -> None:
     assert s["distillation"]["status"] == NOT_RUN and "did not run" in s["distillation"]["reason"]
     assert s["rollbacks"]["status"] == NOT_RUN
     assert set(report["plots"]) == {"loss_vs_tokens"}
+
+
+def test_rows_written_with_repeated_values_are_read_by_the_schedule(tmp_path: Path) -> None:
+    """A metrics.csv from before each row held only its own step's values: every row after the
+    first distillation step carries train/loss and the distill values, one of them repeated."""
+    run = tmp_path / "run"
+    run.mkdir()
+    lines = ["step,trainer/tokens_seen,train/loss,train/distill_loss,distill/win_rate/gt"]
+    lines += [f"{s},{64 * (s + 1)},{5.0 - 0.1 * s},1.5,0.5" for s in range(1, 12, 2)]
+    (run / "metrics.csv").write_text("\n".join(lines) + "\n")
+    s = build_report(run, tmp_path / "nodata")["sections"]
+    training = dict(s["training"]["table"]["rows"])
+    assert training["LM steps logged (rows with train/loss)"] == 6  # the schedule is unknown
+    assert "include repeated values" in s["training"]["note"]
+    (run / "distill_summary.json").write_text(json.dumps({"every_n_batches": 4,
+                                                          "distill_steps": 3, "sources": {}}))
+    report = build_report(run, tmp_path / "nodata")
+    s = report["sections"]
+    training = dict(s["training"]["table"]["rows"])
+    # logged steps 1, 3, 5, 7, 9, 11: 3, 7 and 11 distilled
+    assert training["LM steps logged (rows with train/loss)"] == 3
+    assert training["distillation steps logged (rows with train/distill_loss)"] == 3
+    assert training["last train loss"] == pytest.approx(4.1)  # step 9's, not step 11's repeat
+    assert s["distillation"]["table"]["rows"] == [["gt", 0.5, None, 3]]
+    assert "6 rows of metrics.csv carry both" in s["distillation"]["note"]
+    assert "3 distillation steps ran" in s["distillation"]["note"]
+    assert s["training"]["note"] in (run / "REPORT.md").read_text()
 
 
 def test_malformed_artifact_is_reported_not_raised(tmp_path: Path) -> None:

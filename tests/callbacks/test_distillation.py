@@ -84,7 +84,7 @@ def test_objective_logs_per_source_and_writes_summary(tmp_path, student, shards,
     batch = distill.steps(0)
     assert batch["input_ids"].shape == (1, 2, 2, 21) and batch["kind"] == "distill"
     # the demo report's table: win rate by source under both scorings, from that summary
-    from loki.report_sections import distill_section
+    from loki.report_training import distill_section
 
     rows = [{"distill/win_rate/ground_truth": 0.5, "distill/win_rate/lk": 0.5}]
     table = distill_section(rows, str(tmp_path / "metrics.csv"))["summary"]

@@ -15,7 +15,7 @@ from loki.data.datamodule import LokiDataModule
 from loki.metrics_csv import read_metrics
 from loki.metrics_log import ResumableCSVLogger
 from loki.module import LokiLM
-from loki.report_sections import distill_section, training_section
+from loki.report_training import distill_section, training_section
 from tests.distill.conftest import cache, loki_ckpt, shards, student  # noqa: F401 (fixtures)
 
 
@@ -62,6 +62,7 @@ def test_report_counts_the_steps_that_ran(tmp_path, student, shards, cache):  # 
     logged = [int(r["step"]) for r in rows]
     assert logged == [1, 3, 5, 7, 9, 11]
     items = dict(training_section(rows, "metrics.csv")["table"]["rows"])
-    assert items["LM steps logged"] == 3
+    assert items["LM steps logged (rows with train/loss)"] == 3
+    assert items["distillation steps logged (rows with train/distill_loss)"] == 3
     table = distill_section(rows, "metrics.csv")["table"]
     assert {r[0]: r[-1] for r in table["rows"]} == {"ground_truth": 3, "lk": 3}
