@@ -154,11 +154,14 @@ def build_report(run_dir: str | Path = "runs/demo", data_root: str | Path = "dat
     view = {"training": sections["training"], "rollbacks": sections["rollbacks"],
             "distillation": sections["distillation"], "filter": sections["filter"],
             "tokenizer": sections["tokenizer"]}
-    report["plots"] = draw_plots(view, rows, load_json(found["filter_report"])[0], out_md.parent)
+    plots = draw_plots(view, rows, load_json(found["filter_report"])[0])
+    report["plots"] = {name.removesuffix(".png"): name for name in plots}
     report["plot_sections"] = {k: PLOT_SECTION[k] for k in report["plots"]}
-    atomic.write_text(out_md.parent / "report.json",
-                      json.dumps(redact(report), indent=1, default=str))
-    atomic.write_text(out_md, render(report))
+    # one set: the page last, and a full disk leaves the earlier report as it was
+    atomic.write_all({**{out_md.parent / name: png for name, png in plots.items()},
+                      out_md.parent / "report.json": json.dumps(redact(report), indent=1,
+                                                                default=str),
+                      out_md: render(report)})
     return report
 
 

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from loki.atomic import NoRoomError
 from loki.errors import LokiError
 from loki.report import build_report, main
 from loki.report_render import cell
 from loki.report_sections import NOT_RUN
+from tests.helpers.full_disk import file_size_limit, snapshot
 
 pytest.importorskip("matplotlib")
 
@@ -218,6 +220,17 @@ def test_rows_written_with_repeated_values_are_read_by_the_schedule(tmp_path: Pa
     assert "6 rows of metrics.csv carry both" in s["distillation"]["note"]
     assert "3 distillation steps ran" in s["distillation"]["note"]
     assert s["training"]["note"] in (run / "REPORT.md").read_text()
+
+
+def test_a_full_disk_leaves_the_earlier_report(tmp_path: Path) -> None:
+    run, data = _fixtures(tmp_path)
+    build_report(run, data)
+    before = snapshot(run)
+    (run / "probes" / "probes.json").unlink()  # the new report would differ
+    with file_size_limit(16 << 10), pytest.raises(NoRoomError, match="left as they were"):
+        build_report(run, data)  # a PNG does not fit
+    after = snapshot(run)
+    assert after == {k: v for k, v in before.items() if k != "probes/probes.json"}
 
 
 def test_malformed_artifact_is_reported_not_raised(tmp_path: Path) -> None:
