@@ -165,6 +165,7 @@ def test_tables_match_json_and_plots_exist(tmp_path: Path) -> None:
 
 def test_missing_artifacts_say_not_run(tmp_path: Path, capsys) -> None:
     (tmp_path / "run").mkdir()
+    (tmp_path / "nodata").mkdir()
     main(["--run_dir", str(tmp_path / "run"), "--data_root", str(tmp_path / "nodata")])
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     md = (tmp_path / "run" / "REPORT.md").read_text()
@@ -183,11 +184,49 @@ def test_a_missing_run_folder_is_an_error_unless_out_is_given(tmp_path: Path) ->
     assert (tmp_path / "data-only" / "R.md").is_file() and not (tmp_path / "typo").exists()
 
 
+def test_paths_given_must_exist(tmp_path: Path) -> None:
+    run, data = _fixtures(tmp_path)
+    build_report(run, data)
+    before = snapshot(run)
+    for typo in (["--data_root", str(tmp_path / "dat")],
+                 ["--metrics_csv", str(run / "logs" / "metrix.csv")],
+                 ["--probes", str(run / "probes")]):  # a folder, not the JSON file
+        with pytest.raises(LokiError, match="not found: --" + typo[0][2:]):
+            main(["--run_dir", str(run), "--data_root", str(data), *typo])
+    assert snapshot(run) == before  # the good report is left as it was
+
+
+def test_out_is_a_markdown_file_and_nothing_else(tmp_path: Path, capsys) -> None:
+    run, data = _fixtures(tmp_path)
+    before = snapshot(tmp_path)
+    with pytest.raises(LokiError, match=r"--out .*runs is a folder; .*--out .*runs/REPORT.md"):
+        main(["--run_dir", str(run), "--data_root", str(data), "--out", str(run.parent)])
+    with pytest.raises(LokiError, match=r"rep_dc is not a Markdown file name; .*rep_dc/REPORT.md"):
+        main(["--run_dir", str(run), "--data_root", str(data), "--out", str(run / "rep_dc")])
+    assert snapshot(tmp_path) == before  # refused before anything is written
+    main(["--run_dir", str(run), "--data_root", str(data), "--out", str(tmp_path / "r" / "R.md")])
+    written = sorted(p.name for p in (tmp_path / "r").iterdir())
+    assert written == sorted(["R.md", "report.json", "batch_size_vs_tokens.png", "kd_win_rate.png",
+                              "kept_per_filter_stage.png", "loss_vs_tokens.png"])
+
+
+def test_help_describes_every_option(capsys) -> None:
+    from loki.report import ReportConfig
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for name in ReportConfig.__dataclass_fields__:
+        assert f"--{name}" in text
+    assert "The Markdown file to write, a path ending in .md" in text
+    assert "Probe samples shown in the report" in text
+
+
 def test_metrics_without_distill_or_rollback(tmp_path: Path) -> None:
     run = tmp_path / "run"
     run.mkdir()
     (run / "metrics.csv").write_text("step,trainer/tokens_seen,train/loss\n0,64,5.0\n1,128,4.0\n")
-    report = build_report(run, tmp_path / "nodata")
+    report = build_report(run, tmp_path / "run")  # a data folder without the data stages
     s = report["sections"]
     assert s["training"]["status"] == "ok"
     assert s["distillation"]["status"] == NOT_RUN and "did not run" in s["distillation"]["reason"]
@@ -203,13 +242,13 @@ def test_rows_written_with_repeated_values_are_read_by_the_schedule(tmp_path: Pa
     lines = ["step,trainer/tokens_seen,train/loss,train/distill_loss,distill/win_rate/gt"]
     lines += [f"{s},{64 * (s + 1)},{5.0 - 0.1 * s},1.5,0.5" for s in range(1, 12, 2)]
     (run / "metrics.csv").write_text("\n".join(lines) + "\n")
-    s = build_report(run, tmp_path / "nodata")["sections"]
+    s = build_report(run)["sections"]
     training = dict(s["training"]["table"]["rows"])
     assert training["LM steps logged (rows with train/loss)"] == 6  # the schedule is unknown
     assert "include repeated values" in s["training"]["note"]
     (run / "distill_summary.json").write_text(json.dumps({"every_n_batches": 4,
                                                           "distill_steps": 3, "sources": {}}))
-    report = build_report(run, tmp_path / "nodata")
+    report = build_report(run)
     s = report["sections"]
     training = dict(s["training"]["table"]["rows"])
     # logged steps 1, 3, 5, 7, 9, 11: 3, 7 and 11 distilled
