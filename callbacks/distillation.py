@@ -30,6 +30,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from loki import atomic
 from loki.distill.cache import CandidateCache
 from loki.distill.leaks import generate_checked
 from loki.distill.objective import MinCEConfig, candidate_metrics, min_ce_loss
@@ -282,8 +283,7 @@ class TeacherDistillation(Callback):
                        for i, n in enumerate(self.names)},
                    "selection": self.objective_config.selection,
                    "online_decontam": self.online_report}
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / self.summary_file).write_text(json.dumps(summary, indent=1) + "\n")
+        atomic.write_text(folder / self.summary_file, json.dumps(summary, indent=1) + "\n")
 
     def state_dict(self) -> dict[str, Any]:
         return {"every_n_batches": self.every_n, "distill_steps": self.distill_steps,

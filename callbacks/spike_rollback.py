@@ -67,9 +67,9 @@ from loki.data.order import key_of
 from loki.data.schedules import parse_tokens
 from loki.errors import LokiError
 from loki.host_copy import HostCopy
-from loki.module import host_scalar
 from loki.redact import redact
 from loki.snapshot import to_cpu
+from loki.step_logging import host_scalar
 
 log = logging.getLogger(__name__)
 

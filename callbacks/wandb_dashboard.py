@@ -28,9 +28,9 @@ from typing import Any
 
 import lightning as L
 
-from loki.module import host_scalar
 from loki.redact import REDACTED, is_secret, redact, secret_paths
 from loki.redact import plain as _plain
+from loki.step_logging import host_scalar
 
 __all__ = ["REDACTED", "WandbDashboard", "is_secret", "redact", "secret_paths"]
 

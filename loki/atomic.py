@@ -5,17 +5,24 @@ final rename never crosses a filesystem; ``TMPDIR`` on tmpfs would turn it into 
 kill can cut short), flushed and fsynced, then ``os.replace``d over the target, then the folder
 fsynced so the rename itself survives a crash. Temp files carry a fixed prefix and suffix so
 that a later start can find and remove the ones a kill left behind (``clean_stale``).
+
+A write that finds no room (a full disk, a quota, a file-size limit) raises :class:`NoRoomError`,
+a ``LokiError`` that is also an ``OSError``: ``loki`` prints it on one line, and the target is
+left as it was. :func:`write_all` writes several files as one: all or none of them change.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
+
+from loki.errors import LokiError
 
 log = logging.getLogger(__name__)
 
@@ -47,26 +54,54 @@ def fsync_dir(folder: str | Path) -> None:
         os.close(fd)
 
 
-@contextlib.contextmanager
-def atomic_write(path: str | Path, mode: str = "wb", **open_kwargs) -> Iterator[IO]:
-    """Open a temp file beside ``path``; on a clean exit it replaces ``path`` atomically.
+_NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
-    On an exception the temp file is removed and ``path`` is untouched."""
-    path = Path(path)
+
+class NoRoomError(LokiError, OSError):
+    """A write found no room; the file it was to replace is left as it was."""
+
+
+@contextlib.contextmanager
+def _no_room_is_one_line(path: Path, kept: str) -> Iterator[None]:
+    try:
+        yield
+    except NoRoomError:
+        raise
+    except OSError as err:
+        if err.errno not in _NO_ROOM:
+            raise
+        raise NoRoomError(err.errno, f"{err.strerror}; {kept}", str(path)) from err
+
+
+@contextlib.contextmanager
+def _temp_beside(path: Path, mode: str, **open_kwargs) -> Iterator[tuple[IO, str]]:
+    """A temp file in ``path``'s folder, flushed and fsynced on a clean exit; removed on an
+    exception."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}.", suffix=TMP_SUFFIX,
                                dir=path.parent)
     try:
         os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, mode, **open_kwargs) as f:
-            yield f
+            yield f, tmp
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | Path, mode: str = "wb", **open_kwargs) -> Iterator[IO]:
+    """Open a temp file beside ``path``; on a clean exit it replaces ``path`` atomically.
+
+    On an exception the temp file is removed and ``path`` is untouched."""
+    path = Path(path)
+    with _no_room_is_one_line(path, f"{path.name} is left as it was"):
+        with _temp_beside(path, mode, **open_kwargs) as (f, tmp):
+            yield f
+        os.replace(tmp, path)
     fsync_dir(path.parent)
 
 
@@ -78,6 +113,33 @@ def write_bytes(path: str | Path, data: bytes) -> None:
 def write_text(path: str | Path, text: str) -> None:
     with atomic_write(path, "w", encoding="utf-8") as f:
         f.write(text)
+
+
+def write_all(files: dict[str | Path, str | bytes]) -> None:
+    """Write several files as one: every content goes to a temp file beside its target first,
+    and only once all are on disk are they renamed over their targets, in the order given (put
+    a file that vouches for the others, a marker, last). A write that fails leaves every target
+    as it was."""
+    staged: list[tuple[str, Path]] = []
+    names = ", ".join(Path(p).name for p in files)
+    try:
+        for path, data in files.items():
+            path = Path(path)
+            with _no_room_is_one_line(path, f"{names} are left as they were"):
+                with _temp_beside(path, "wb" if isinstance(data, bytes) else "w",
+                                  **({} if isinstance(data, bytes) else {"encoding": "utf-8"})
+                                  ) as (f, tmp):
+                    staged.append((tmp, path))
+                    f.write(data)
+    except BaseException:
+        for tmp, _ in staged:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        raise
+    for tmp, path in staged:
+        os.replace(tmp, path)
+    for folder in {path.parent for _, path in staged}:
+        fsync_dir(folder)
 
 
 def is_temp(name: str) -> bool:

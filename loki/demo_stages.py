@@ -286,7 +286,7 @@ def _stage_report(cfg: DemoConfig) -> dict[str, Any]:
     from loki.report import build_report
 
     run = Path(cfg.run_dir)
-    build_report(run, cfg.root, table1_md=str(run / "eval" / "results.md"))
+    build_report(run, cfg.root)  # the Table-1 Markdown is eval/results.md by default
     return {"report": str(run / "REPORT.md"), "line": f"open {run / 'REPORT.md'}"}
 
 

@@ -13,9 +13,11 @@ use the small surface documented here:
   training device; ``last_train_loss_copy``: the same on its way to the host
   (``loki.host_copy.HostCopy``), for callbacks that must not synchronize every step.
 
-It logs ``train/loss`` (and the LR, tokens seen and micro-batches) every step without reading the
-GPU: numbers known on the host go in as CPU tensors, and the progress bar's ``loss`` is a step or
-so late, copied back without waiting (``loki.host_copy``).
+It logs ``train/loss`` on plain LM steps only (a distillation step logs ``train/<kind>_loss`` and
+its objective's metrics instead; no row repeats an earlier step's value: ``loki.step_logging``),
+and the LR, tokens seen and micro-batches every step, all without reading the GPU: numbers known
+on the host go in as CPU tensors, and the progress bar's ``loss`` is a step or so late, copied
+back without waiting (``loki.host_copy``).
 
 Optimization is manual so that one training step is one optimizer step over a variable number
 of accumulated micro-batches (batch-size warmup grows that number, never the micro-batch).
@@ -43,6 +45,7 @@ from loki.model import Loki
 from loki.precision import check_optimizer, precompute_float8_scales
 from loki.schedule import TokenCosineSchedule
 from loki.sharding import ShardingConfig, configure_loki, full_tensor, gradient_sync
+from loki.step_logging import forget_previous_step, host_scalar
 
 # Init arguments are saved in checkpoints; distributed (FSDP2) checkpoints are resumed with
 # weights-only loading, which refuses classes that are not allow-listed.
@@ -157,6 +160,7 @@ class LokiLM(L.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         opt = self.optimizers()
         kind = batch.get("kind", "lm")
+        forget_previous_step(self.trainer)  # the row of this step holds only what it logs
         micro_batches = list(_split_micro_batches(batch))
         step_tokens = sum(mb["input_ids"].numel() for mb in micro_batches)
         self.flops_per_batch = sum(
@@ -293,14 +297,6 @@ class LokiLM(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.tokens_seen = int(checkpoint.get("loki", {}).get("tokens_seen", 0))
-
-
-def host_scalar(value: float | int | torch.Tensor) -> torch.Tensor:
-    """A number known on the host, as a CPU tensor for ``LightningModule.log``. Given a plain
-    number, ``log`` makes a tensor of it on the module's device: a blocking host-to-GPU copy,
-    every step, for every such metric. A CPU tensor stays where it is until the logger reads it.
-    Pass numbers known on the host: ``float()`` of a GPU tensor would sync all the same."""
-    return torch.tensor(float(value), dtype=torch.float32)
 
 
 def _split_micro_batches(batch: dict[str, Any]) -> Iterator[dict[str, Any]]:

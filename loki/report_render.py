@@ -3,12 +3,13 @@
 :func:`render` writes REPORT.md from the report dict alone, every value through :func:`cell`, so
 the page never shows a number that report.json does not hold. :func:`draw_plots` draws loss and
 batch size against tokens, KD win rates and the text kept per filter stage with matplotlib (the
-``report`` extra), imported when the plots are drawn.
+``report`` extra), imported when the plots are drawn, into memory: ``loki report`` writes them
+together with the page (``loki.atomic.write_all``).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import io
 from typing import Any
 
 from loki._optional import require
@@ -22,18 +23,20 @@ PLOT_SECTION = {"loss_vs_tokens": "training", "batch_size_vs_tokens": "training"
 
 
 def draw_plots(report: dict[str, Any], rows: list[dict[str, float]] | None,
-               filter_json: Any, out_dir: Path) -> dict[str, str]:
+               filter_json: Any) -> dict[str, bytes]:
+    """The plots as PNG bytes by file name; ``loki report`` writes them with the page."""
     mpl = require("matplotlib", "report")
     mpl.use("Agg")
     import matplotlib.pyplot as plt
 
-    made: dict[str, str] = {}
+    made: dict[str, bytes] = {}
 
     def save(fig: Any, name: str) -> None:
         fig.tight_layout()
-        fig.savefig(out_dir / name, dpi=110)
+        png = io.BytesIO()
+        fig.savefig(png, format="png", dpi=110)
         plt.close(fig)
-        made[name.removesuffix(".png")] = name
+        made[name] = png.getvalue()
 
     if rows is not None and report["training"]["status"] == "ok":
         fig, ax = plt.subplots(figsize=(7, 4))

@@ -1,4 +1,6 @@
-"""The sections of ``loki report``: each pipeline stage's artifact read into tables.
+"""The sections of ``loki report``: each pipeline stage's artifact read into tables (the
+training, rollback and distillation sections, read from metrics.csv, are in
+``loki/report_training.py``).
 
 A section is ``{"status": "ok", "source": <path>, "table": ...}`` plus what its stage adds (a
 second table, a note, an average), or ``{"status": "not run", "reason": ...}`` naming the file
@@ -10,12 +12,8 @@ here writes a file or estimates a number that an artifact does not hold.
 from __future__ import annotations
 
 import json
-import math
 import os
-from pathlib import Path
 from typing import Any
-
-from loki.metrics_csv import metric_series
 
 NOT_RUN = "not run"
 _OUTPUT_KEYS = ("output", "completion", "generation", "response", "text")
@@ -34,20 +32,20 @@ def load_json(path: str | None) -> tuple[Any, str | None]:
 
 
 # --------------------------------------------------------------------------- sections
-def _table(columns: list[str], rows: list[list[Any]],
-           formats: dict[str, str] | None = None) -> dict[str, Any]:
+def make_table(columns: list[str], rows: list[list[Any]],
+               formats: dict[str, str] | None = None) -> dict[str, Any]:
     """A table; ``formats`` maps a column to how :func:`loki.report_render.cell` prints it."""
     return {"columns": columns, "rows": rows, "formats": formats or {}}
 
 
-def _not_run(reason: str) -> dict[str, Any]:
+def not_run(reason: str) -> dict[str, Any]:
     return {"status": NOT_RUN, "reason": reason}
 
 
 def filter_section(path: str | None) -> dict[str, Any]:
     report, err = load_json(path)
     if err:
-        return _not_run(f"filter report missing ({err}); run `loki filter`")
+        return not_run(f"filter report missing ({err}); run `loki filter`")
     rows, contaminated = [], []
     for s in report.get("stages", []):
         din, dout = s.get("docs_in"), s.get("docs_out")
@@ -68,12 +66,12 @@ def filter_section(path: str | None) -> dict[str, Any]:
                      s.get("seconds"), note])
     hits = report.get("benchmark_hits_per_task", {})
     out = {"status": "ok", "source": path,
-           "table": _table(["stage", "docs in", "docs out", "bytes in", "bytes out",
+           "table": make_table(["stage", "docs in", "docs out", "bytes in", "bytes out",
                             "docs kept", "time", "note"], rows,
                            {"docs kept": "percent", "time": "seconds"}),
-           "hits": _table(["task", "13-gram hits"], [[k, v] for k, v in hits.items()])}
+           "hits": make_table(["task", "13-gram hits"], [[k, v] for k, v in hits.items()])}
     if contaminated:
-        out["contaminated"] = _table(["contaminated document", "action", "benchmark text found"],
+        out["contaminated"] = make_table(["contaminated document", "action", "benchmark text found"],
                                      contaminated)
     return out
 
@@ -81,7 +79,7 @@ def filter_section(path: str | None) -> dict[str, Any]:
 def tokenizer_section(path: str | None) -> dict[str, Any]:
     r, err = load_json(path)
     if err:
-        return _not_run(f"tokenizer prune report missing ({err}); run `loki tokenizer prune`")
+        return not_run(f"tokenizer prune report missing ({err}); run `loki tokenizer prune`")
     bpt = r.get("bytes_per_token_held_out", {})
     items = [("vocab size", r.get("vocab_size")), ("base", r.get("base")),
              ("vocab hash", r.get("vocab_hash")), ("corpus bytes", r.get("corpus_bytes")),
@@ -93,106 +91,8 @@ def tokenizer_section(path: str | None) -> dict[str, Any]:
              ("bytes/token held-out, pruned", bpt.get("pruned")),
              ("pruned/base bytes-per-token ratio", bpt.get("ratio"))]
     return {"status": "ok", "source": path,
-            "table": _table(["item", "value"], [[k, v] for k, v in items]),
+            "table": make_table(["item", "value"], [[k, v] for k, v in items]),
             "bytes_per_token": bpt.get("pruned")}
-
-
-def training_section(rows: list[dict[str, float]] | None, path: str | None) -> dict[str, Any]:
-    if rows is None:
-        return _not_run(f"no metrics.csv ({path or 'nothing found under the run dir'}); attach "
-                        "a CSVLogger to `loki fit`")
-    train = metric_series(rows, "train/loss")
-    if not train:
-        return _not_run(f"{path} has no train/loss column")
-    val = metric_series(rows, "val/loss")
-    ppl = metric_series(rows, "val/ppl")
-    tokens = [int(r["trainer/tokens_seen"]) for r in rows if "trainer/tokens_seen" in r]
-    items = [("LM steps logged", len(train)), ("tokens seen (max)", max(tokens, default=None)),
-             ("first train loss", train[0][2]), ("last train loss", train[-1][2]),
-             ("min train loss", min(v for _, _, v in train)),
-             ("last val loss", val[-1][2] if val else None),
-             ("last val perplexity", ppl[-1][2] if ppl else None)]
-    return {"status": "ok", "source": path,
-            "table": _table(["item", "value"], [[k, v] for k, v in items])}
-
-
-def rollback_section(events_path: str | None, rows: list[dict[str, float]] | None
-                     ) -> dict[str, Any]:
-    cols = ["rollback", "spike step", "spike tokens", "loss", "to step", "to tokens", "seed",
-            "reason"]
-    if events_path and os.path.isfile(events_path):
-        events = []
-        with open(events_path) as f:
-            for line in f:
-                if line.strip():
-                    events.append(json.loads(line))
-        table = [[e.get("rollback"), e.get("spike_step"), e.get("spike_tokens"), e.get("loss"),
-                  e.get("target_step"), e.get("target_tokens"), e.get("seed"), e.get("reason")]
-                 for e in events]
-        return {"status": "ok", "source": events_path, "table": _table(cols, table),
-                "events": [{k: v for k, v in e.items() if k != "skipped_samples"}
-                           | {"skipped_samples": len(e.get("skipped_samples", []))}
-                           for e in events]}
-    if rows is None:
-        return _not_run("no rollback-events.jsonl and no metrics.csv")
-    spikes = metric_series(rows, "rollback/spike_step")
-    if not any("rollback/count" in r for r in rows) and not spikes:
-        return _not_run("LossSpikeRollback was not attached (no rollback/* metrics)")
-    targets = metric_series(rows, "rollback/target_step")
-    table = [[i + 1, s[2], s[1], None, t[2], None, None, "from metrics.csv"]
-             for i, (s, t) in enumerate(zip(spikes, targets, strict=False))]
-    return {"status": "ok", "source": "metrics.csv rollback/* columns",
-            "table": _table(cols, table),
-            "events": [{"spike_tokens": s[1]} for s in spikes]}
-
-
-def distill_section(rows: list[dict[str, float]] | None, path: str | None) -> dict[str, Any]:
-    if rows is None:
-        return _not_run("no metrics.csv")
-    prefix = "distill/win_rate/"
-    sources = sorted({k[len(prefix):] for r in rows for k in r if k.startswith(prefix)})
-    if not sources:
-        return _not_run(f"no {prefix}<source> columns in {path}: distillation did not run")
-    # win rates are per step; weight each step by its sample count when it was logged
-    table = []
-    for src in sources:
-        num = den = loss_sum = 0.0
-        steps = 0
-        for r in rows:
-            if prefix + src not in r:
-                continue
-            w = r.get("distill/samples", 1.0)
-            num += w * r[prefix + src]
-            den += w
-            loss_sum += r.get(f"distill/loss/{src}", math.nan)
-            steps += 1
-        table.append([src, num / den if den else None,
-                      loss_sum / steps if steps and not math.isnan(loss_sum) else None, steps])
-    section = {"status": "ok", "source": path,
-               "table": _table(["source", "win rate", "mean candidate loss", "logged rows"], table,
-                               {"win rate": "fraction"})}
-    by_scoring = _win_rates_by_scoring(path)
-    if by_scoring is not None:
-        section["summary"] = by_scoring
-    return section
-
-
-def _win_rates_by_scoring(metrics_path: str | None) -> dict[str, Any] | None:
-    """Win rate by source under both scorings, from the ``distill_summary.json`` that
-    ``TeacherDistillation`` writes next to metrics.csv: "ce" compares every candidate by the
-    student's CE per byte (like for like); "kl" lets soft-target positions score KL instead."""
-    if not metrics_path:
-        return None
-    summary, _ = load_json(str(Path(metrics_path).parent / "distill_summary.json"))
-    sources = (summary or {}).get("sources") or {}
-    if not sources or "win_rate_ce" not in next(iter(sources.values())):
-        return None
-    chosen = summary.get("selection", "ce")
-    ce = f"win rate, CE per byte{' (selected)' if chosen == 'ce' else ''}"
-    kl = f"win rate, KL on soft targets{' (selected)' if chosen == 'kl' else ''}"
-    return _table(["source", ce, kl, "candidates"],
-                  [[name, s.get("win_rate_ce"), s.get("win_rate_kl"), s.get("candidates")]
-                   for name, s in sources.items()], {ce: "fraction", kl: "fraction"})
 
 
 def _eval_rows(results: dict[str, Any]) -> list[list[Any]]:
@@ -216,10 +116,10 @@ def _eval_rows(results: dict[str, Any]) -> list[list[Any]]:
 def eval_section(path: str | None, table1: str | None) -> dict[str, Any]:
     results, err = load_json(path)
     if err:
-        return _not_run(f"eval results missing ({err}); run `loki eval`")
+        return not_run(f"eval results missing ({err}); run `loki eval`")
     rows = _eval_rows(results)
     if not rows:
-        return _not_run(f"{path} holds no task scores")
+        return not_run(f"{path} holds no task scores")
     values = [r[2] for r in rows if isinstance(r[2], int | float)]
     average = results.get("average", sum(values) / len(values) if values else None)
     from loki.eval.presets import chance
@@ -228,7 +128,7 @@ def eval_section(path: str | None, table1: str | None) -> dict[str, Any]:
         results.get("rows"), dict) else {}
     rows = [[*r, chance(tasks.get(r[0], r[0]))] for r in rows]
     out = {"status": "ok", "source": path,
-           "table": _table(["task", "metric", "score", "stderr", "chance"], rows,
+           "table": make_table(["task", "metric", "score", "stderr", "chance"], rows,
                            {"score": "fraction", "stderr": "fraction", "chance": "fraction"}),
            "average": average}
     if table1 and os.path.isfile(table1):
@@ -239,7 +139,7 @@ def eval_section(path: str | None, table1: str | None) -> dict[str, Any]:
 def probes_section(path: str | None, max_samples: int) -> dict[str, Any]:
     data, err = load_json(path)
     if err:
-        return _not_run(f"probe outputs missing ({err}); run `loki probe`")
+        return not_run(f"probe outputs missing ({err}); run `loki probe`")
     if isinstance(data, dict) and isinstance(data.get("prompts"), dict):
         # loki probe: {name: {"prompt", "samples": [...]}} plus the bias template's orderings
         records = [{"name": name, "prompt": r.get("prompt"), "output": (r.get("samples") or [""])[0]}
@@ -265,9 +165,9 @@ def probes_section(path: str | None, max_samples: int) -> dict[str, Any]:
                 samples.append([r.get("name", r.get("id", len(samples))), r["prompt"], text])
     summary = data.get("summary") if isinstance(data, dict) else None
     out = {"status": "ok", "source": path,
-           "table": _table(["probe", "prompt", "output"], samples[:max_samples])}
+           "table": make_table(["probe", "prompt", "output"], samples[:max_samples])}
     if isinstance(summary, dict):
-        out["summary"] = _table(["item", "value"], [[k, v] for k, v in summary.items()
+        out["summary"] = make_table(["item", "value"], [[k, v] for k, v in summary.items()
                                                      if not isinstance(v, dict | list)])
     return out
 
@@ -276,7 +176,7 @@ def compare_section(path: str | None) -> dict[str, Any]:
     """The trained model against its step-0 checkpoint, per task, from ``loki compare``."""
     data, err = load_json(path)
     if err:
-        return _not_run(f"no comparison with the step-0 checkpoint ({err}); run `loki compare "
+        return not_run(f"no comparison with the step-0 checkpoint ({err}); run `loki compare "
                         "--a <step-0.ckpt> --b <last.ckpt>`")
     from loki.eval.presets import chance
 
@@ -288,7 +188,7 @@ def compare_section(path: str | None) -> dict[str, Any]:
                      r["diff"], ci, r["p_value"]])
     pct = f"{r['confidence']:.0%}" if rows else "95%"
     return {"status": "ok", "source": path,
-            "table": _table(["task", "items", "chance", "step 0 (A)", "trained (B)",
+            "table": make_table(["task", "items", "chance", "step 0 (A)", "trained (B)",
                              "B − A (points)", f"{pct} CI (points)", "p"], rows,
                             {"chance": "fraction", "step 0 (A)": "fraction",
                              "trained (B)": "fraction", "B − A (points)": "points",
@@ -309,5 +209,5 @@ def safe_section(section: Any, *args: Any) -> dict[str, Any]:
     try:
         return section(*args)
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
-        return _not_run(f"{section.__name__.removesuffix('_section')} artifact has an "
+        return not_run(f"{section.__name__.removesuffix('_section')} artifact has an "
                         f"unexpected layout ({type(err).__name__}: {err})")

@@ -62,3 +62,15 @@ def test_yaml_parses_with_its_parser(path):
         pytest.fail(f"no parser known for {path}")
     module = importlib.import_module(tool)
     module.parse_config(path)
+
+
+def test_demo_preset_comments_name_every_demo_task():
+    from loki.eval.presets import PRESETS
+
+    tasks = [row.label.removeprefix("Demo ") for row in PRESETS["demo"]]
+    lines = [line for path in YAMLS for line in path.read_text().splitlines()
+             if line.strip().startswith("preset: demo")]
+    assert lines
+    for line in lines:
+        comment = line.partition("#")[2]
+        assert all(task in comment for task in tasks), (line, tasks)

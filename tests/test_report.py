@@ -8,18 +8,22 @@ from pathlib import Path
 
 import pytest
 
+from loki.atomic import NoRoomError
 from loki.errors import LokiError
 from loki.report import build_report, main
 from loki.report_render import cell
 from loki.report_sections import NOT_RUN
+from tests.helpers.full_disk import file_size_limit, snapshot
 
 pytest.importorskip("matplotlib")
 
 
 def _write_metrics(path: Path) -> None:
     """12 logged steps of a run with a rollback at step 6 (tokens go back) and distillation
-    on every 4th step, laid out like Lightning's CSVLogger (sparse rows, 'step' column)."""
-    cols = ["step", "trainer/tokens_seen", "train/loss", "train/micro_batches",
+    on every 4th step, laid out like Lightning's CSVLogger (sparse rows, 'step' column): a row
+    holds what its step measured (train/loss on LM steps, distill values on the others)."""
+    cols = ["step", "trainer/tokens_seen", "train/loss", "train/distill_loss",
+            "train/micro_batches",
             "batch/sequences", "rollback/count", "rollback/spike_step", "rollback/target_step",
             "distill/win_rate/ground_truth", "distill/win_rate/smollm", "distill/loss/smollm",
             "distill/loss/ground_truth", "distill/samples", "val/loss", "val/ppl"]
@@ -32,7 +36,8 @@ def _write_metrics(path: Path) -> None:
         if step == 6:
             row.update({"rollback/spike_step": 6, "rollback/target_step": 4})
         if step % 4 == 3:
-            row.update({"distill/win_rate/ground_truth": 0.25, "distill/win_rate/smollm": 0.75,
+            del row["train/loss"]
+            row.update({"train/distill_loss": 1.0, "distill/win_rate/ground_truth": 0.25, "distill/win_rate/smollm": 0.75,
                         "distill/loss/smollm": 1.5, "distill/loss/ground_truth": 2.5,
                         "distill/samples": 4 if step == 3 else 12})
         rows.append(row)
@@ -137,6 +142,9 @@ def test_tables_match_json_and_plots_exist(tmp_path: Path) -> None:
     assert gt[0] == "ground_truth" and gt[1] == pytest.approx(0.25)
     assert smollm[1] == pytest.approx(0.75) and smollm[3] == 3
     assert sections["rollbacks"]["table"]["rows"][0][:3] == [1, 6, 1856]
+    training = dict(sections["training"]["table"]["rows"])
+    assert training["LM steps logged (rows with train/loss)"] == 9
+    assert training["distillation steps logged (rows with train/distill_loss)"] == 3
     evals = {(r[0], r[1]): r for r in sections["eval"]["table"]["rows"]}
     assert evals[("loki_demo_cloze", "acc_norm")][2:] == [0.55, 0.04, 0.25]  # chance beside it
     # percentages and seconds read as such; the decontamination row names its documents
@@ -157,6 +165,7 @@ def test_tables_match_json_and_plots_exist(tmp_path: Path) -> None:
 
 def test_missing_artifacts_say_not_run(tmp_path: Path, capsys) -> None:
     (tmp_path / "run").mkdir()
+    (tmp_path / "nodata").mkdir()
     main(["--run_dir", str(tmp_path / "run"), "--data_root", str(tmp_path / "nodata")])
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     md = (tmp_path / "run" / "REPORT.md").read_text()
@@ -175,16 +184,92 @@ def test_a_missing_run_folder_is_an_error_unless_out_is_given(tmp_path: Path) ->
     assert (tmp_path / "data-only" / "R.md").is_file() and not (tmp_path / "typo").exists()
 
 
+def test_paths_given_must_exist(tmp_path: Path) -> None:
+    run, data = _fixtures(tmp_path)
+    build_report(run, data)
+    before = snapshot(run)
+    for typo in (["--data_root", str(tmp_path / "dat")],
+                 ["--metrics_csv", str(run / "logs" / "metrix.csv")],
+                 ["--probes", str(run / "probes")]):  # a folder, not the JSON file
+        with pytest.raises(LokiError, match="not found: --" + typo[0][2:]):
+            main(["--run_dir", str(run), "--data_root", str(data), *typo])
+    assert snapshot(run) == before  # the good report is left as it was
+
+
+def test_out_is_a_markdown_file_and_nothing_else(tmp_path: Path, capsys) -> None:
+    run, data = _fixtures(tmp_path)
+    before = snapshot(tmp_path)
+    with pytest.raises(LokiError, match=r"--out .*runs is a folder; .*--out .*runs/REPORT.md"):
+        main(["--run_dir", str(run), "--data_root", str(data), "--out", str(run.parent)])
+    with pytest.raises(LokiError, match=r"rep_dc is not a Markdown file name; .*rep_dc/REPORT.md"):
+        main(["--run_dir", str(run), "--data_root", str(data), "--out", str(run / "rep_dc")])
+    assert snapshot(tmp_path) == before  # refused before anything is written
+    main(["--run_dir", str(run), "--data_root", str(data), "--out", str(tmp_path / "r" / "R.md")])
+    written = sorted(p.name for p in (tmp_path / "r").iterdir())
+    assert written == sorted(["R.md", "report.json", "batch_size_vs_tokens.png", "kd_win_rate.png",
+                              "kept_per_filter_stage.png", "loss_vs_tokens.png"])
+
+
+def test_help_describes_every_option(capsys) -> None:
+    from loki.report import ReportConfig
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for name in ReportConfig.__dataclass_fields__:
+        assert f"--{name}" in text
+    assert "The Markdown file to write, a path ending in .md" in text
+    assert "Probe samples shown in the report" in text
+
+
 def test_metrics_without_distill_or_rollback(tmp_path: Path) -> None:
     run = tmp_path / "run"
     run.mkdir()
     (run / "metrics.csv").write_text("step,trainer/tokens_seen,train/loss\n0,64,5.0\n1,128,4.0\n")
-    report = build_report(run, tmp_path / "nodata")
+    report = build_report(run, tmp_path / "run")  # a data folder without the data stages
     s = report["sections"]
     assert s["training"]["status"] == "ok"
     assert s["distillation"]["status"] == NOT_RUN and "did not run" in s["distillation"]["reason"]
     assert s["rollbacks"]["status"] == NOT_RUN
     assert set(report["plots"]) == {"loss_vs_tokens"}
+
+
+def test_rows_written_with_repeated_values_are_read_by_the_schedule(tmp_path: Path) -> None:
+    """A metrics.csv from before each row held only its own step's values: every row after the
+    first distillation step carries train/loss and the distill values, one of them repeated."""
+    run = tmp_path / "run"
+    run.mkdir()
+    lines = ["step,trainer/tokens_seen,train/loss,train/distill_loss,distill/win_rate/gt"]
+    lines += [f"{s},{64 * (s + 1)},{5.0 - 0.1 * s},1.5,0.5" for s in range(1, 12, 2)]
+    (run / "metrics.csv").write_text("\n".join(lines) + "\n")
+    s = build_report(run)["sections"]
+    training = dict(s["training"]["table"]["rows"])
+    assert training["LM steps logged (rows with train/loss)"] == 6  # the schedule is unknown
+    assert "include repeated values" in s["training"]["note"]
+    (run / "distill_summary.json").write_text(json.dumps({"every_n_batches": 4,
+                                                          "distill_steps": 3, "sources": {}}))
+    report = build_report(run)
+    s = report["sections"]
+    training = dict(s["training"]["table"]["rows"])
+    # logged steps 1, 3, 5, 7, 9, 11: 3, 7 and 11 distilled
+    assert training["LM steps logged (rows with train/loss)"] == 3
+    assert training["distillation steps logged (rows with train/distill_loss)"] == 3
+    assert training["last train loss"] == pytest.approx(4.1)  # step 9's, not step 11's repeat
+    assert s["distillation"]["table"]["rows"] == [["gt", 0.5, None, 3]]
+    assert "6 rows of metrics.csv carry both" in s["distillation"]["note"]
+    assert "3 distillation steps ran" in s["distillation"]["note"]
+    assert s["training"]["note"] in (run / "REPORT.md").read_text()
+
+
+def test_a_full_disk_leaves_the_earlier_report(tmp_path: Path) -> None:
+    run, data = _fixtures(tmp_path)
+    build_report(run, data)
+    before = snapshot(run)
+    (run / "probes" / "probes.json").unlink()  # the new report would differ
+    with file_size_limit(16 << 10), pytest.raises(NoRoomError, match="left as they were"):
+        build_report(run, data)  # a PNG does not fit
+    after = snapshot(run)
+    assert after == {k: v for k, v in before.items() if k != "probes/probes.json"}
 
 
 def test_malformed_artifact_is_reported_not_raised(tmp_path: Path) -> None:

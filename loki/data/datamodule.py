@@ -284,6 +284,11 @@ class LokiDataModule(L.LightningDataModule):
         return DataLoader(ValBatches(self.stream, batches), batch_size=None,
                           num_workers=min(self.num_workers, 1))
 
+    def test_dataloader(self) -> DataLoader | list:
+        """``loki test``: the held-out validation sequences (the data has no test split of its
+        own), scored as ``test/loss`` by ``LokiLM.test_step``."""
+        return self.val_dataloader()
+
     def _require_setup(self) -> None:
         if self.stream is None:
             self.setup("fit")

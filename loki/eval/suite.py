@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loki import atomic
 from loki._optional import require
 from loki.errors import LokiError
 from loki.eval.presets import preset_rows
@@ -100,19 +101,23 @@ def run_suite(
         force_reason=force_reason if previous is not None else None,
         previous_run=previous, limited=suite.limit is not None, seconds=time.time() - start,
         time=time.strftime("%Y-%m-%dT%H:%M:%S"), **(metadata or {}), lm_eval=raw)
-    write_results(summary, out_dir)
-    (out_dir / MARKER).write_text(json.dumps(
+    # the marker vouches for the results: all three change together, or none does
+    atomic.write_all({**_result_files(summary, out_dir), out_dir / MARKER: json.dumps(
         {"time": summary["time"], "forced": summary["forced"], "reason": force_reason,
-         "preset": suite.preset, **(metadata or {})}, indent=2, default=str) + "\n")
+         "preset": suite.preset, **(metadata or {})}, indent=2, default=str) + "\n"})
     return summary
 
 
-def write_results(summary: dict[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    js, md = out_dir / "results.json", out_dir / "results.md"
-    js.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+def _result_files(summary: dict[str, Any], out_dir: Path) -> dict[Path, str]:
     title = "Loki" + (" (limited)" if summary.get("limited") else "")
-    md.write_text(f"# Benchmark results ({summary.get('preset')})\n\n"
-                  + render_markdown(summary, title=title))
+    return {out_dir / "results.json": json.dumps(summary, indent=2, default=str) + "\n",
+            out_dir / "results.md": f"# Benchmark results ({summary.get('preset')})\n\n"
+                                    + render_markdown(summary, title=title)}
+
+
+def write_results(summary: dict[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
+    """results.json and results.md, both or neither (a full disk leaves the earlier ones)."""
+    files = _result_files(summary, Path(out_dir))
+    atomic.write_all(files)
+    js, md = files
     return js, md

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from callbacks.distillation import TeacherDistillation
+from loki.atomic import NoRoomError
 from loki.data.datamodule import LokiDataModule
 from loki.distill.cache import CandidateCache
 from loki.distill.steps import DistillSteps
@@ -24,6 +25,7 @@ from tests.distill.conftest import (  # noqa: F401 (fixtures)
     shards,
     student,
 )
+from tests.helpers.full_disk import file_size_limit
 
 
 class Record(L.Callback):
@@ -79,12 +81,18 @@ def test_objective_logs_per_source_and_writes_summary(tmp_path, student, shards,
     summary = json.loads((tmp_path / "distill_summary.json").read_text())
     rates = [s["win_rate"] for s in summary["sources"].values()]
     assert summary["distill_steps"] == 2 and sum(rates) == pytest.approx(1.0)
+    # written atomically: a full disk leaves the earlier summary whole
+    before = (tmp_path / "distill_summary.json").read_bytes()
+    with file_size_limit(64), pytest.raises(NoRoomError, match="distill_summary.json"):
+        distill.on_fit_end(trainer, trainer.lightning_module)
+    assert (tmp_path / "distill_summary.json").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
     # B x T = 4 x 16 LM tokens per micro-batch ~ P x k x T_c = P x 2 x 21 -> P = 2 prompts
     assert distill.prompts == 2
     batch = distill.steps(0)
     assert batch["input_ids"].shape == (1, 2, 2, 21) and batch["kind"] == "distill"
     # the demo report's table: win rate by source under both scorings, from that summary
-    from loki.report_sections import distill_section
+    from loki.report_training import distill_section
 
     rows = [{"distill/win_rate/ground_truth": 0.5, "distill/win_rate/lk": 0.5}]
     table = distill_section(rows, str(tmp_path / "metrics.csv"))["summary"]

@@ -201,3 +201,18 @@ def test_validation_is_fixed_and_never_trained_on(shards):
 def test_max_tokens_ends_the_stream(shards):
     dm = make(shards, batch_size=BatchSizeWarmup(target=2), max_tokens=5 * B * T)
     assert len(list(dm.train_dataloader())) == 5
+
+
+def test_loki_test_scores_the_validation_sequences(shards, tmp_path):
+    import lightning as L
+
+    from loki.module import LokiLM
+
+    dm = make(shards, val_fraction=0.1, batch_size=BatchSizeWarmup(target=2))
+    module = LokiLM({"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": T},
+                    vocab_size=dm.vocab_size)
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=tmp_path)
+    (tested,) = trainer.test(module, dm, verbose=False)
+    (validated,) = trainer.validate(module, dm, verbose=False)
+    assert tested["test/loss"] == pytest.approx(validated["val/loss"])
