@@ -1,6 +1,6 @@
 """The ``loki`` command.
 
-``loki fit|validate|test|predict --config experiments/<run>.yaml`` goes to Lightning's
+``loki fit|validate|test --config experiments/<run>.yaml`` goes to Lightning's
 ``LightningCLI`` (model, data, trainer and callbacks from YAML; ``--print_config`` works).
 Every other subcommand is a tool with its own YAML config, dispatched through ``TOOLS``: each
 entry names a module whose ``main(argv)`` parses its arguments with jsonargparse.
@@ -26,7 +26,7 @@ from typing import Any
 
 from loki.errors import LokiError, one_line
 
-LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
+LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test")  # no predict: `loki generate` samples
 QUIET_COMMANDS = ("filter", "fit", "distill", "tokenize")
 PRINTING_FLAGS = ("-h", "--help", "--print_config")  # the output is the answer: never quiet
 # Tools that import transformers but never torchao's kernels, whose load failures (CUDA-only
@@ -195,6 +195,9 @@ def _run(command: str, rest: list[str]) -> None:
 
             transformers_without_torchao()
         tool_main(TOOLS[command][0], rest)
+    elif command == "predict":  # Lightning's, but LokiLM has no predict_step
+        raise LokiError("there is no loki predict: sample from a checkpoint with loki generate, "
+                        "score it on benchmarks with loki eval")
     else:
         raise LokiError(f"unknown command {command!r}; choose one of: "
                         + ", ".join([*LIGHTNING_SUBCOMMANDS, *TOOLS]))

@@ -1,4 +1,4 @@
-"""``loki fit|validate|test|predict``: LightningCLI over ``LokiLM`` and ``LokiDataModule``.
+"""``loki fit|validate|test``: LightningCLI over ``LokiLM`` and ``LokiDataModule``.
 
 On top of Lightning's CLI, every run gets what makes a failed command lose nothing:
 

@@ -104,3 +104,7 @@ def test_tools_that_load_transformers_models_do_not_print_torchao_load_failures(
 ])
 def test_missing_options_are_named_as_typed_not_as_config_keys(capsys, argv, named):
     assert _fails(capsys, argv).endswith(named)
+
+
+def test_predict_names_the_tools_that_do_it(capsys):
+    assert "loki generate" in _fails(capsys, ["predict", "--config", "experiments/small-cpu.yaml"])
