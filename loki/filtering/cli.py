@@ -16,8 +16,10 @@ from loki.filtering.config import FilterConfig, TrainQualityConfig
 
 
 def _parser(cls, prog: str):
-    from jsonargparse import ActionConfigFile, ArgumentParser
+    from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
 
+    # the config dataclasses' attribute docstrings become the --help text
+    set_parsing_settings(docstring_parse_attribute_docstrings=True)
     epilog = ("also: loki filter train-quality (the quality classifier), loki filter report "
               "(a Slurm run's report once its jobs ended); each takes --help"
               if prog == "loki filter" else None)

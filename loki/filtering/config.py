@@ -250,23 +250,23 @@ class FilterConfig:
     work_dir: str = ""
     """Intermediate stage outputs, logs and completion markers (default: <output_dir>/_work)."""
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
-    """datatrove executor block."""
+    """Where the stages run: the datatrove executor."""
     clean: CleanConfig = field(default_factory=CleanConfig)
-    """Stage 1."""
+    """Stage 1, clean: normalization, boilerplate lines, length bounds, Gopher/C4 heuristics."""
     dedup: DedupConfig = field(default_factory=DedupConfig)
-    """Stage 2."""
+    """Stage 2, dedup: exact duplicates and MinHash near duplicates."""
     embed: EmbedConfig = field(default_factory=EmbedConfig)
-    """Stage 3."""
+    """Stage 3, embed: one embedding per document, read by stages 4 to 6."""
     semdedup: SemDedupConfig = field(default_factory=SemDedupConfig)
-    """Stage 4."""
+    """Stage 4, semdedup: SemDeDup within k-means clusters."""
     prototypes: PrototypeConfig = field(default_factory=PrototypeConfig)
-    """Stage 5."""
+    """Stage 5, prototypes: SSL-prototype pruning with the same k-means."""
     quality: QualityConfig = field(default_factory=QualityConfig)
-    """Stage 6."""
+    """Stage 6, quality: the embedding quality classifier."""
     factual: FactualConfig = field(default_factory=FactualConfig)
-    """Stage 7."""
+    """Stage 7, factual: removal of precise factual statements."""
     decontam: DecontamConfig = field(default_factory=DecontamConfig)
-    """Stage 8."""
+    """Stage 8, decontam: 13-gram benchmark decontamination."""
     report_examples: int = 3
     """Removed documents shown per stage in the report."""
 
