@@ -314,6 +314,13 @@ class TrainQualityConfig:
     score_key: str = "score"
     """0-5 score field (Ridge head) used when label_key is absent."""
     holdout: float = 0.2
-    """Fraction held out to report accuracy / error."""
+    """Fraction held out to report accuracy / error, in [0, 1) (0: no held-out metrics)."""
     seed: int = 0
     """Split seed."""
+    overwrite: bool = False
+    """Replace an existing head at ``output`` (otherwise an existing head is refused)."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.holdout < 1.0:
+            raise LokiError(f"holdout must be in [0, 1) (the rest trains the head), not "
+                            f"{self.holdout}")

@@ -195,10 +195,13 @@ class FilterPipeline:
         def train(data, rank: int = 0, world_size: int = 1):
             from loki.filtering.quality import train_quality
 
+            # the stage exists only when the head was absent; one found now was written by an
+            # earlier attempt of this job (e.g. killed before its completion marker)
+
             train_quality(TrainQualityConfig(data=cfg.quality.train_data,
                                              output=cfg.quality.model_path,
                                              embedder=cfg.embed.model,
-                                             max_chars=cfg.embed.max_chars))
+                                             max_chars=cfg.embed.max_chars, overwrite=True))
             return iter(())
 
         return train
