@@ -74,3 +74,50 @@ def test_clean_stage_removes_boilerplate_and_short_docs(tmp_path, rng):
     row = stage_row(report, "clean")
     assert row["docs_in"] == 2 and row["docs_out"] == 1 and row["bytes_out"] == len(body)
     assert row["counters"]["boilerplate_lines"] == 3 and row["adds_up"]
+
+
+def _run_cli(cfg, capfd) -> str:
+    """``loki filter`` on ``cfg`` (a YAML written from it): the one error line it prints."""
+    import dataclasses
+
+    import pytest
+    import yaml
+
+    from loki.cli import main
+
+    path = cfg.output_dir + ".yaml"
+    with open(path, "w") as f:
+        yaml.safe_dump(dataclasses.asdict(cfg), f)
+    with pytest.raises(SystemExit) as exc:
+        main(["filter", "--config", path])
+    assert exc.value.code == 2
+    err = capfd.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_a_truncated_gzip_file_is_one_line_naming_it(tmp_path, rng, capfd, monkeypatch):
+    import gzip
+
+    monkeypatch.chdir(tmp_path)
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    data = "".join(json.dumps({"id": f"d{i}", "text": prose(rng)}) + "\n" for i in range(40))
+    whole = gzip.compress(data.encode())
+    (raw / "a.jsonl.gz").write_bytes(whole[: len(whole) // 2])
+    cfg = filter_config(tmp_path, [str(raw / "*.jsonl.gz")])
+    for workers in (1, 2):  # in this process, and from a spawned worker
+        cfg.executor.tasks = cfg.executor.workers = workers
+        err = _run_cli(cfg, capfd)
+        assert f"input file {raw / 'a.jsonl.gz'} is not readable JSONL" in err, err
+        assert "truncated or corrupt" in err
+
+
+def test_a_damaged_parquet_file_is_one_line_naming_it(tmp_path, capfd, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    raw = tmp_path / "pq"
+    raw.mkdir()
+    (raw / "x.parquet").write_bytes(b"PAR1 this is not parquet at all PAR1")
+    cfg = filter_config(tmp_path, [str(raw)], input={"format": "parquet"})
+    err = _run_cli(cfg, capfd)
+    assert f"input file {raw / 'x.parquet'} is not a readable parquet file" in err, err
