@@ -6,6 +6,7 @@ so the attribute docstrings below are also the ``--help`` text. Nothing heavy is
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from loki.errors import LokiError
@@ -248,7 +249,8 @@ class FilterConfig:
     output_dir: str = "data/filtered"
     """Final JsonlWriter shards (``*.jsonl.gz``) and the report go here."""
     work_dir: str = ""
-    """Intermediate stage outputs, logs and completion markers (default: <output_dir>/_work)."""
+    """Intermediate stage outputs, logs and completion markers (default: <output_dir>.work, beside
+    output_dir: never inside it, where readers of output_dir would find removed documents)."""
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     """Where the stages run: the datatrove executor."""
     clean: CleanConfig = field(default_factory=CleanConfig)
@@ -272,7 +274,12 @@ class FilterConfig:
 
     def __post_init__(self) -> None:
         if not self.work_dir:
-            self.work_dir = f"{self.output_dir.rstrip('/')}/_work"
+            self.work_dir = f"{self.output_dir.rstrip('/')}.work"
+        if _within(self.work_dir, self.output_dir):
+            raise LokiError(f"work_dir {self.work_dir} is inside output_dir {self.output_dir}: "
+                            "readers of output_dir (loki tokenize, loki tokenizer prune) would "
+                            "take its intermediate stages and removed documents for filtered "
+                            "text; put it beside output_dir (the default is <output_dir>.work)")
         if self.input.format not in ("jsonl", "parquet", "text", "hf"):
             raise LokiError(f"input.format must be jsonl, parquet, text or hf, not {self.input.format!r}")
         if not 0.0 <= self.factual.strength <= 1.0:
@@ -295,6 +302,14 @@ class FilterConfig:
     @property
     def needs_embeddings(self) -> bool:
         return self.semdedup.enabled or self.prototypes.enabled or self.quality.enabled
+
+
+def _within(path: str, folder: str) -> bool:
+    """Whether ``path`` is ``folder`` or under it (local paths resolved; URLs compared as text)."""
+    if "://" not in path and "://" not in folder:
+        path, folder = os.path.abspath(path), os.path.abspath(folder)
+    path, folder = path.rstrip("/"), folder.rstrip("/")
+    return path == folder or path.startswith(folder + "/")
 
 
 @dataclass
