@@ -59,7 +59,10 @@ def main(argv: list[str] | None = None) -> None:
 
     if argv and argv[0] == "report":  # after a Slurm run: the report from the jobs' stats
         cfg = parse(FilterConfig, argv[1:], "loki filter report")
-        FilterPipeline(cfg).report()
+        report = FilterPipeline(cfg).report() or {}
+        if report.get("incomplete"):
+            say(f"incomplete: {', '.join(report['incomplete'])} (their jobs have not all ended: "
+                "the numbers count finished tasks only)")
         say(f"report: {cfg.output_dir}/filter_report.md")
         return
     cfg = parse(FilterConfig, argv, "loki filter")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections import Counter
 
 from loki._optional import require
 from loki.errors import LokiError
@@ -71,6 +72,7 @@ class FilterPipeline:
                     executor.run()
             if stage.name == "quality_train":
                 self._check_quality_head()
+            self._check_kept_documents(stage)
             if ran or stage.name not in timings:  # a skipped stage keeps its first timing
                 timings[stage.name] = round(time.perf_counter() - start, 3)
             os.makedirs(self.work, exist_ok=True)
@@ -78,10 +80,49 @@ class FilterPipeline:
                 json.dump(timings, f, indent=1)
         return self.report(stages, timings)
 
+    def _check_kept_documents(self, stage: Stage) -> None:
+        """A stage that kept no document leaves the next nothing to read: stop here, naming the
+        stage, what it counted and the settings that decide what it keeps."""
+        from loki.filtering.report import stage_rows
+
+        if not stage.output:
+            return
+        *read, row = stage_rows(self.cfg, stage, {})
+        if row.get("docs_out", 1):
+            return
+        counted = read[0] if read else row  # clean: what was read, with the readers' skips
+        reasons = Counter(counted["reasons"]) + Counter(row["reasons"])
+        why = ", ".join(f"{k} {v}" for k, v in reasons.most_common(3))
+        raise LokiError(f"{stage.name} kept 0 of {counted['docs_in']} documents"
+                        + (f" ({why})" if why else "") + f": check {self._settings_of(stage)}")
+
+    def _settings_of(self, stage: Stage) -> str:
+        """The settings that decide what ``stage`` keeps, as the one-line error names them."""
+        cfg = self.cfg
+        return {
+            "clean": f"input.paths, input.format ({cfg.input.format}), input.text_key "
+                     f"({cfg.input.text_key!r}) and the clean bounds (clean.min_chars "
+                     f"{cfg.clean.min_chars})",
+            "semdedup": f"semdedup.eps ({cfg.semdedup.eps})",
+            "quality": f"quality.threshold ({cfg.quality.threshold}) and quality.model_path",
+            "factual": f"factual.strength ({cfg.factual.strength}) and factual.min_chars "
+                       f"({cfg.factual.min_chars})",
+            "decontam": f"decontam.max_hits ({cfg.decontam.max_hits}) and decontam.min_fragment "
+                        f"({cfg.decontam.min_fragment})",
+        }.get(stage.name, f"the {stage.name} settings and the stages before it")
+
     def report(self, stages: list[Stage] | None = None, timings: dict | None = None) -> dict:
-        """The filter report from the jobs' stats files (``loki filter report`` after Slurm)."""
+        """The filter report from the jobs' stats files (``loki filter report`` after Slurm).
+        A work_dir with no stats at all is a mistyped one or a run not started: an error, and
+        the report already in output_dir stays."""
+        from glob import glob
+
         from loki.filtering.report import write_report
 
+        if not glob(f"{self.work}/logs/*/*/stats/*.json"):
+            raise LokiError(f"no filter run found in work_dir {self.work} (no stage statistics "
+                            "under its logs/): check --work_dir, or wait until the run's first "
+                            "job has ended")
         if timings is None:
             path = f"{self.work}/timings.json"
             timings = json.load(open(path)) if os.path.exists(path) else {}

@@ -87,6 +87,21 @@ class RobustParquetReader(ParquetReader):
             raise unreadable(self, filepath, err, "a readable parquet file") from err
 
 
+class StageReader(JsonlReader):
+    """Reads the shards a stage wrote. A stage that kept no documents wrote none: that reads as
+    empty (datatrove's reader stops the job), so a Slurm chain runs to its end and the report
+    shows the zero."""
+
+    name = "🐿 Jsonl (stage)"
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1
+            ) -> DocumentsPipeline:
+        if data:
+            yield from data
+        if self.data_folder.list_files(recursive=self.recursive, glob_pattern=self.glob_pattern):
+            yield from super().run(None, rank, world_size)
+
+
 class PlainTextReader(BaseDiskReader):
     """One document per text file; a file that is not UTF-8 is skipped with a reason."""
 

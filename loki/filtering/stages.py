@@ -35,11 +35,9 @@ class StagePlan:
         self.work = cfg.work_dir.rstrip("/")
 
     def _reader(self, folder: str):
-        from datatrove.pipeline.readers import JsonlReader
+        from loki.filtering.readers import StageReader
 
-        if "://" not in folder:  # a stage that kept nothing wrote no files: read as empty
-            os.makedirs(folder, exist_ok=True)
-        return JsonlReader(folder, glob_pattern="*.jsonl.gz")
+        return StageReader(folder, glob_pattern="*.jsonl.gz")
 
     def _writer(self, folder: str, name: str = "${rank}.jsonl.gz"):
         from datatrove.pipeline.writers import JsonlWriter
@@ -185,7 +183,6 @@ class StagePlan:
 
             # the stage exists only when the head was absent; one found now was written by an
             # earlier attempt of this job (e.g. killed before its completion marker)
-
             train_quality(TrainQualityConfig(data=cfg.quality.train_data,
                                              output=cfg.quality.model_path,
                                              embedder=cfg.embed.model,

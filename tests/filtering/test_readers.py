@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import filter_config, prose, run_filter, stage_row, write_jsonl
+from conftest import cli_error, filter_config, prose, run_filter, stage_row, write_jsonl
 
 
 def test_bad_input_is_counted_and_good_documents_survive(tmp_path, rng):
@@ -76,26 +76,6 @@ def test_clean_stage_removes_boilerplate_and_short_docs(tmp_path, rng):
     assert row["counters"]["boilerplate_lines"] == 3 and row["adds_up"]
 
 
-def _run_cli(cfg, capfd) -> str:
-    """``loki filter`` on ``cfg`` (a YAML written from it): the one error line it prints."""
-    import dataclasses
-
-    import pytest
-    import yaml
-
-    from loki.cli import main
-
-    path = cfg.output_dir + ".yaml"
-    with open(path, "w") as f:
-        yaml.safe_dump(dataclasses.asdict(cfg), f)
-    with pytest.raises(SystemExit) as exc:
-        main(["filter", "--config", path])
-    assert exc.value.code == 2
-    err = capfd.readouterr().err.strip()
-    assert len(err.splitlines()) == 1, err
-    return err
-
-
 def test_a_truncated_gzip_file_is_one_line_naming_it(tmp_path, rng, capfd, monkeypatch):
     import gzip
 
@@ -108,7 +88,7 @@ def test_a_truncated_gzip_file_is_one_line_naming_it(tmp_path, rng, capfd, monke
     cfg = filter_config(tmp_path, [str(raw / "*.jsonl.gz")])
     for workers in (1, 2):  # in this process, and from a spawned worker
         cfg.executor.tasks = cfg.executor.workers = workers
-        err = _run_cli(cfg, capfd)
+        err = cli_error(cfg, capfd)
         assert f"input file {raw / 'a.jsonl.gz'} is not readable JSONL" in err, err
         assert "truncated or corrupt" in err
 
@@ -119,5 +99,5 @@ def test_a_damaged_parquet_file_is_one_line_naming_it(tmp_path, capfd, monkeypat
     raw.mkdir()
     (raw / "x.parquet").write_bytes(b"PAR1 this is not parquet at all PAR1")
     cfg = filter_config(tmp_path, [str(raw)], input={"format": "parquet"})
-    err = _run_cli(cfg, capfd)
+    err = cli_error(cfg, capfd)
     assert f"input file {raw / 'x.parquet'} is not a readable parquet file" in err, err
