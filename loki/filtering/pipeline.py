@@ -43,9 +43,12 @@ class FilterPipeline:
     def run(self) -> dict:
         """Runs every stage (local: in order, timed; cluster: submits the chain) and the report."""
         if "://" not in self.cfg.output_dir:  # before any stage runs (remote: fsspec decides)
+            from loki.filtering.publish import check_output_dir
             from loki.output import check_writable
 
-            check_writable(self.cfg.output_dir)
+            # publishing makes <output_dir>.partial beside output_dir and swaps it in
+            check_writable(os.path.dirname(os.path.abspath(self.cfg.output_dir)))
+            check_output_dir(self.cfg.output_dir)
             check_writable(self.cfg.work_dir)
         if self.cfg.decontam.enabled:  # a bad task fails here, before any stage runs
             from loki.filtering.decontam import build_index

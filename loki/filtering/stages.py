@@ -157,12 +157,12 @@ class StagePlan:
             out.append(Stage("factual", [self._sharded("factual", "prune", prev, [FactualPruner(
                 f.strength, f.min_chars, self._removed("factual", "factual"))], dst)], dst))
             prev = dst
-        final = cfg.output_dir.rstrip("/")
         if cfg.decontam.enabled:
             from loki.filtering.decontam import DecontamCount, DecontamFrequent, Decontaminate
 
             d, index = cfg.decontam, f"{work}/decontam/index.npz"
             counts, frequent = f"{work}/decontam/counts", f"{work}/decontam/frequent.json"
+            final = f"{work}/stages/09_decontam"
             out.append(Stage("decontam", [
                 ("count", [self._reader(prev), DecontamCount(index, counts)], cfg.executor.tasks),
                 ("frequent", [DecontamFrequent(counts, frequent, d.max_corpus_docs,
@@ -171,8 +171,13 @@ class StagePlan:
                     index, frequent, d.window, d.min_fragment, d.max_hits,
                     self._removed("decontam", "benchmark"))], final, final=True)], final))
         else:
+            final = f"{work}/stages/09_write"
             out.append(Stage("write", [self._sharded("write", "write", prev, [], final, final=True)],
                              final))
+        # the staged set goes into output_dir whole, once complete (loki.filtering.publish)
+        from loki.filtering.publish import PublishOutput
+
+        out.append(Stage("publish", [("publish", [PublishOutput(final, cfg.output_dir)], 1)]))
         return out
 
     def _train_quality_step(self):

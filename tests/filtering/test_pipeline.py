@@ -44,7 +44,7 @@ def test_every_stage_runs_and_reports(tmp_path, rng):
     names = [r["stage"] for r in report["stages"]]
     assert names == ["decontam_index", "quality_train", "read", "clean", "exact_dedup",
                      "minhash_dedup", "embed", "kmeans", "semdedup", "prototypes", "quality",
-                     "factual", "decontam"]
+                     "factual", "decontam", "publish"]
     rows = {r["stage"]: r for r in report["stages"] if "docs_in" in r}
     assert rows["clean"]["docs_in"] == 41
     assert rows["exact_dedup"]["docs_out"] == 40

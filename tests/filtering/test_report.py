@@ -8,6 +8,8 @@ import json
 import pytest
 from conftest import cli_error, filter_config, prose, run_filter, stage_row, write_jsonl
 
+from loki.errors import LokiError
+
 
 def small_run(tmp_path, rng, **stages):
     write_jsonl(tmp_path / "raw" / "a.jsonl", [{"id": f"d{i}", "text": prose(rng)}
@@ -34,7 +36,7 @@ def test_building_the_stage_list_creates_no_folder(tmp_path, rng):
 
     cfg = small_run(tmp_path, rng, clean=True, dedup={"exact": True}, semdedup=True,
                     factual=True)
-    assert len(FilterPipeline(cfg).stages()) == 7  # with embed, kmeans and write
+    assert len(FilterPipeline(cfg).stages()) == 8  # with embed, kmeans, write and publish
     assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]
 
 
@@ -96,7 +98,11 @@ def test_an_empty_stage_reads_as_empty_so_a_chain_runs_to_its_end(tmp_path, rng)
     pipe = FilterPipeline(cfg)
     for stage in pipe.stages():
         for label, steps, tasks in stage.jobs:
-            make_executor(cfg.executor, steps, tasks, pipe.logging_dir(stage.name, label)).run()
+            try:
+                make_executor(cfg.executor, steps, tasks, pipe.logging_dir(stage.name, label)).run()
+            except LokiError as err:  # on Slurm: the chain's last job fails, naming the reason
+                assert stage.name == "publish" and "nothing published" in str(err)
     report = pipe.report()
-    assert [(r["stage"], r["docs_in"], r["docs_out"]) for r in report["stages"]] == [
+    assert [(r["stage"], r["docs_in"], r["docs_out"]) for r in report["stages"] if "docs_in" in r] == [
         ("read", 8, 8), ("clean", 8, 0), ("factual", 0, 0), ("write", 0, 0)]
+    assert report["incomplete"] == ["publish"]  # nothing to publish: the earlier output stays
