@@ -73,8 +73,10 @@ def main(argv: list[str] | None = None) -> None:
     if "stages" in report:
         for row in report["stages"]:
             if "docs_out" in row:
+                when = ("reused" if row["stage"] in report.get("reused", ()) else
+                        f"{row['seconds'] if row['seconds'] is not None else '-':>8} s")
                 say(f"{row['stage']:<14} {row['docs_in']:>7} -> {row['docs_out']:>7} docs "
-                    f"{row['seconds'] if row['seconds'] is not None else '-':>8} s")
+                    f"{when:>10}")
         say(f"report: {cfg.output_dir}/filter_report.md")
 
 

@@ -1,6 +1,8 @@
 """The filter pipeline: each stage (``loki.filtering.stages``) is one or more datatrove executors,
 run in order. Every executor has its own logging folder, so datatrove's completion markers make a
 re-run skip finished tasks; an interrupted task is redone from scratch and rewrites the same files.
+The markers count only while the stage's signature (``loki.filtering.signatures``: its settings and
+inputs) is the one it ran with; a changed stage is cleared and redone with the stages after it.
 
 ``executor.kind`` picks LocalPipelineExecutor (default), RayPipelineExecutor (jobs in order, as
 locally) or SlurmPipelineExecutor (every job submitted at once, chained with afterok
@@ -41,7 +43,11 @@ class FilterPipeline:
         return f"{self.work}/logs/{stage}/{label}"
 
     def run(self) -> dict:
-        """Runs every stage (local: in order, timed; cluster: submits the chain) and the report."""
+        """Runs every stage (local: in order, timed; cluster: submits the chain) and the report;
+        the stages whose inputs or settings changed are cleared first (signatures)."""
+        from loki.console import say
+        from loki.filtering.signatures import invalidate
+
         if "://" not in self.cfg.output_dir:  # before any stage runs (remote: fsspec decides)
             from loki.filtering.publish import check_output_dir
             from loki.output import check_writable
@@ -57,6 +63,9 @@ class FilterPipeline:
         stages = self.stages()
         if self.cfg.quality.enabled and os.path.exists(self.cfg.quality.model_path):
             self._check_quality_head()
+        redone, changed = invalidate(self.work, stages)
+        if changed:
+            say(changed)
         if self.cfg.executor.kind == "slurm":
             from loki.executors import submit_chain
 
@@ -66,6 +75,8 @@ class FilterPipeline:
             return {"submitted": True}
         timings_path = f"{self.work}/timings.json"
         timings = json.load(open(timings_path)) if os.path.exists(timings_path) else {}
+        timings = {k: v for k, v in timings.items() if k not in redone}
+        reused = []
         for stage in stages:
             ran, start = False, time.perf_counter()
             for label, pipeline, tasks in stage.jobs:
@@ -76,12 +87,13 @@ class FilterPipeline:
             if stage.name == "quality_train":
                 self._check_quality_head()
             self._check_kept_documents(stage)
-            if ran or stage.name not in timings:  # a skipped stage keeps its first timing
+            if ran or stage.name not in timings:  # a reused stage keeps its first timing
                 timings[stage.name] = round(time.perf_counter() - start, 3)
-            os.makedirs(self.work, exist_ok=True)
+            if not ran:
+                reused.append(stage.name)
             with open(timings_path, "w") as f:
                 json.dump(timings, f, indent=1)
-        return self.report(stages, timings)
+        return self.report(stages, timings, reused)
 
     def _check_kept_documents(self, stage: Stage) -> None:
         """A stage that kept no document leaves the next nothing to read: stop here, naming the
@@ -114,7 +126,8 @@ class FilterPipeline:
                         f"({cfg.decontam.min_fragment})",
         }.get(stage.name, f"the {stage.name} settings and the stages before it")
 
-    def report(self, stages: list[Stage] | None = None, timings: dict | None = None) -> dict:
+    def report(self, stages: list[Stage] | None = None, timings: dict | None = None,
+               reused: list[str] | None = None) -> dict:
         """The filter report from the jobs' stats files (``loki filter report`` after Slurm).
         A work_dir with no stats at all is a mistyped one or a run not started: an error, and
         the report already in output_dir stays."""
@@ -129,7 +142,7 @@ class FilterPipeline:
         if timings is None:
             path = f"{self.work}/timings.json"
             timings = json.load(open(path)) if os.path.exists(path) else {}
-        return write_report(self.cfg, stages or self.stages(), timings)
+        return write_report(self.cfg, stages or self.stages(), timings, reused or [])
 
     def _check_quality_head(self) -> None:
         from loki.filtering.quality import QualityHead

@@ -184,15 +184,16 @@ def stage_rows(cfg, stage, timings: dict) -> list[dict]:
     return [*rows, row]
 
 
-def write_report(cfg, stages, timings: dict) -> dict:
-    """Writes ``<output_dir>/filter_report.json`` and ``.md``; returns the JSON dict."""
+def write_report(cfg, stages, timings: dict, reused: list[str] = ()) -> dict:
+    """Writes ``<output_dir>/filter_report.json`` and ``.md``; returns the JSON dict.
+    ``reused``: the stages this run took from an earlier one (their seconds are that run's)."""
     work = cfg.work_dir.rstrip("/")
     rows = [row for stage in stages for row in stage_rows(cfg, stage, timings)]
     hits = {k[5:]: v for row in rows for k, v in row["counters"].items() if k.startswith("hits_")}
     report = {"output_dir": cfg.output_dir, "stages": rows, "benchmark_hits_per_task": hits,
               "decontamination": _decontamination(work, rows),
               "total_seconds": round(sum(v or 0 for v in timings.values()), 2),
-              "incomplete": [r["stage"] for r in rows if "status" in r]}
+              "incomplete": [r["stage"] for r in rows if "status" in r], "reused": list(reused)}
     os.makedirs(cfg.output_dir, exist_ok=True)
     _write_atomic(os.path.join(cfg.output_dir, "filter_report.json"),
                   json.dumps(report, indent=1))

@@ -15,11 +15,16 @@ from loki.filtering.config import FilterConfig, TrainQualityConfig
 
 @dataclass
 class Stage:
-    """One row of the report: a name and the executors' (label, pipeline, tasks) it runs."""
+    """One row of the report: a name, the executors' (label, pipeline, tasks) it runs, and what
+    tells whether its earlier results still hold (``loki.filtering.signatures``)."""
 
     name: str
     jobs: list[tuple[str, list, int]] = field(default_factory=list)
     output: str | None = None  # folder holding this stage's kept documents
+    settings: dict = field(default_factory=dict)  # what decides its results, besides what it reads
+    writes: list[str] = field(default_factory=list)  # its other files in work_dir
+    chained: bool = True  # reads the documents of the chained stage before it
+    product: str | None = None  # what it makes outside work_dir: redone when that is gone
 
 
 def doc_text(doc) -> str:
@@ -57,17 +62,29 @@ class StagePlan:
     def stages(self) -> list[Stage]:
         """Every stage of the config, in run order; builds the steps, creates no folder."""
         from loki.filtering.readers import InputGuard, make_readers
+        from loki.filtering.signatures import StageRef, files_id, quality_head, section
         from loki.filtering.steps import LengthFilter, Tally, TextNormalizer
 
         cfg, work = self.cfg, self.work
         out: list[Stage] = []
         if cfg.decontam.enabled:  # global, first: a missing task file fails before any work
+            from loki.filtering.benchmark_index import config_fingerprint
             from loki.filtering.decontam import BuildBenchmarkIndex
 
-            out.append(Stage("decontam_index", [("build", [BuildBenchmarkIndex(
-                cfg.decontam, work)], 1)]))
+            d = cfg.decontam
+            files = [t.path for t in d.tasks] + ([d.data_dir] if d.data_dir else [])
+            out.append(Stage("decontam_index", [("build", [BuildBenchmarkIndex(d, work)], 1)],
+                             settings={"index": config_fingerprint(d), "files": files_id(files)},
+                             writes=[f"{work}/decontam/index.npz"], chained=False))
         if cfg.quality.enabled and not os.path.exists(cfg.quality.model_path):
-            out.append(Stage("quality_train", [("train", [self._train_quality_step()], 1)]))
+            from loki.filtering.quality import seed_path
+
+            q = cfg.quality
+            data = str(seed_path()) if q.train_data == "seed" else q.train_data
+            out.append(Stage("quality_train", [("train", [self._train_quality_step()], 1)],
+                             settings={"train_data": files_id([data]), "embed.model":
+                                       cfg.embed.model, "embed.max_chars": cfg.embed.max_chars},
+                             chained=False, product=q.model_path))
 
         # 1. read + clean (always runs: it is where inputs are read and bad input is counted)
         stage = f"{work}/stages/01_clean"
@@ -95,7 +112,9 @@ class StagePlan:
                 steps.append(C4QualityFilter(filter_no_terminal_punct=False,
                                              exclusion_writer=self._removed("clean", "c4")))
         steps += [Tally("out"), self._writer(stage)]
-        out.append(Stage("clean", [("filter", steps, cfg.executor.tasks)], stage))
+        out.append(Stage("clean", [("filter", steps, cfg.executor.tasks)], stage, settings={
+            "input": section(cfg.input), "input_files": files_id(cfg.input.paths),
+            "clean": section(cfg.clean), "executor.tasks": cfg.executor.tasks}))
         prev = stage
 
         if cfg.dedup.exact:
@@ -112,7 +131,8 @@ class StagePlan:
             dst = f"{work}/stages/04_embed"
             e = cfg.embed
             out.append(Stage("embed", [self._sharded("embed", "embed", prev, [EmbedDocuments(
-                emb, e.model, e.batch_size, e.max_chars, e.dtype, e.device)], dst)], dst))
+                emb, e.model, e.batch_size, e.max_chars, e.dtype, e.device)], dst)], dst,
+                settings={"embed": section(e, "batch_size")}, writes=[emb]))
             prev = dst
         if cfg.semdedup.enabled or cfg.prototypes.enabled:
             from loki.filtering.clustering import ClusterAssign, ClusterFit
@@ -125,7 +145,8 @@ class StagePlan:
                 ("assign", [ClusterAssign(emb, clusters)], tasks),
                 ("prune", [ClusterPrune(clusters, s.enabled, cfg.prototypes.enabled, s.eps, s.keep,
                                         s.compare_to, s.max_cluster_size, s.seed, s.kmeans)],
-                 tasks)]))
+                 tasks)], settings={"semdedup": section(s), "prototypes.enabled":
+                                    cfg.prototypes.enabled}, writes=[clusters]))
         if cfg.semdedup.enabled:
             from loki.filtering.semantic import SemanticFilter
 
@@ -140,7 +161,8 @@ class StagePlan:
             out.append(Stage("prototypes", [
                 ("select", [PrototypeSelect(clusters, p.keep_fraction, p.keep)], 1),
                 self._sharded("prototypes", "filter", prev, [SemanticFilter(
-                    clusters, "prototype", self._removed("prototypes", "prototype"))], dst)], dst))
+                    clusters, "prototype", self._removed("prototypes", "prototype"))], dst)], dst,
+                settings={"prototypes": section(p)}, writes=[f"{clusters}/prototypes.json"]))
             prev = dst
         if cfg.quality.enabled:
             from loki.filtering.quality import QualityFilter
@@ -148,14 +170,16 @@ class StagePlan:
             q, dst = cfg.quality, f"{work}/stages/07_quality"
             out.append(Stage("quality", [self._sharded("quality", "filter", prev, [QualityFilter(
                 q.model_path, emb, q.threshold, self._removed("quality", "low_quality"))], dst)],
-                dst))
+                dst, settings={"quality.threshold": q.threshold,
+                               "quality_head": quality_head(q.model_path, work)}))
             prev = dst
         if cfg.factual.enabled:
             from loki.filtering.factual import FactualPruner
 
             f, dst = cfg.factual, f"{work}/stages/08_factual"
             out.append(Stage("factual", [self._sharded("factual", "prune", prev, [FactualPruner(
-                f.strength, f.min_chars, self._removed("factual", "factual"))], dst)], dst))
+                f.strength, f.min_chars, self._removed("factual", "factual"))], dst)], dst,
+                settings={"factual": section(f)}))
             prev = dst
         if cfg.decontam.enabled:
             from loki.filtering.decontam import DecontamCount, DecontamFrequent, Decontaminate
@@ -169,7 +193,9 @@ class StagePlan:
                                                d.frequent_fraction)], 1),
                 self._sharded("decontam", "filter", prev, [Decontaminate(
                     index, frequent, d.window, d.min_fragment, d.max_hits,
-                    self._removed("decontam", "benchmark"))], final, final=True)], final))
+                    self._removed("decontam", "benchmark"))], final, final=True)], final,
+                settings={"decontam": section(d, "tasks", "lm_eval_tasks"),
+                          "index": StageRef("decontam_index")}, writes=[counts, frequent]))
         else:
             final = f"{work}/stages/09_write"
             out.append(Stage("write", [self._sharded("write", "write", prev, [], final, final=True)],
@@ -177,11 +203,15 @@ class StagePlan:
         # the staged set goes into output_dir whole, once complete (loki.filtering.publish)
         from loki.filtering.publish import PublishOutput
 
-        out.append(Stage("publish", [("publish", [PublishOutput(final, cfg.output_dir)], 1)]))
+        target = cfg.output_dir if "://" in cfg.output_dir else os.path.abspath(cfg.output_dir)
+        out.append(Stage("publish", [("publish", [PublishOutput(final, cfg.output_dir)], 1)],
+                         settings={"output_dir": target}, product=cfg.output_dir))
         return out
 
     def _train_quality_step(self):
-        cfg = self.cfg
+        from loki.filtering.signatures import record_trained_head
+
+        cfg, work = self.cfg, self.work
 
         def train(data, rank: int = 0, world_size: int = 1):
             from loki.filtering.quality import train_quality
@@ -192,6 +222,7 @@ class StagePlan:
                                              output=cfg.quality.model_path,
                                              embedder=cfg.embed.model,
                                              max_chars=cfg.embed.max_chars, overwrite=True))
+            record_trained_head(cfg.quality.model_path, work)
             return iter(())
 
         return train
@@ -211,7 +242,8 @@ class StagePlan:
             ("signatures", [self._reader(src), ExactDedupSignature(f"{work}/sigs", config)], tasks),
             ("find", [ExactFindDedups(f"{work}/sigs", f"{work}/dups", config=config)], 1),
             self._sharded("exact_dedup", "filter", src, [ExactDedupFilter(
-                f"{work}/dups", config, self._removed("exact_dedup", "exact"))], dst)], dst)
+                f"{work}/dups", config, self._removed("exact_dedup", "exact"))], dst)], dst,
+            writes=[work])
 
     def _minhash(self, src: str) -> Stage:
         from datatrove.pipeline.dedup.minhash import (
@@ -221,6 +253,8 @@ class StagePlan:
             MinhashDedupFilter,
             MinhashDedupSignature,
         )
+
+        from loki.filtering.signatures import section
 
         d, work, tasks = self.cfg.dedup, f"{self.work}/minhash", self.cfg.executor.tasks
         config = MinhashConfig(n_grams=d.n_grams, num_buckets=d.num_buckets,
@@ -232,4 +266,5 @@ class StagePlan:
              d.num_buckets),
             ("cluster", [MinhashDedupCluster(f"{work}/buckets", f"{work}/remove_ids", config=config)], 1),
             self._sharded("minhash_dedup", "filter", src, [MinhashDedupFilter(
-                f"{work}/remove_ids", self._removed("minhash_dedup", "near_duplicate"))], dst)], dst)
+                f"{work}/remove_ids", self._removed("minhash_dedup", "near_duplicate"))], dst)], dst,
+            settings={"dedup": section(d, "exact", "minhash")}, writes=[work])

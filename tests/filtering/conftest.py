@@ -107,14 +107,15 @@ def stage_row(report: dict, name: str) -> dict:
 
 
 def cli_error(cfg, capfd, *argv: str) -> str:
-    """``loki filter`` on ``cfg`` (a YAML written from it): the one error line it prints."""
+    """``loki filter`` on ``cfg`` (a YAML written from it into the current folder): the one error
+    line it prints."""
     import dataclasses
 
     import yaml
 
     from loki.cli import main
 
-    path = cfg.output_dir + ".yaml"
+    path = "filter-run.yaml"
     with open(path, "w") as f:
         yaml.safe_dump(dataclasses.asdict(cfg), f)
     capfd.readouterr()  # what ran before
