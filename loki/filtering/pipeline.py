@@ -43,29 +43,27 @@ class FilterPipeline:
         return f"{self.work}/logs/{stage}/{label}"
 
     def run(self) -> dict:
-        """Runs every stage (local: in order, timed; cluster: submits the chain) and the report;
-        the stages whose inputs or settings changed are cleared first (signatures)."""
+        """Runs every stage (local: in order, timed; cluster: submits the chain) and the report.
+        Everything that can be wrong with the config or its files is checked before the first
+        write; then the stages whose inputs or settings changed are cleared (signatures)."""
         from loki.console import say
-        from loki.filtering.signatures import invalidate
+        from loki.filtering.preflight import check_run, prebuilt_index
+        from loki.filtering.signatures import invalidate, signatures, stored
 
-        if "://" not in self.cfg.output_dir:  # before any stage runs (remote: fsspec decides)
-            from loki.filtering.publish import check_output_dir
-            from loki.output import check_writable
-
-            # publishing makes <output_dir>.partial beside output_dir and swaps it in
-            check_writable(os.path.dirname(os.path.abspath(self.cfg.output_dir)))
-            check_output_dir(self.cfg.output_dir)
-            check_writable(self.cfg.work_dir)
-        if self.cfg.decontam.enabled:  # a bad task fails here, before any stage runs
-            from loki.filtering.decontam import build_index
-
-            build_index(self.cfg.decontam, self.work)
-        stages = self.stages()
-        if self.cfg.quality.enabled and os.path.exists(self.cfg.quality.model_path):
-            self._check_quality_head()
-        redone, changed = invalidate(self.work, stages)
+        check_run(self.cfg)
+        stages = self.stages()  # the inputs exist
+        index_path = f"{self.work}/decontam/index.npz"
+        if self.cfg.decontam.enabled:
+            record = stored(self.work, "decontam_index") or {}
+            same = record.get("signature") == signatures(stages)["decontam_index"]["signature"]
+            index = prebuilt_index(self.cfg, same and os.path.exists(index_path))
+        else:
+            index = None
+        redone, changed = invalidate(self.work, stages)  # the first write
         if changed:
             say(changed)
+        if index is not None:  # the decontam_index job finds it built from the same config
+            index.save(index_path)
         if self.cfg.executor.kind == "slurm":
             from loki.executors import submit_chain
 
@@ -85,7 +83,9 @@ class FilterPipeline:
                     ran = True
                     executor.run()
             if stage.name == "quality_train":
-                self._check_quality_head()
+                from loki.filtering.preflight import check_quality_head
+
+                check_quality_head(self.cfg)
             self._check_kept_documents(stage)
             if ran or stage.name not in timings:  # a reused stage keeps its first timing
                 timings[stage.name] = round(time.perf_counter() - start, 3)
@@ -143,12 +143,3 @@ class FilterPipeline:
             path = f"{self.work}/timings.json"
             timings = json.load(open(path)) if os.path.exists(path) else {}
         return write_report(self.cfg, stages or self.stages(), timings, reused or [])
-
-    def _check_quality_head(self) -> None:
-        from loki.filtering.quality import QualityHead
-
-        head = QualityHead.load(self.cfg.quality.model_path)
-        if head.embedder != self.cfg.embed.model:
-            raise LokiError(f"quality head {self.cfg.quality.model_path} was trained on "
-                            f"{head.embedder!r} embeddings but embed.model is "
-                            f"{self.cfg.embed.model!r}; retrain it or change embed.model")
