@@ -82,21 +82,22 @@ def files_id(paths: list[str]) -> str:
     return _digest(ids)
 
 
-def _record_path(work: str, stage: str) -> str:
-    return f"{work}/logs/{stage}/signature.json"
-
-
 def stored(work: str, stage: str) -> dict | None:
+    """The signature record a stage's last run stored, if any."""
+    return _read_json(f"{work}/logs/{stage}", "signature.json")
+
+
+def _read_json(folder: str, name: str) -> dict | None:
     from datatrove.io import get_datafolder
 
-    folder = get_datafolder(f"{work}/logs/{stage}")
-    if not folder.exists("signature.json"):
+    df = get_datafolder(folder)
+    if not df.exists(name):
         return None
     try:
-        with folder.open("signature.json") as f:
+        with df.open(name) as f:
             return json.load(f)
     except (OSError, ValueError):
-        return None  # unreadable: the stage is redone
+        return None  # unreadable: as if absent, so the stage is redone
 
 
 def quality_head(model_path: str, work: str) -> Any:
@@ -114,22 +115,17 @@ def quality_head(model_path: str, work: str) -> Any:
 
 
 def head_record(work: str) -> dict | None:
-    path = f"{work}/logs/quality_train/head.json"
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
+    return _read_json(f"{work}/logs/quality_train", "head.json")
 
 
 def record_trained_head(model_path: str, work: str) -> None:
     """Called by the training job once the head is saved (see ``quality_head``)."""
+    from datatrove.io import get_datafolder
+
     with open(model_path, "rb") as f:
         sha = hashlib.sha256(f.read()).hexdigest()
-    path = f"{work}/logs/quality_train/head.json"
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
+    with get_datafolder(f"{work}/logs/quality_train").open("head.json", "w") as f:
         json.dump({"sha256": sha}, f)
-    os.replace(path + ".tmp", path)
 
 
 def signatures(stages: list[Stage]) -> dict[str, dict]:

@@ -32,12 +32,17 @@ def test_a_mistyped_work_dir_is_an_error_and_the_report_stays(tmp_path, rng, cap
 
 
 def test_building_the_stage_list_creates_no_folder(tmp_path, rng):
+    import numpy as np
+
     from loki.filtering.pipeline import FilterPipeline
+    from loki.filtering.quality import QualityHead
 
     cfg = small_run(tmp_path, rng, clean=True, dedup={"exact": True}, semdedup=True,
-                    factual=True)
-    assert len(FilterPipeline(cfg).stages()) == 8  # with embed, kmeans, write and publish
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]
+                    quality=True, factual=True)
+    QualityHead(np.ones(4, np.float32), 0.0, "binary", "hashing", {}).save(
+        cfg.quality.model_path)
+    assert len(FilterPipeline(cfg).stages()) == 9  # with embed, kmeans, write and publish
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["quality.json", "raw"]
 
 
 def test_a_half_done_run_reports_its_unfinished_stages(tmp_path, rng, capfd, monkeypatch):
