@@ -40,6 +40,8 @@ def foreign_entries(output_dir: str) -> list[str]:
 
 def check_output_dir(output_dir: str) -> None:
     """One-line LokiError when publishing would replace files the filter did not write."""
+    if "://" not in output_dir and os.path.lexists(output_dir) and not os.path.isdir(output_dir):
+        raise LokiError(f"output_dir {output_dir} is a file; name a folder")
     foreign = foreign_entries(output_dir)
     if not foreign:
         return

@@ -109,3 +109,11 @@ def test_an_output_dir_with_other_files_is_refused_before_any_work(tmp_path, rng
     assert "output_dir" in err and "_work, notes.txt" in err and "<output_dir>.work" in err
     assert not (tmp_path / "work").exists()
     assert read_output(tmp_path / "out") == []
+
+
+def test_an_output_dir_that_is_a_file_is_refused(tmp_path, rng, capfd, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    inputs = corpus(tmp_path, rng)
+    (tmp_path / "out").write_text("a file")
+    assert "is a file; name a folder" in cli_error(filter_config(tmp_path, inputs), capfd)
+    assert (tmp_path / "out").read_text() == "a file" and not (tmp_path / "work").exists()
