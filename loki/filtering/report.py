@@ -46,9 +46,11 @@ def _step_reason(name: str) -> str:
 def stage_stats(logging_dir: str) -> dict[str, Counter]:
     """Counters summed over every task's stats file: ``tally`` (the Tally steps), ``removed``
     (per-document removal reasons), ``counters`` (other stage counts), ``read`` (readers:
-    documents yielded and lines/files skipped) and ``guard`` (the input guard's skips)."""
-    out = {k: Counter() for k in ("tally", "removed", "counters", "read", "guard")}
+    documents yielded and lines/files skipped), ``guard`` (the input guard's skips) and
+    ``tasks`` (``with_stats``: how many tasks wrote a stats file)."""
+    out = {k: Counter() for k in ("tally", "removed", "counters", "read", "guard", "tasks")}
     for path in sorted(glob(os.path.join(logging_dir, "stats", "*.json"))):
+        out["tasks"]["with_stats"] += 1
         with open(path) as f:
             steps = json.load(f)
         for step in steps:
@@ -145,35 +147,53 @@ def _decontamination(work: str, rows: list[dict]) -> dict:
     return out
 
 
-def write_report(cfg, stages, timings: dict) -> dict:
-    """Writes ``<output_dir>/filter_report.json`` and ``.md``; returns the JSON dict."""
+def tasks_done(work: str, stage) -> tuple[int, int]:
+    """(tasks with a completion marker, tasks) over the stage's jobs."""
+    done = sum(len(glob(os.path.join(work, "logs", stage.name, label, "completions", "*")))
+               for label, _, _ in stage.jobs)
+    return done, sum(tasks for _, _, tasks in stage.jobs)
+
+
+def stage_rows(cfg, stage, timings: dict) -> list[dict]:
+    """The stage's report row (after a ``read`` row for the clean stage, whose job reads the
+    input). Document counts come from the job that writes the documents, once it has stats."""
     work = cfg.work_dir.rstrip("/")
-    rows = []
-    for stage in stages:
-        tally, removed, counters, read, guard = (Counter() for _ in range(5))
-        for label, _, _ in stage.jobs:
-            s = stage_stats(os.path.join(work, "logs", stage.name, label))
-            if s["tally"]:
-                tally = s["tally"]  # the job with tallies is the one that writes the documents
-            removed += s["removed"]
-            counters += s["counters"]
-            read += s["read"]
-            guard += s["guard"]
-        row = {"stage": stage.name, "seconds": timings.get(stage.name)}
-        if tally:
-            row.update(docs_in=tally["docs_in"], docs_out=tally["docs_out"],
-                       bytes_in=tally["bytes_in"], bytes_out=tally["bytes_out"])
-        if stage.name == "clean" and tally:  # the input readers run in the clean job
+    removed, counters, read, guard = (Counter() for _ in range(4))
+    tally: dict[str, int] = {}
+    for label, _, _ in stage.jobs:
+        s = stage_stats(os.path.join(work, "logs", stage.name, label))
+        removed += s["removed"]
+        counters += s["counters"]
+        read += s["read"]
+        guard += s["guard"]
+        if stage.output and label == stage.jobs[-1][0] and s["tasks"]:
+            zero = dict.fromkeys(("docs_in", "docs_out", "bytes_in", "bytes_out"), 0)
+            tally = {**zero, **s["tally"]}  # a stage that kept nothing counts a zero
+    rows, row = [], {"stage": stage.name, "seconds": timings.get(stage.name)}
+    if tally:
+        row.update({k: tally[k] for k in ("docs_in", "docs_out", "bytes_in", "bytes_out")})
+        if stage.name == "clean":
             rows.append(_read_row(read, guard, tally["docs_in"]))
-        row["reasons"] = dict(sorted(removed.items()))
-        row["counters"] = dict(sorted(counters.items()))
-        row["removed_examples"] = removed_examples(work, stage.name, cfg.report_examples)
-        _balance(row)
-        rows.append(row)
+    done, tasks = tasks_done(work, stage)
+    if done < tasks:
+        row["status"] = f"incomplete ({done} of {tasks} tasks)"
+    row["reasons"] = dict(sorted(removed.items()))
+    row["counters"] = dict(sorted(counters.items()))
+    row["removed_examples"] = removed_examples(work, stage.name, cfg.report_examples)
+    _balance(row)
+    return [*rows, row]
+
+
+def write_report(cfg, stages, timings: dict, reused: list[str] = ()) -> dict:
+    """Writes ``<output_dir>/filter_report.json`` and ``.md``; returns the JSON dict.
+    ``reused``: the stages this run took from an earlier one (their seconds are that run's)."""
+    work = cfg.work_dir.rstrip("/")
+    rows = [row for stage in stages for row in stage_rows(cfg, stage, timings)]
     hits = {k[5:]: v for row in rows for k, v in row["counters"].items() if k.startswith("hits_")}
     report = {"output_dir": cfg.output_dir, "stages": rows, "benchmark_hits_per_task": hits,
               "decontamination": _decontamination(work, rows),
-              "total_seconds": round(sum(v or 0 for v in timings.values()), 2)}
+              "total_seconds": round(sum(v or 0 for v in timings.values()), 2),
+              "incomplete": [r["stage"] for r in rows if "status" in r], "reused": list(reused)}
     os.makedirs(cfg.output_dir, exist_ok=True)
     _write_atomic(os.path.join(cfg.output_dir, "filter_report.json"),
                   json.dumps(report, indent=1))
@@ -201,8 +221,11 @@ def markdown(report: dict) -> str:
         ok = {True: "yes", False: "**no**"}.get(r.get("adds_up"), "")
         cells += [ok] + [r.get(k, "") for k in ("bytes_in", "bytes_out")]
         seconds = "" if r.get("seconds") is None else r["seconds"]
-        lines.append(f"| {r['stage']} | " + " | ".join(str(c) for c in cells)
-                     + f" | {seconds} |")
+        name = r["stage"] + (f" ({r['status']})" if "status" in r else "")
+        lines.append(f"| {name} | " + " | ".join(str(c) for c in cells) + f" | {seconds} |")
+    if report.get("incomplete"):
+        lines += ["", f"Incomplete: {', '.join(report['incomplete'])}. Their numbers count the "
+                  "finished tasks only; run `loki filter report` again once the jobs have ended."]
     lines += ["", "## Benchmark hits per task", ""]
     lines += [f"- {t}: {n}" for t, n in report["benchmark_hits_per_task"].items()] or ["- none"]
     d = report.get("decontamination", {})

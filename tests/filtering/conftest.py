@@ -104,3 +104,24 @@ def run_filter(cfg):
 
 def stage_row(report: dict, name: str) -> dict:
     return next(r for r in report["stages"] if r["stage"] == name)
+
+
+def cli_error(cfg, capfd, *argv: str) -> str:
+    """``loki filter`` on ``cfg`` (a YAML written from it into the current folder): the one error
+    line it prints."""
+    import dataclasses
+
+    import yaml
+
+    from loki.cli import main
+
+    path = "filter-run.yaml"
+    with open(path, "w") as f:
+        yaml.safe_dump(dataclasses.asdict(cfg), f)
+    capfd.readouterr()  # what ran before
+    with pytest.raises(SystemExit) as exc:
+        main(["filter", *argv, "--config", path])
+    assert exc.value.code == 2
+    err = capfd.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err

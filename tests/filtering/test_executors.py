@@ -144,7 +144,7 @@ def test_slurm_scripts_run_chained_through_a_stand_in(tmp_path, monkeypatch):
     assert all(j["state"] == "COMPLETED" for j in jobs.values())
     assert [j["name"] for j in work] == [
         "loki-clean-filter", "loki-embed-embed", "loki-kmeans-fit", "loki-kmeans-assign",
-        "loki-kmeans-prune", "loki-semdedup-filter", "loki-write-write"]
+        "loki-kmeans-prune", "loki-semdedup-filter", "loki-write-write", "loki-publish-publish"]
     ids = [i for i, j in jobs.items() if j in work]
     for prev, job in zip(ids, work[1:]):  # every job waits for the one before it
         assert f"afterok:{prev}" in job["dependency"]

@@ -44,7 +44,7 @@ def test_every_stage_runs_and_reports(tmp_path, rng):
     names = [r["stage"] for r in report["stages"]]
     assert names == ["decontam_index", "quality_train", "read", "clean", "exact_dedup",
                      "minhash_dedup", "embed", "kmeans", "semdedup", "prototypes", "quality",
-                     "factual", "decontam"]
+                     "factual", "decontam", "publish"]
     rows = {r["stage"]: r for r in report["stages"] if "docs_in" in r}
     assert rows["clean"]["docs_in"] == 41
     assert rows["exact_dedup"]["docs_out"] == 40
@@ -162,3 +162,19 @@ def test_slurm_block_builds_chained_executors(tmp_path, rng):
         for label, steps, n in stage.jobs:
             last = make_executor(cfg.executor, steps, n, pipe.logging_dir(stage.name, label), last)
     assert type(last).__name__ == "SlurmPipelineExecutor" and last.depends is not None
+
+
+def test_work_dir_defaults_beside_output_dir_and_is_never_inside_it(tmp_path):
+    from loki.filtering.cli import parse
+
+    out = tmp_path / "filtered"
+    cfg = parse(FilterConfig, ["--output_dir", str(out)], "loki filter")
+    assert cfg.work_dir == f"{out}.work"
+    assert parse(FilterConfig, ["--output_dir", "s3://bucket/f/"], "loki filter").work_dir == \
+        "s3://bucket/f.work"
+    for inside in (out / "_work", out, out / "a" / ".." / "b"):
+        with pytest.raises(LokiError, match="is inside output_dir"):
+            parse(FilterConfig, ["--output_dir", str(out), "--work_dir", str(inside)],
+                  "loki filter")
+    assert parse(FilterConfig, ["--output_dir", str(out), "--work_dir", f"{out}-work"],
+                 "loki filter").work_dir == f"{out}-work"

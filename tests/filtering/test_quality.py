@@ -63,3 +63,20 @@ def test_bad_training_data_is_a_loki_error(tmp_path):
         read_labelled(str(path))
     with pytest.raises(LokiError, match="does not exist"):
         read_labelled(str(tmp_path / "missing.jsonl"))
+
+
+def test_a_failed_save_leaves_the_earlier_head_whole(tmp_path, monkeypatch):
+    import numpy as np
+
+    path = tmp_path / "q.json"
+    head = QualityHead(np.ones(3, np.float32), 0.0, "binary", "hashing", {})
+    head.save(str(path))
+    before = path.read_text()
+
+    def crash(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(json, "dump", crash)
+    with pytest.raises(KeyboardInterrupt):
+        head.save(str(path))
+    assert path.read_text() == before and [p.name for p in tmp_path.iterdir()] == ["q.json"]

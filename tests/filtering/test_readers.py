@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import filter_config, prose, run_filter, stage_row, write_jsonl
+from conftest import cli_error, filter_config, prose, run_filter, stage_row, write_jsonl
 
 
 def test_bad_input_is_counted_and_good_documents_survive(tmp_path, rng):
@@ -74,3 +74,30 @@ def test_clean_stage_removes_boilerplate_and_short_docs(tmp_path, rng):
     row = stage_row(report, "clean")
     assert row["docs_in"] == 2 and row["docs_out"] == 1 and row["bytes_out"] == len(body)
     assert row["counters"]["boilerplate_lines"] == 3 and row["adds_up"]
+
+
+def test_a_truncated_gzip_file_is_one_line_naming_it(tmp_path, rng, capfd, monkeypatch):
+    import gzip
+
+    monkeypatch.chdir(tmp_path)
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    data = "".join(json.dumps({"id": f"d{i}", "text": prose(rng)}) + "\n" for i in range(40))
+    whole = gzip.compress(data.encode())
+    (raw / "a.jsonl.gz").write_bytes(whole[: len(whole) // 2])
+    cfg = filter_config(tmp_path, [str(raw / "*.jsonl.gz")])
+    for workers in (1, 2):  # in this process, and from a spawned worker
+        cfg.executor.tasks = cfg.executor.workers = workers
+        err = cli_error(cfg, capfd)
+        assert f"input file {raw / 'a.jsonl.gz'} is not readable JSONL" in err, err
+        assert "truncated or corrupt" in err
+
+
+def test_a_damaged_parquet_file_is_one_line_naming_it(tmp_path, capfd, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    raw = tmp_path / "pq"
+    raw.mkdir()
+    (raw / "x.parquet").write_bytes(b"PAR1 this is not parquet at all PAR1")
+    cfg = filter_config(tmp_path, [str(raw)], input={"format": "parquet"})
+    err = cli_error(cfg, capfd)
+    assert f"input file {raw / 'x.parquet'} is not a readable parquet file" in err, err
