@@ -145,11 +145,16 @@ def loki_state_dict(ckpt: dict[str, Any], model: torch.nn.Module, path: str | Pa
 
 
 def check_checkpoint(path: str | Path) -> tuple[LokiConfig, dict[str, Any]]:
-    """(config, hyper-parameters) of a checkpoint file, checked as ``load_model`` checks them,
-    without reading the weights."""
+    """(config, hyper-parameters) of a checkpoint file or distributed checkpoint folder, checked
+    as ``load_model`` checks them, without reading the weights."""
     from loki.model import Loki
 
     path = Path(path)
+    if path.is_dir():
+        from loki.sharding import check_distributed
+
+        meta = check_distributed(path)
+        return checkpoint_config(meta, path), dict(meta.get("hyper_parameters") or {})
     ckpt = read_checkpoint(path, mmap=True)
     config = checkpoint_config(ckpt, path)
     with torch.device("meta"):  # names and shapes only: no memory, no init

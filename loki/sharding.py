@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +25,11 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from loki import atomic
+from loki.checkpoint_read import checkpoint_config, hf_export_hint, one_line_reason
 from loki.errors import LokiError
 from loki.model import Block, Loki
+from loki.output import check_writable
 
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 LIGHTNING_META = "meta.pt"  # the non-tensor part of a Lightning distributed checkpoint
@@ -225,36 +230,75 @@ def full_tensor(value: torch.Tensor) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------- consolidation
+def check_distributed(folder: str | Path) -> dict[str, Any]:
+    """The ``meta.pt`` of a Lightning distributed checkpoint folder (everything but the tensors:
+    the hyper-parameters, the model config), or a one-line LokiError saying what ``folder`` is.
+
+    A folder without ``meta.pt`` is refused: its weights alone do not say which model they are,
+    and a consolidated file without the hyper-parameters cannot be loaded."""
+    src = Path(folder)
+    if not src.exists():
+        raise LokiError(f"checkpoint folder not found: {src}")
+    if not (src.is_dir() and (src / ".metadata").is_file()):
+        raise LokiError(hf_export_hint(src)
+                        or f"{src} is not a distributed checkpoint folder (no .metadata inside)")
+    meta_path = src / LIGHTNING_META
+    if not meta_path.is_file():
+        raise LokiError(f"{src} has no {LIGHTNING_META}, the part of a Lightning distributed "
+                        "checkpoint that records the model's config and hyper-parameters; copy "
+                        f"the folder again with its {LIGHTNING_META}")
+    try:
+        meta = torch.load(meta_path, map_location="cpu", weights_only=False)
+    except Exception as err:
+        raise LokiError(f"cannot read {meta_path}: {one_line_reason(err)}") from err
+    if not isinstance(meta, dict):
+        raise LokiError(f"{meta_path} is not a Lightning checkpoint's {LIGHTNING_META} (not a dict)")
+    checkpoint_config(meta, src)  # refuse now what load_model would refuse after the merge
+    return meta
+
+
 def consolidate(checkpoint: str | Path, output: str | Path, keep_optimizer: bool = False) -> Path:
     """Merge a Lightning distributed checkpoint folder (``*.distcp`` + ``meta.pt``) into one
     ``.ckpt`` that ``LokiLM.load_from_checkpoint`` and ``loki.module.load_model`` read.
 
     Runs in one process without a process group. Optimizer state is dropped unless asked for
-    (the file is for inspection and evaluation; resume from the folder itself)."""
+    (the file is for inspection and evaluation; resume from the folder itself). The output is
+    written atomically (``loki.atomic``): an earlier file there stays whole until the new one is;
+    the intermediate file of the merge gets a unique temp name beside it and is always removed."""
+    from torch.distributed.checkpoint.api import CheckpointException
     from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
     src, dst = Path(checkpoint), Path(output)
-    if not (src.is_dir() and (src / ".metadata").is_file()):
-        raise LokiError(f"{src} is not a distributed checkpoint folder (no .metadata inside)")
-    if dst.exists() and dst.is_dir():
+    meta = check_distributed(src)
+    if dst.is_dir():
         raise LokiError(f"output {dst} is a folder; give a file name such as last.ckpt")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.name + ".partial")
+    check_writable(dst.parent, f"output {dst}: its folder")
+    work = dst.absolute().parent  # the merge's intermediate file: in the output's folder, or
+    while not work.exists():      # the nearest one that exists, so a failure creates no folders
+        work = work.parent
+    fd, tmp = tempfile.mkstemp(prefix=f"{atomic.TMP_PREFIX}{dst.name}.", suffix=atomic.TMP_SUFFIX,
+                               dir=work)
+    os.close(fd)
     try:
         dcp_to_torch_save(src, tmp)
         tensors = torch.load(tmp, map_location="cpu", weights_only=False)
+    except (Exception, CheckpointException) as err:  # a truncated or missing shard; torch's
+        # CheckpointException is a BaseException that carries each rank's traceback as text
+        raise LokiError(f"cannot read the distributed checkpoint {src}: "
+                        f"{one_line_reason(err)}") from err
     finally:
-        tmp.unlink(missing_ok=True)
-    meta_path = src / LIGHTNING_META
-    merged: dict[str, Any] = (
-        torch.load(meta_path, map_location="cpu", weights_only=False) if meta_path.is_file() else {}
-    )
+        Path(tmp).unlink(missing_ok=True)
+    merged = dict(meta)
     merged["state_dict"] = {k: _plain(v) for k, v in tensors.pop("state_dict").items()}
     if keep_optimizer:
         merged["optimizer_states"] = [
             tensors[k] for k in sorted(tensors) if k.startswith("optimizer_")
         ]
-    torch.save(merged, dst)
+    try:
+        with atomic.atomic_write(dst) as f:
+            torch.save(merged, f)
+    except RuntimeError as err:  # torch's writer reports a full disk as a RuntimeError
+        raise LokiError(f"cannot write {dst}: {one_line_reason(err)}") from err
     return dst
 
 
