@@ -40,6 +40,22 @@ class SamplingConfig:
     seed: int = 0
     """Sampling seed (same seed, prompts and checkpoint -> same samples)."""
 
+    def __post_init__(self) -> None:
+        # checked here, before a checkpoint is loaded; the model's sampler would fail (or quietly
+        # do something else) only once generation has started
+        problems = []
+        if not self.temperature >= 0:
+            problems.append(f"temperature must be >= 0 (0 is greedy), got {self.temperature}")
+        if self.top_k is not None and self.top_k < 1:
+            problems.append(f"top_k must be >= 1 or null (all tokens), got {self.top_k}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            problems.append(f"top_p must be in (0, 1] or null (1 and null: off), got {self.top_p}")
+        for name in ("max_new_tokens", "num_samples"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        if problems:
+            raise LokiError("sampling." + "; sampling.".join(problems))
+
 
 @torch.no_grad()
 def generate_with_stops(
@@ -92,8 +108,6 @@ def read_prompts(path: str | Path) -> list[str]:
 
 def sample(eval_model, prompts: list[str], cfg: SamplingConfig) -> list[dict]:
     """``[{"prompt", "samples": [str, ...]}]`` for each prompt."""
-    if cfg.num_samples < 1 or cfg.max_new_tokens < 1:
-        raise LokiError("num_samples and max_new_tokens must be >= 1")
     tok, model = eval_model.tokenizer, eval_model.model
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(cfg.seed)

@@ -58,3 +58,25 @@ def test_probe_cli_writes_json_and_markdown(small_ckpt, tmp_path):
     assert result["bias"]["stereotype_consistent_share"] == sum(consistent) / 4
     md = (tmp_path / "probes.md").read_text()
     assert f"**{sum(consistent)}/4**" in md and "def factorial(n):" in md
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("temperature", -1.0, r"sampling\.temperature must be >= 0 \(0 is greedy\), got -1"),
+    ("top_k", 0, r"sampling\.top_k must be >= 1"),
+    ("top_p", 0.0, r"sampling\.top_p must be in \(0, 1\]"),
+    ("top_p", 1.5, r"sampling\.top_p must be in \(0, 1\]"),
+    ("num_samples", 0, r"sampling\.num_samples must be >= 1"),
+])
+def test_sampling_settings_are_checked_before_anything_runs(field, value, match):
+    with pytest.raises(LokiError, match=match):
+        SamplingConfig(**{field: value})
+    SamplingConfig(temperature=0.0, top_k=1, top_p=1.0)  # the edges are allowed
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:x", "tpu", "meta"])
+def test_an_unknown_device_lists_the_valid_ones(device):
+    from loki.eval.loading import resolve_device
+
+    with pytest.raises(LokiError, match=f"unknown device '{device}'; choose one of: auto, cpu, "
+                                        "cuda, cuda:N"):
+        resolve_device(device)
