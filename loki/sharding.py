@@ -310,6 +310,8 @@ def main(argv: list[str] | None = None) -> None:
     """``loki consolidate CHECKPOINT_DIR --output FILE.ckpt``."""
     from jsonargparse import ActionConfigFile, ArgumentParser
 
+    from loki.tool_args import parse_args
+
     parser = ArgumentParser(prog="loki consolidate", description=consolidate.__doc__)
     parser.add_argument("--config", action=ActionConfigFile)
     parser.add_argument("checkpoint", type=str, help="distributed checkpoint folder (*.distcp)")
@@ -317,7 +319,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="output file (default: <checkpoint>.consolidated.ckpt beside it)")
     parser.add_argument("--keep_optimizer", type=bool, default=False,
                         help="also keep the optimizer state (large; not needed for eval)")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     src = Path(args.checkpoint)
     output = Path(args.output) if args.output else src.with_name(src.name + ".consolidated.ckpt")
     dst = consolidate(src, output, args.keep_optimizer)

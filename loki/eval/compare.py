@@ -103,6 +103,8 @@ def render_markdown(result: dict[str, dict[str, float]], names: tuple[str, str])
 def main(argv: list[str] | None = None) -> None:
     from jsonargparse import ActionConfigFile, ArgumentParser
 
+    from loki.tool_args import parse_args
+
     p = ArgumentParser(prog="loki compare", description=__doc__.split("\n")[0])
     p.add_argument("--config", action=ActionConfigFile)
     p.add_argument("--a", type=list[str], required=True, help="checkpoint(s) of side A (seeds)")
@@ -114,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch_size", type=int, default=8, help="requests per forward pass")
     p.add_argument("--device", type=str, default="auto", help="auto, cpu, cuda")
     p.add_argument("--output_dir", type=str, required=True, help="compare.json / compare.md")
-    cfg = p.parse_args(argv)
+    cfg = parse_args(p, argv)
     from loki.eval.adapter import LokiEvalLM
 
     suite = cfg.suite if isinstance(cfg.suite, SuiteConfig) else SuiteConfig(**vars(cfg.suite))

@@ -125,6 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     from jsonargparse import ActionConfigFile, ArgumentParser
 
     from loki.eval.loading import load_for_eval
+    from loki.tool_args import parse_args
 
     p = ArgumentParser(prog="loki generate", description=__doc__.split("\n")[0])
     p.add_argument("--config", action=ActionConfigFile)
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", type=str, default="auto", help="auto, cpu, cuda")
     p.add_argument("--dtype", type=str, default="auto", help="auto, float32, bfloat16")
     p.add_argument("--output", type=str | None, default=None, help="JSONL of results")
-    cfg = p.parse_args(argv)
+    cfg = parse_args(p, argv)
     prompts = list(cfg.prompt) + (read_prompts(cfg.prompts) if cfg.prompts else [])
     if not prompts:
         raise LokiError("no prompts: pass --prompt TEXT or --prompts FILE")

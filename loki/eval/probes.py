@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     from jsonargparse import ActionConfigFile, ArgumentParser
 
     from loki.eval.loading import load_for_eval
+    from loki.tool_args import parse_args
 
     p = ArgumentParser(prog="loki probe", description=__doc__.split("\n")[0])
     p.add_argument("--config", action=ActionConfigFile)
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_class_arguments(SamplingConfig, "sampling")
     p.add_argument("--device", type=str, default="auto", help="auto, cpu, cuda")
     p.add_argument("--output_dir", type=str, required=True, help="probes.json / probes.md")
-    cfg = p.parse_args(argv)
+    cfg = parse_args(p, argv)
     sampling = cfg.sampling if isinstance(cfg.sampling, SamplingConfig) else SamplingConfig(
         **vars(cfg.sampling))
     em = load_for_eval(cfg.checkpoint, cfg.tokenizer, cfg.device)
