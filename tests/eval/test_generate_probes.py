@@ -80,3 +80,94 @@ def test_an_unknown_device_lists_the_valid_ones(device):
     with pytest.raises(LokiError, match=f"unknown device '{device}'; choose one of: auto, cpu, "
                                         "cuda, cuda:N"):
         resolve_device(device)
+
+
+def _cli(argv, capsys):
+    """``loki`` with ``argv``: (exit code, stdout, stderr)."""
+    from loki.cli import main
+
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as exit_info:
+        code = exit_info.code
+    out, err = capsys.readouterr()
+    return code, out, err.strip()
+
+
+def test_generate_prints_then_writes_the_output_atomically(small_ckpt, tmp_path, capsys,
+                                                           monkeypatch):
+    out = tmp_path / "gen.jsonl"
+    argv = ["generate", "--checkpoint", str(small_ckpt), "--prompt+", "Hello", "--device", "cpu",
+            "--sampling.max_new_tokens", "4", "--sampling.num_samples", "2", "--output", str(out)]
+    code, printed, _ = _cli(argv, capsys)
+    assert code == 0 and printed.count("--- 'Hello'") == 2 and f"to {out}" in printed
+    row = json.loads(out.read_text())
+    assert row["prompt"] == "Hello" and len(row["samples"]) == 2
+
+    def full_disk(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("os.fsync", full_disk)
+    code, printed, err = _cli(argv, capsys)
+    assert code == 2 and printed.count("--- 'Hello'") == 2  # the samples are not lost
+    assert err == (f"loki generate: error: cannot write {out} (No space left on device); the "
+                   "samples are printed above")
+    assert json.loads(out.read_text()) == row and sorted(tmp_path.iterdir()) == [out]
+
+
+@pytest.mark.parametrize("case", ["output is the checkpoint", "output is the prompts file",
+                                  "output under a file", "output is a folder", "no prompts",
+                                  "prompts not UTF-8", "prompts is a folder", "bad sampling"])
+def test_generate_refuses_bad_input_before_loading(case, small_ckpt, tmp_path, capsys,
+                                                   monkeypatch):
+    import shutil
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the checkpoint was loaded")
+
+    monkeypatch.setattr("loki.eval.loading.load_for_eval", no_loading)
+    ckpt = str(shutil.copy(small_ckpt, tmp_path / "copy.ckpt"))
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("Hello\n")
+    (tmp_path / "afile").write_text("mine")
+    argv = ["generate", "--checkpoint", ckpt, "--prompts", str(prompts), "--output",
+            str(tmp_path / "gen.jsonl")]
+    expected = {
+        "output is the checkpoint": "is the checkpoint", "output is the prompts file":
+        "is the prompts file", "output under a file": "afile is a file, not a folder",
+        "output is a folder": "is a folder; give a file name", "no prompts": "no prompts: "
+        "pass --prompt+ TEXT (once per prompt) or --prompts FILE", "prompts not UTF-8":
+        "is not UTF-8 text (byte 0", "prompts is a folder": "is a folder; give a text",
+        "bad sampling": "sampling.top_p must be in (0, 1]"}[case]
+    if case == "output is the checkpoint":
+        argv[-1] = ckpt
+    elif case == "output is the prompts file":
+        argv[-1] = str(prompts)
+    elif case == "output under a file":
+        argv[-1] = str(tmp_path / "afile" / "gen.jsonl")
+    elif case == "output is a folder":
+        argv[-1] = str(tmp_path)
+    elif case == "no prompts":
+        argv = argv[:3] + argv[5:]
+    elif case == "prompts not UTF-8":
+        prompts.write_bytes(b"\xff\xfeHello\n")
+    elif case == "prompts is a folder":
+        argv[4] = str(tmp_path)
+    else:
+        argv += ["--sampling.top_p", "0"]
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    code, _, err = _cli(argv, capsys)
+    assert code == 2 and err.startswith("loki generate: error: ") and "\n" not in err
+    assert expected in err
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
+
+
+def test_read_prompts_names_the_bad_line(tmp_path):
+    f = tmp_path / "p.jsonl"
+    f.write_text('{"prompt": "a"}\n\n{"prompt": 3}\n')
+    with pytest.raises(LokiError, match=r"p\.jsonl, line 3: .*'prompt' string"):
+        read_prompts(f)
+    f.write_text("\n  \n")
+    with pytest.raises(LokiError, match="holds no prompts"):
+        read_prompts(f)
