@@ -80,6 +80,18 @@ def write_text(path: str | Path, text: str) -> None:
         f.write(text)
 
 
+def write_texts(files: dict[str | Path, str]) -> None:
+    """Write text files that belong together (a report's JSON and Markdown): each is written in
+    full and synced beside its predecessor before any replaces it, so a failure (a full disk)
+    leaves all the earlier files as they were."""
+    with contextlib.ExitStack() as stack:
+        for path, text in files.items():
+            f = stack.enter_context(atomic_write(path, "w", encoding="utf-8"))
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+
+
 def is_temp(name: str) -> bool:
     """True for a temp file name ``atomic_write`` makes."""
     return name.startswith(TMP_PREFIX) and name.endswith(TMP_SUFFIX)

@@ -171,3 +171,39 @@ def test_read_prompts_names_the_bad_line(tmp_path):
     f.write_text("\n  \n")
     with pytest.raises(LokiError, match="holds no prompts"):
         read_prompts(f)
+
+
+def test_probe_refuses_an_output_dir_that_is_a_file_before_loading(small_ckpt, tmp_path, capsys,
+                                                                   monkeypatch):
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the checkpoint was loaded")
+
+    monkeypatch.setattr("loki.eval.loading.load_for_eval", no_loading)
+    (tmp_path / "afile").write_text("mine")
+    code, _, err = _cli(["probe", "--checkpoint", str(small_ckpt), "--output_dir",
+                         str(tmp_path / "afile")], capsys)
+    assert code == 2 and "\n" not in err and "afile is a file, not a folder" in err
+    assert (tmp_path / "afile").read_text() == "mine"
+
+
+def test_probe_keeps_the_earlier_pair_when_a_write_fails(small_ckpt, tmp_path, capsys,
+                                                         monkeypatch):
+    argv = ["probe", "--checkpoint", str(small_ckpt), "--sampling.max_new_tokens", "2",
+            "--device", "cpu", "--output_dir", str(tmp_path)]
+    assert _cli(argv, capsys)[0] == 0
+    earlier = {p.name: p.read_text() for p in tmp_path.iterdir()}
+    assert set(earlier) == {"probes.json", "probes.md"}
+    import os
+
+    fsync, calls = os.fsync, []
+
+    def second_file_fails(fd):  # probes.json is written, then the disk is full
+        calls.append(fd)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        fsync(fd)
+
+    monkeypatch.setattr("os.fsync", second_file_fails)
+    code, printed, err = _cli([*argv[:3], "--sampling.max_new_tokens", "3", *argv[5:]], capsys)
+    assert code == 2 and "# Probes" in printed and "the probes are printed above" in err
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == earlier
