@@ -97,16 +97,33 @@ def load_for_eval(
 ) -> EvalModel:
     """Checkpoint + tokenizer (default: the spec recorded in the checkpoint), checked."""
     from loki.module import load_model
-    from loki.tokenizer import LokiTokenizer
 
     target, dt = resolve_device(device), resolve_dtype(dtype)  # refused before reading weights
     model, config, hparams = load_model(checkpoint)
+    tok, spec = _tokenizer_for(checkpoint, tokenizer, config, hparams)
+    model = model.to(device=target)
+    if dt is not None:
+        model = model.to(dtype=dt)
+    return EvalModel(model.eval(), config, tok, str(checkpoint), str(spec))
+
+
+def check_for_eval(checkpoint: str | Path, tokenizer: str | None = None) -> None:
+    """What ``load_for_eval`` refuses, found without reading the weights: a file that is not a
+    Loki checkpoint, a tokenizer that does not load or does not fit it. For tools that load
+    several checkpoints one after another (``compare``) and must not find a bad one late."""
+    from loki.checkpoint_read import check_checkpoint
+
+    config, hparams = check_checkpoint(checkpoint)
+    _tokenizer_for(checkpoint, tokenizer, config, hparams)
+
+
+def _tokenizer_for(checkpoint: str | Path, tokenizer: str | None, config: LokiConfig,
+                   hparams: dict) -> tuple[object, str]:
+    from loki.tokenizer import LokiTokenizer
+
     spec = tokenizer or hparams.get("tokenizer")
     if not spec:
         raise LokiError(f"checkpoint {checkpoint} records no tokenizer; pass tokenizer=<spec>")
     tok = LokiTokenizer.from_spec(spec)
     check_tokenizer(tok, config, dict(hparams), f"checkpoint {checkpoint}")
-    model = model.to(device=target)
-    if dt is not None:
-        model = model.to(dtype=dt)
-    return EvalModel(model.eval(), config, tok, str(checkpoint), str(spec))
+    return tok, spec
