@@ -312,7 +312,11 @@ def main(argv: list[str] | None = None) -> None:
 
     from loki.tool_args import parse_args
 
-    parser = ArgumentParser(prog="loki consolidate", description=consolidate.__doc__)
+    parser = ArgumentParser(prog="loki consolidate", description=(
+        "Merge a Lightning distributed checkpoint folder (*.distcp shards and meta.pt) into one "
+        ".ckpt file that the other tools (generate, probe, compare, export) and "
+        "LokiLM.load_from_checkpoint read. Runs in one process, without GPUs. The optimizer state "
+        "is left out unless --keep_optimizer true; to resume training, use the folder itself."))
     parser.add_argument("--config", action=ActionConfigFile)
     parser.add_argument("checkpoint", type=str, help="distributed checkpoint folder (*.distcp)")
     parser.add_argument("--output", type=str | None, default=None,
