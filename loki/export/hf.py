@@ -174,6 +174,9 @@ def export_hf(checkpoint: str | Path, output: str | Path, tokenizer: str | None 
     if dtype != "auto" and dtype not in DTYPES:
         raise LokiError(f"unknown dtype {dtype!r}; choose one of: auto, {', '.join(DTYPES)}")
     shard_bytes = parse_shard_size(max_shard_size)
+    from loki.console import transformers_without_torchao
+
+    transformers_without_torchao()  # no CUDA-kernel load failures printed: the export needs none
     transformers = require("transformers", "eval")
     with resolved_checkpoint(checkpoint) as (ckpt, distributed):
         model, config, hparams = load_model(ckpt)

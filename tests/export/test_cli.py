@@ -188,3 +188,21 @@ def test_a_failed_final_rename_puts_the_earlier_export_back(tmp_path, monkeypatc
         hf._replace(new, out)
     assert (out / "config.json").read_text() == "earlier"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hf", "staged"]
+
+
+@pytest.mark.slow
+def test_the_console_shows_no_torchao_kernel_load_failures(trained_ckpt, tmp_path):
+    """transformers imports torchao when installed; torchao then prints its CUDA-only kernels
+    as failing to load. The export uses no torchao, so its console should not show that."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("torchao")
+    root = Path(__file__).resolve().parents[2]
+    run = subprocess.run([sys.executable, "-m", "loki.cli", "export", "hf", str(trained_ckpt),
+                          "--output", str(tmp_path / "hf")], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(root)})
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "Failed to load" not in run.stderr and "torchao" not in run.stderr
