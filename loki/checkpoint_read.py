@@ -57,7 +57,8 @@ def hf_export_hint(path: str | Path) -> str | None:
     except (OSError, ValueError, AttributeError):
         source = None
     if source:
-        hint += f"; for loki's tools, pass the checkpoint it was exported from ({source})"
+        hint += (f"; loki's tools read the checkpoint it was exported from (its "
+                 f"loki_export.json names {source})")
     return hint
 
 

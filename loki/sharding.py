@@ -271,8 +271,8 @@ def consolidate(checkpoint: str | Path, output: str | Path, keep_optimizer: bool
     src, dst = Path(checkpoint), Path(output)
     meta = check_distributed(src)
     if dst.is_dir():
-        raise LokiError(f"output {dst} is a folder; give a file name such as last.ckpt")
-    check_writable(dst.parent, f"output {dst}: its folder")
+        raise LokiError(f"--output {dst} is a folder; give a file name such as last.ckpt")
+    check_writable(dst.parent, f"--output {dst}: its folder")
     work = dst.absolute().parent  # the merge's intermediate file: in the output's folder, or
     while not work.exists():      # the nearest one that exists, so a failure creates no folders
         work = work.parent

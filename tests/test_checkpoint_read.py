@@ -50,7 +50,7 @@ def test_a_transformers_export_says_how_to_load_it(tmp_path):
     (folder / "weights.bin").write_bytes((folder / "model.safetensors").read_bytes())
     for path in (folder / "model.safetensors", folder / "weights.bin"):  # by suffix, by header
         _both(path, r"Hugging Face transformers model.*from_pretrained\('.*hf', "
-                    r"trust_remote_code=True\).*exported from \(runs/x/last.ckpt\)")
+                    r"trust_remote_code=True\).*loki_export.json names runs/x/last.ckpt\)")
 
 
 @pytest.mark.parametrize("case, match", [

@@ -204,4 +204,5 @@ def main(argv: list[str] | None = None) -> None:
         except OSError as err:  # a full disk: the earlier file is still there
             raise LokiError(f"cannot write {cfg.output} ({err.strerror or err}); the samples "
                             "are printed above") from err
-        print(f"wrote {len(results)} prompt(s) with their samples to {cfg.output}")
+        n = sum(len(r["samples"]) for r in results)
+        print(f"wrote {n} sample(s) of {len(results)} prompt(s) to {cfg.output}")
