@@ -207,3 +207,15 @@ def test_probe_keeps_the_earlier_pair_when_a_write_fails(small_ckpt, tmp_path, c
     code, printed, err = _cli([*argv[:3], "--sampling.max_new_tokens", "3", *argv[5:]], capsys)
     assert code == 2 and "# Probes" in printed and "the probes are printed above" in err
     assert {p.name: p.read_text() for p in tmp_path.iterdir()} == earlier
+
+
+def test_a_cuda_index_beyond_the_machine_is_refused(monkeypatch):
+    import torch
+
+    from loki.eval.loading import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device("cuda:0") == torch.device("cuda:0")
+    with pytest.raises(LokiError, match="this machine has 1 CUDA device"):
+        resolve_device("cuda:1")
