@@ -1,10 +1,11 @@
 """What a checkpoint file is, told in one line before a tool spends minutes on it.
 
-The tools (``generate``, ``probe``, ``compare``, ``export``) and ``loki.module.load_model`` read
-Lightning checkpoints of a ``LokiLM``. Anything else given in their place (a transformers export,
-a bare state dict, a checkpoint of another model, one that does not record the model's shape) is
-a ``LokiError`` naming the file and what it is not, instead of a ``KeyError`` or a size mismatch
-after the weights were read. Nothing here guesses a config: a checkpoint that records none is
+The tools (``generate``, ``probe``, ``compare``, ``export``, ``consolidate``) and
+``loki.module.load_model`` read Lightning checkpoints of a ``LokiLM``: a file, or a distributed
+checkpoint folder (``*.distcp`` shards and ``meta.pt``, see ``check_distributed``). Anything else
+given in their place (a transformers export, a bare state dict, a checkpoint of another model,
+one that does not record the model's shape) is a ``LokiError`` naming the file and what it is
+not, instead of a ``KeyError`` or a size mismatch after the weights were read. Nothing here guesses a config: a checkpoint that records none is
 refused, since a guessed shape only fails later, further from the cause.
 
 ``check_checkpoint`` makes the same checks without reading the weights (``torch.load(mmap=True)``
@@ -24,6 +25,7 @@ from loki.config import LokiConfig
 from loki.errors import LokiError
 
 HF_LOAD = "AutoModelForCausalLM.from_pretrained('{folder}', trust_remote_code=True)"
+LIGHTNING_META = "meta.pt"  # the non-tensor part of a Lightning distributed checkpoint
 
 
 def _is_safetensors(path: Path) -> bool:
@@ -145,6 +147,33 @@ def loki_state_dict(ckpt: dict[str, Any], model: torch.nn.Module, path: str | Pa
     return state
 
 
+def check_distributed(folder: str | Path) -> dict[str, Any]:
+    """The ``meta.pt`` of a Lightning distributed checkpoint folder (everything but the tensors:
+    the hyper-parameters, the model config), or a one-line LokiError saying what ``folder`` is.
+
+    A folder without ``meta.pt`` is refused: its weights alone do not say which model they are,
+    and a consolidated file without the hyper-parameters cannot be loaded."""
+    src = Path(folder)
+    if not src.exists():
+        raise LokiError(f"checkpoint folder not found: {src}")
+    if not (src.is_dir() and (src / ".metadata").is_file()):
+        raise LokiError(hf_export_hint(src)
+                        or f"{src} is not a distributed checkpoint folder (no .metadata inside)")
+    meta_path = src / LIGHTNING_META
+    if not meta_path.is_file():
+        raise LokiError(f"{src} has no {LIGHTNING_META}, the part of a Lightning distributed "
+                        "checkpoint that records the model's config and hyper-parameters; copy "
+                        f"the folder again with its {LIGHTNING_META}")
+    try:
+        meta = torch.load(meta_path, map_location="cpu", weights_only=False)
+    except Exception as err:
+        raise LokiError(f"cannot read {meta_path}: {one_line_reason(err)}") from err
+    if not isinstance(meta, dict):
+        raise LokiError(f"{meta_path} is not a Lightning checkpoint's {LIGHTNING_META} (not a dict)")
+    checkpoint_config(meta, src)  # refuse now what load_model would refuse after the merge
+    return meta
+
+
 def check_checkpoint(path: str | Path) -> tuple[LokiConfig, dict[str, Any]]:
     """(config, hyper-parameters) of a checkpoint file or distributed checkpoint folder, checked
     as ``load_model`` checks them, without reading the weights."""
@@ -152,8 +181,6 @@ def check_checkpoint(path: str | Path) -> tuple[LokiConfig, dict[str, Any]]:
 
     path = Path(path)
     if path.is_dir():
-        from loki.sharding import check_distributed
-
         meta = check_distributed(path)
         return checkpoint_config(meta, path), dict(meta.get("hyper_parameters") or {})
     ckpt = read_checkpoint(path, mmap=True)

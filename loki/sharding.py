@@ -26,13 +26,12 @@ import torch
 import torch.nn as nn
 
 from loki import atomic
-from loki.checkpoint_read import checkpoint_config, hf_export_hint, one_line_reason
+from loki.checkpoint_read import check_distributed, one_line_reason
 from loki.errors import LokiError
 from loki.model import Block, Loki
 from loki.output import check_writable
 
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
-LIGHTNING_META = "meta.pt"  # the non-tensor part of a Lightning distributed checkpoint
 
 
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
@@ -230,33 +229,6 @@ def full_tensor(value: torch.Tensor) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------- consolidation
-def check_distributed(folder: str | Path) -> dict[str, Any]:
-    """The ``meta.pt`` of a Lightning distributed checkpoint folder (everything but the tensors:
-    the hyper-parameters, the model config), or a one-line LokiError saying what ``folder`` is.
-
-    A folder without ``meta.pt`` is refused: its weights alone do not say which model they are,
-    and a consolidated file without the hyper-parameters cannot be loaded."""
-    src = Path(folder)
-    if not src.exists():
-        raise LokiError(f"checkpoint folder not found: {src}")
-    if not (src.is_dir() and (src / ".metadata").is_file()):
-        raise LokiError(hf_export_hint(src)
-                        or f"{src} is not a distributed checkpoint folder (no .metadata inside)")
-    meta_path = src / LIGHTNING_META
-    if not meta_path.is_file():
-        raise LokiError(f"{src} has no {LIGHTNING_META}, the part of a Lightning distributed "
-                        "checkpoint that records the model's config and hyper-parameters; copy "
-                        f"the folder again with its {LIGHTNING_META}")
-    try:
-        meta = torch.load(meta_path, map_location="cpu", weights_only=False)
-    except Exception as err:
-        raise LokiError(f"cannot read {meta_path}: {one_line_reason(err)}") from err
-    if not isinstance(meta, dict):
-        raise LokiError(f"{meta_path} is not a Lightning checkpoint's {LIGHTNING_META} (not a dict)")
-    checkpoint_config(meta, src)  # refuse now what load_model would refuse after the merge
-    return meta
-
-
 def consolidate(checkpoint: str | Path, output: str | Path, keep_optimizer: bool = False) -> Path:
     """Merge a Lightning distributed checkpoint folder (``*.distcp`` + ``meta.pt``) into one
     ``.ckpt`` that ``LokiLM.load_from_checkpoint`` and ``loki.module.load_model`` read.
