@@ -37,9 +37,10 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from loki.checkpoint_read import LIGHTNING_META
 from loki.errors import LokiError
 from loki.eval.suite import SuiteConfig, already_ran, check_once, run_suite
-from loki.sharding import LIGHTNING_META, is_sharded
+from loki.sharding import is_sharded
 
 log = logging.getLogger(__name__)
 # how a user of `loki fit` forces a second run of the suite

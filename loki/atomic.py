@@ -142,6 +142,16 @@ def write_all(files: dict[str | Path, str | bytes]) -> None:
         fsync_dir(folder)
 
 
+def temp_dir_beside(path: str | Path, label: str) -> Path:
+    """A new, empty, uniquely named folder beside ``path`` (``<name>.<label>-XXXXXXXX``) for
+    staging a folder output, with the mode a plain mkdir would give it. Its name is this call's
+    own, so removing it never removes anything a user made."""
+    path = Path(path)
+    folder = Path(tempfile.mkdtemp(prefix=f"{path.name}.{label}-", dir=path.parent))
+    os.chmod(folder, 0o777 & ~_umask())  # mkdtemp makes 0700 folders
+    return folder
+
+
 def is_temp(name: str) -> bool:
     """True for a temp file name ``atomic_write`` makes."""
     return name.startswith(TMP_PREFIX) and name.endswith(TMP_SUFFIX)

@@ -208,6 +208,8 @@ def _sample(
     generator: torch.Generator | None,
 ) -> torch.Tensor:
     """logits (B, V) -> next ids (B, 1)."""
+    if (top_k is not None and top_k < 1) or (top_p is not None and not 0 < top_p <= 1):
+        raise ValueError(f"top_k must be >= 1 and top_p in (0, 1], got {top_k} and {top_p}")
     if temperature <= 0:
         return logits.argmax(dim=-1, keepdim=True)
     logits = logits / temperature

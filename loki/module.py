@@ -36,6 +36,7 @@ import torch
 from lightning.pytorch.cli import OptimizerCallable
 from torchmetrics.text import Perplexity
 
+from loki.checkpoint_read import checkpoint_config, loki_state_dict, read_checkpoint
 from loki.config import LokiConfig
 from loki.cpu import warm_up_vector_math
 from loki.errors import LokiError
@@ -315,7 +316,8 @@ def load_model(path: str | Path, map_location: str = "cpu") -> tuple[Loki, LokiC
     """The bare ``Loki`` module from a Lightning checkpoint, for tools and notebooks.
 
     Returns (model in eval mode, its config, the checkpoint's hyper-parameters). A distributed
-    checkpoint folder (FSDP2) is consolidated into a temporary file first."""
+    checkpoint folder (FSDP2) is consolidated into a temporary file first. Anything that is not
+    a checkpoint of a ``LokiLM`` is a one-line LokiError (see ``loki.checkpoint_read``)."""
     warm_up_vector_math()  # the same bits in every process (see loki.cpu)
     path = Path(path)
     if path.is_dir():
@@ -325,21 +327,8 @@ def load_model(path: str | Path, map_location: str = "cpu") -> tuple[Loki, LokiC
 
         with tempfile.TemporaryDirectory() as tmp:
             return load_model(consolidate(path, Path(tmp) / "consolidated.ckpt"), map_location)
-    if not path.is_file():
-        raise LokiError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as err:  # a truncated or foreign file
-        raise LokiError(f"cannot read checkpoint {path}: {err}") from err
-    hparams = ckpt.get("hyper_parameters", {})
-    if "loki" in ckpt:
-        config = LokiConfig(**ckpt["loki"]["config"])
-    else:
-        config = resolve_config(
-            hparams.get("config", "tiny"), hparams.get("vocab_size"), hparams.get("config_overrides")
-        )
+    ckpt = read_checkpoint(path, map_location)
+    config = checkpoint_config(ckpt, path)
     model = Loki(config)
-    state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items()
-             if k.startswith("model.")}
-    model.load_state_dict(state)
-    return model.eval(), config, hparams
+    model.load_state_dict(loki_state_dict(ckpt, model, path))
+    return model.eval(), config, ckpt.get("hyper_parameters") or {}

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +25,13 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from loki import atomic
+from loki.checkpoint_read import check_distributed, one_line_reason
 from loki.errors import LokiError
 from loki.model import Block, Loki
+from loki.output import check_writable
 
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
-LIGHTNING_META = "meta.pt"  # the non-tensor part of a Lightning distributed checkpoint
 
 
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
@@ -230,31 +234,43 @@ def consolidate(checkpoint: str | Path, output: str | Path, keep_optimizer: bool
     ``.ckpt`` that ``LokiLM.load_from_checkpoint`` and ``loki.module.load_model`` read.
 
     Runs in one process without a process group. Optimizer state is dropped unless asked for
-    (the file is for inspection and evaluation; resume from the folder itself)."""
+    (the file is for inspection and evaluation; resume from the folder itself). The output is
+    written atomically (``loki.atomic``): an earlier file there stays whole until the new one is;
+    the intermediate file of the merge gets a unique temp name beside it and is always removed."""
+    from torch.distributed.checkpoint.api import CheckpointException
     from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
     src, dst = Path(checkpoint), Path(output)
-    if not (src.is_dir() and (src / ".metadata").is_file()):
-        raise LokiError(f"{src} is not a distributed checkpoint folder (no .metadata inside)")
-    if dst.exists() and dst.is_dir():
-        raise LokiError(f"output {dst} is a folder; give a file name such as last.ckpt")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.name + ".partial")
+    meta = check_distributed(src)
+    if dst.is_dir():
+        raise LokiError(f"--output {dst} is a folder; give a file name such as last.ckpt")
+    check_writable(dst.parent, f"--output {dst}: its folder")
+    work = dst.absolute().parent  # the merge's intermediate file: in the output's folder, or
+    while not work.exists():      # the nearest one that exists, so a failure creates no folders
+        work = work.parent
+    fd, tmp = tempfile.mkstemp(prefix=f"{atomic.TMP_PREFIX}{dst.name}.", suffix=atomic.TMP_SUFFIX,
+                               dir=work)
+    os.close(fd)
     try:
         dcp_to_torch_save(src, tmp)
         tensors = torch.load(tmp, map_location="cpu", weights_only=False)
+    except (Exception, CheckpointException) as err:  # a truncated or missing shard; torch's
+        # CheckpointException is a BaseException that carries each rank's traceback as text
+        raise LokiError(f"cannot read the distributed checkpoint {src}: "
+                        f"{one_line_reason(err)}") from err
     finally:
-        tmp.unlink(missing_ok=True)
-    meta_path = src / LIGHTNING_META
-    merged: dict[str, Any] = (
-        torch.load(meta_path, map_location="cpu", weights_only=False) if meta_path.is_file() else {}
-    )
+        Path(tmp).unlink(missing_ok=True)
+    merged = dict(meta)
     merged["state_dict"] = {k: _plain(v) for k, v in tensors.pop("state_dict").items()}
     if keep_optimizer:
         merged["optimizer_states"] = [
             tensors[k] for k in sorted(tensors) if k.startswith("optimizer_")
         ]
-    torch.save(merged, dst)
+    try:
+        with atomic.atomic_write(dst) as f:
+            torch.save(merged, f)
+    except RuntimeError as err:  # torch's writer reports a full disk as a RuntimeError
+        raise LokiError(f"cannot write {dst}: {one_line_reason(err)}") from err
     return dst
 
 
@@ -266,14 +282,20 @@ def main(argv: list[str] | None = None) -> None:
     """``loki consolidate CHECKPOINT_DIR --output FILE.ckpt``."""
     from jsonargparse import ActionConfigFile, ArgumentParser
 
-    parser = ArgumentParser(prog="loki consolidate", description=consolidate.__doc__)
+    from loki.tool_args import parse_args
+
+    parser = ArgumentParser(prog="loki consolidate", description=(
+        "Merge a Lightning distributed checkpoint folder (*.distcp shards and meta.pt) into one "
+        ".ckpt file that the other tools (generate, probe, compare, export) and "
+        "LokiLM.load_from_checkpoint read. Runs in one process, without GPUs. The optimizer state "
+        "is left out unless --keep_optimizer true; to resume training, use the folder itself."))
     parser.add_argument("--config", action=ActionConfigFile)
     parser.add_argument("checkpoint", type=str, help="distributed checkpoint folder (*.distcp)")
     parser.add_argument("--output", type=str | None, default=None,
                         help="output file (default: <checkpoint>.consolidated.ckpt beside it)")
     parser.add_argument("--keep_optimizer", type=bool, default=False,
                         help="also keep the optimizer state (large; not needed for eval)")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     src = Path(args.checkpoint)
     output = Path(args.output) if args.output else src.with_name(src.name + ".consolidated.ckpt")
     dst = consolidate(src, output, args.keep_optimizer)

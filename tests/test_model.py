@@ -104,3 +104,9 @@ def test_residual_projections_are_depth_scaled():
     std = model.blocks[0].mlp.down.weight.std().item()
     assert abs(std - expected) / expected < 0.05
     assert abs(model.blocks[0].attn.qkv.weight.std().item() - config.init_std) < 0.002
+
+
+@pytest.mark.parametrize("top_k, top_p", [(0, None), (None, 0.0), (None, 1.5)])
+def test_sampler_refuses_settings_it_cannot_honour(tiny, top_k, top_p):
+    with pytest.raises(ValueError, match="top_k must be >= 1 and top_p in"):
+        tiny.generate(torch.zeros(1, 2, dtype=torch.long), 2, top_k=top_k, top_p=top_p)

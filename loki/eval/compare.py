@@ -7,10 +7,13 @@ bootstrap) separates a real improvement from noise far better than comparing two
 their own, unpaired, standard errors. With several checkpoints per side (e.g. seeds), each
 item's score is first averaged over the side's checkpoints.
 
-    loki compare --a runs/base/last.ckpt --b runs/kd/last.ckpt --suite.preset demo \\
-        --suite.offline true --suite.data_dir data/demo/tasks --output_dir runs/compare
+    loki compare --a '[runs/base/checkpoints/last.ckpt]' --b '[runs/kd/checkpoints/last.ckpt]' \\
+        --suite.preset demo --suite.offline true --suite.data_dir data/demo/tasks \\
+        --output_dir runs/compare
 
-Writes ``compare.json`` and ``compare.md`` (task, metric, items, A, B, B − A, CI, p).
+Every argument and every checkpoint of both sides is checked before the first one is evaluated,
+and nothing is written before that. Writes ``tasks/`` (the bound task YAMLs), then
+``compare.json`` and ``compare.md`` (task, metric, items, A, B, B − A, CI, p) as a pair.
 """
 
 from __future__ import annotations
@@ -21,10 +24,25 @@ from typing import Any
 
 import numpy as np
 
+from loki import atomic
 from loki._optional import require
 from loki.errors import LokiError
-from loki.eval.presets import preset_rows
+from loki.eval.presets import BenchmarkRow, preset_rows
 from loki.eval.suite import SuiteConfig
+from loki.output import check_writable
+
+DESCRIPTION = (
+    "Compare two checkpoints (or two sets of seeds) on the same benchmark items: per task, each "
+    "side's score, B - A, and a paired-bootstrap confidence interval and p-value. --a and --b "
+    "are lists: --a '[runs/base/checkpoints/last.ckpt]'. Writes compare.json and compare.md "
+    "into --output_dir and prints the table.")
+
+
+def check_bootstrap(n_boot: int, confidence: float) -> None:
+    if n_boot < 1:
+        raise LokiError(f"--n_boot must be >= 1 (bootstrap resamples; 10000 is usual), got {n_boot}")
+    if not 0 < confidence < 1:
+        raise LokiError(f"--confidence is a fraction in (0, 1) such as 0.95, got {confidence}")
 
 
 def paired_bootstrap(
@@ -32,6 +50,7 @@ def paired_bootstrap(
 ) -> dict[str, float]:
     """Mean of ``b - a`` over items, its percentile bootstrap CI (items resampled with
     replacement, the pairing kept) and a two-sided bootstrap p-value for "no difference"."""
+    check_bootstrap(n_boot, confidence)
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a.shape != b.shape or a.ndim != 1 or a.size == 0:
         raise LokiError(f"paired scores must be two equal-length 1-D arrays, got {a.shape}, {b.shape}")
@@ -47,13 +66,11 @@ def paired_bootstrap(
             "p_value": float(p), "confidence": confidence}
 
 
-def item_scores(lm: Any, suite: SuiteConfig, work_dir: str | Path) -> dict[str, dict[int, float]]:
-    """Per-item metric values for every row of the suite: {row label: {doc_id: score}}."""
+def item_scores(lm: Any, suite: SuiteConfig, rows: list[BenchmarkRow], tm: Any
+                ) -> dict[str, dict[int, float]]:
+    """Per-item metric values for every row: {row label: {doc_id: score}}; ``tm`` is the
+    ``TaskManager`` that knows the rows' tasks (``loki.eval.local_tasks.task_manager``)."""
     evaluator = require("lm_eval.evaluator", "eval")
-    from loki.eval.local_tasks import task_manager
-
-    rows = preset_rows(suite.preset, suite.offline, suite.tasks, suite.num_fewshot)
-    tm = task_manager([r.task for r in rows], suite.data_dir, Path(work_dir) / "tasks")
     scores: dict[str, dict[int, float]] = {}
     for shots in sorted({r.num_fewshot for r in rows}):
         group = [r for r in rows if r.num_fewshot == shots]
@@ -77,6 +94,9 @@ def compare_scores(
     n_boot: int = 10_000, confidence: float = 0.95, seed: int = 0,
 ) -> dict[str, dict[str, float]]:
     """Paired bootstrap per row; each side's per-item scores averaged over its checkpoints."""
+    if not side_a or not side_b:
+        raise LokiError("each side needs the scores of one checkpoint or more")
+    check_bootstrap(n_boot, confidence)
     result = {}
     for label in side_a[0]:
         items = sorted(set.intersection(*(set(s[label]) for s in side_a + side_b)))
@@ -100,38 +120,73 @@ def render_markdown(result: dict[str, dict[str, float]], names: tuple[str, str])
         "excludes 0 is a difference beyond item-sampling noise).\n")
 
 
+def check_arguments(cfg: Any, suite: SuiteConfig) -> list[BenchmarkRow]:
+    """Everything ``main`` can refuse, checked before anything is evaluated or written: the
+    numbers, the device, the output folder, the suite and its local data, and every checkpoint
+    of both sides (read without its weights, with its tokenizer). Returns the suite's rows."""
+    from loki.eval.loading import check_for_eval, resolve_device
+    from loki.eval.local_tasks import bind_tasks
+
+    for side in ("a", "b"):
+        if not getattr(cfg, side):
+            raise LokiError(f"--{side} is empty; give one checkpoint or more: "
+                            f"--{side} '[runs/<run>/checkpoints/last.ckpt]'")
+    check_bootstrap(cfg.n_boot, cfg.confidence)
+    if cfg.batch_size < 1:
+        raise LokiError(f"--batch_size must be >= 1, got {cfg.batch_size}")
+    resolve_device(cfg.device)
+    check_writable(cfg.output_dir, "--output_dir")
+    rows = preset_rows(suite.preset, suite.offline, suite.tasks, suite.num_fewshot)
+    bind_tasks([r.task for r in rows], suite.data_dir)
+    for path in dict.fromkeys([*cfg.a, *cfg.b]):
+        check_for_eval(path, cfg.tokenizer)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     from jsonargparse import ActionConfigFile, ArgumentParser
 
-    p = ArgumentParser(prog="loki compare", description=__doc__.split("\n")[0])
+    from loki.tool_args import parse_args
+
+    p = ArgumentParser(prog="loki compare", description=DESCRIPTION)
     p.add_argument("--config", action=ActionConfigFile)
-    p.add_argument("--a", type=list[str], required=True, help="checkpoint(s) of side A (seeds)")
-    p.add_argument("--b", type=list[str], required=True, help="checkpoint(s) of side B (seeds)")
+    p.add_argument("--a", type=list[str], required=True,
+                   help="checkpoint(s) of side A, a list: '[a.ckpt]' or '[seed1.ckpt,seed2.ckpt]'")
+    p.add_argument("--b", type=list[str], required=True, help="checkpoint(s) of side B, a list")
     p.add_argument("--tokenizer", type=str | None, default=None, help="default: from checkpoint")
     p.add_class_arguments(SuiteConfig, "suite")
-    p.add_argument("--n_boot", type=int, default=10_000, help="bootstrap resamples")
-    p.add_argument("--confidence", type=float, default=0.95, help="CI level")
+    p.add_argument("--n_boot", type=int, default=10_000, help="bootstrap resamples (>= 1)")
+    p.add_argument("--confidence", type=float, default=0.95,
+                   help="CI level, a fraction in (0, 1)")
     p.add_argument("--batch_size", type=int, default=8, help="requests per forward pass")
-    p.add_argument("--device", type=str, default="auto", help="auto, cpu, cuda")
-    p.add_argument("--output_dir", type=str, required=True, help="compare.json / compare.md")
-    cfg = p.parse_args(argv)
-    from loki.eval.adapter import LokiEvalLM
-
+    p.add_argument("--device", type=str, default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--output_dir", type=str, required=True,
+                   help="folder for compare.json, compare.md and tasks/")
+    cfg = parse_args(p, argv)
     suite = cfg.suite if isinstance(cfg.suite, SuiteConfig) else SuiteConfig(**vars(cfg.suite))
+    rows = check_arguments(cfg, suite)
+    from loki.eval.adapter import LokiEvalLM
+    from loki.eval.local_tasks import task_manager
+
     out = Path(cfg.output_dir)
+    tm = task_manager([r.task for r in rows], suite.data_dir, out / "tasks")
     sides = []
     for paths in (cfg.a, cfg.b):
         side = []
         for path in paths:
             lm = LokiEvalLM(checkpoint=path, tokenizer=cfg.tokenizer, batch_size=cfg.batch_size,
                             device=cfg.device)
-            side.append(item_scores(lm, suite, out))
+            side.append(item_scores(lm, suite, rows, tm))
             del lm
         sides.append(side)
     result = compare_scores(sides[0], sides[1], cfg.n_boot, cfg.confidence, suite.seed)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "compare.json").write_text(json.dumps(
-        {"a": cfg.a, "b": cfg.b, "suite": vars(suite), "tasks": result}, indent=2) + "\n")
     md = render_markdown(result, ("A", "B"))
-    (out / "compare.md").write_text(f"# A = {', '.join(cfg.a)}\n# B = {', '.join(cfg.b)}\n\n{md}")
-    print(md)
+    print(md)  # first: a failed write below loses nothing
+    try:  # the pair is replaced together: never a new compare.json beside an old compare.md
+        atomic.write_all({
+            out / "compare.json": json.dumps(
+                {"a": cfg.a, "b": cfg.b, "suite": vars(suite), "tasks": result}, indent=2) + "\n",
+            out / "compare.md": f"# A = {', '.join(cfg.a)}\n# B = {', '.join(cfg.b)}\n\n{md}"})
+    except OSError as err:  # a full disk: the earlier pair is still there
+        raise LokiError(f"cannot write compare.json and compare.md in {out} "
+                        f"({err.strerror or err}); the table is printed above") from err

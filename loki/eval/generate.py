@@ -1,24 +1,36 @@
 """``loki generate``: sample continuations of prompts from a checkpoint.
 
-    loki generate --checkpoint runs/demo/last.ckpt --prompts prompts.txt --temperature 0.8 \\
-        --top_p 0.95 --num_samples 2 --output samples.jsonl
+    loki generate --checkpoint runs/demo/checkpoints/last.ckpt --prompts prompts.txt \\
+        --sampling.temperature 0.8 --sampling.top_p 0.95 --sampling.num_samples 2 \\
+        --output samples.jsonl
+    loki generate --checkpoint runs/demo/checkpoints/last.ckpt --prompt+ "Once upon a time"
 
-Prompts come from ``--prompt`` (repeatable) and/or ``--prompts`` (a text file with one prompt per
-line, or JSON lines with a ``"prompt"`` field). Each prompt's samples share one batch and KV cache;
-generation stops at ``max_new_tokens``, the end-of-text token or any ``--stop`` string.
+Prompts come from ``--prompt`` (a list: ``--prompt+ TEXT`` once per prompt, or
+``--prompt '[TEXT, ...]'``) and/or ``--prompts`` (a UTF-8 text file with one prompt per line, or
+JSON lines with a ``"prompt"`` field). Each prompt's samples share one batch and KV cache;
+generation stops at ``max_new_tokens``, the end-of-text token or any ``--sampling.stop`` string.
+The samples are printed, then written to ``--output`` (JSON lines, atomically) when given.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
+from loki import atomic
 from loki.errors import LokiError
 from loki.model import KVCache, _sample
+from loki.output import check_writable
+
+DESCRIPTION = (
+    "Sample continuations of prompts from a checkpoint. Give prompts with --prompt+ TEXT (once "
+    "per prompt) and/or --prompts FILE (one prompt per line, or JSON lines with a \"prompt\" "
+    "field). The samples are printed, and written as JSON lines to --output when given.")
 
 
 @dataclass
@@ -39,6 +51,22 @@ class SamplingConfig:
     """Strings that end a sample (cut before them); the end-of-text token always does."""
     seed: int = 0
     """Sampling seed (same seed, prompts and checkpoint -> same samples)."""
+
+    def __post_init__(self) -> None:
+        # checked here, before a checkpoint is loaded; the model's sampler would fail (or quietly
+        # do something else) only once generation has started
+        problems = []
+        if not self.temperature >= 0:
+            problems.append(f"temperature must be >= 0 (0 is greedy), got {self.temperature}")
+        if self.top_k is not None and self.top_k < 1:
+            problems.append(f"top_k must be >= 1 or null (all tokens), got {self.top_k}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            problems.append(f"top_p must be in (0, 1] or null (1 and null: off), got {self.top_p}")
+        for name in ("max_new_tokens", "num_samples"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        if problems:
+            raise LokiError("sampling." + "; sampling.".join(problems))
 
 
 @torch.no_grad()
@@ -78,22 +106,51 @@ def _first_stop(text: str, until: Sequence[str]) -> int | None:
 
 
 def read_prompts(path: str | Path) -> list[str]:
+    """The prompts in a UTF-8 text file (one per non-blank line) or, for ``.jsonl``/``.json``,
+    JSON lines with a string ``"prompt"``."""
     path = Path(path)
+    if path.is_dir():
+        raise LokiError(f"prompts file {path} is a folder; give a text or JSON-lines file")
     if not path.is_file():
         raise LokiError(f"prompts file not found: {path}")
-    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-    if path.suffix in (".jsonl", ".json"):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise LokiError(f"prompts file {path} is not UTF-8 text (byte {err.start}: {err.reason}); "
+                        "save it as UTF-8") from None
+    lines = [(n, ln) for n, ln in enumerate(text.splitlines(), 1) if ln.strip()]
+    if not lines:
+        raise LokiError(f"prompts file {path} holds no prompts (blank lines are skipped)")
+    if path.suffix not in (".jsonl", ".json"):
+        return [ln for _, ln in lines]
+    prompts = []
+    for n, ln in lines:
         try:
-            return [json.loads(ln)["prompt"] for ln in lines]
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise LokiError(f"{path}: every line must be a JSON object with a 'prompt'") from err
-    return lines
+            prompt = json.loads(ln)["prompt"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            prompt = None
+        if not isinstance(prompt, str):
+            raise LokiError(f"{path}, line {n}: every line must be a JSON object with a 'prompt' "
+                            "string")
+        prompts.append(prompt)
+    return prompts
+
+
+def check_output(output: str | Path, inputs: dict[str, str | None]) -> None:
+    """Refuse, before a checkpoint is loaded, an ``--output`` that is a folder, cannot be
+    written, or is one of ``inputs`` (what it is -> path), which writing it would replace."""
+    out = Path(output)
+    if out.is_dir():
+        raise LokiError(f"--output {out} is a folder; give a file name such as samples.jsonl")
+    for what, given in inputs.items():
+        if given and out.exists() and Path(given).exists() and os.path.samefile(out, given):
+            raise LokiError(f"--output {out} is the {what} ({given}); writing the samples there "
+                            "would replace it: choose another file")
+    check_writable(out.parent, f"--output {out}: its folder")
 
 
 def sample(eval_model, prompts: list[str], cfg: SamplingConfig) -> list[dict]:
     """``[{"prompt", "samples": [str, ...]}]`` for each prompt."""
-    if cfg.num_samples < 1 or cfg.max_new_tokens < 1:
-        raise LokiError("num_samples and max_new_tokens must be >= 1")
     tok, model = eval_model.tokenizer, eval_model.model
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
@@ -111,30 +168,41 @@ def main(argv: list[str] | None = None) -> None:
     from jsonargparse import ActionConfigFile, ArgumentParser
 
     from loki.eval.loading import load_for_eval
+    from loki.tool_args import parse_args
 
-    p = ArgumentParser(prog="loki generate", description=__doc__.split("\n")[0])
+    p = ArgumentParser(prog="loki generate", description=DESCRIPTION)
     p.add_argument("--config", action=ActionConfigFile)
     p.add_argument("--checkpoint", type=str, required=True, help="Lightning .ckpt")
     p.add_argument("--tokenizer", type=str | None, default=None, help="default: from checkpoint")
-    p.add_argument("--prompt", type=list[str], default=[], help="prompts given inline")
-    p.add_argument("--prompts", type=str | None, default=None, help="file: lines or JSONL")
+    p.add_argument("--prompt", type=list[str], default=[],
+                   help="prompts given inline: --prompt+ TEXT once per prompt")
+    p.add_argument("--prompts", type=str | None, default=None,
+                   help="file: one prompt per line, or JSON lines with a \"prompt\"")
     p.add_class_arguments(SamplingConfig, "sampling")
-    p.add_argument("--device", type=str, default="auto", help="auto, cpu, cuda")
-    p.add_argument("--dtype", type=str, default="auto", help="auto, float32, bfloat16")
-    p.add_argument("--output", type=str | None, default=None, help="JSONL of results")
-    cfg = p.parse_args(argv)
-    prompts = list(cfg.prompt) + (read_prompts(cfg.prompts) if cfg.prompts else [])
-    if not prompts:
-        raise LokiError("no prompts: pass --prompt TEXT or --prompts FILE")
+    p.add_argument("--device", type=str, default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--dtype", type=str, default="auto", help="auto, float32, bfloat16, float16")
+    p.add_argument("--output", type=str | None, default=None,
+                   help="also write the samples here as JSON lines")
+    cfg = parse_args(p, argv)
     sampling = cfg.sampling if isinstance(cfg.sampling, SamplingConfig) else SamplingConfig(
         **vars(cfg.sampling))
+    prompts = list(cfg.prompt) + (read_prompts(cfg.prompts) if cfg.prompts else [])
+    if not prompts:
+        raise LokiError("no prompts: pass --prompt+ TEXT (once per prompt) or --prompts FILE")
+    if cfg.output:
+        check_output(cfg.output, {"checkpoint": cfg.checkpoint, "prompts file": cfg.prompts})
     em = load_for_eval(cfg.checkpoint, cfg.tokenizer, cfg.device, cfg.dtype)
     results = sample(em, prompts, sampling)
-    if cfg.output:
-        Path(cfg.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(cfg.output).write_text("".join(
-            json.dumps({**r, "sampling": asdict(sampling), "checkpoint": cfg.checkpoint}) + "\n"
-            for r in results))
-    for r in results:
+    for r in results:  # printed first: a failed write below loses nothing
         for i, s in enumerate(r["samples"]):
             print(f"--- {r['prompt']!r} [{i}]\n{r['prompt']}{s}")
+    if cfg.output:
+        try:
+            atomic.write_text(cfg.output, "".join(
+                json.dumps({**r, "sampling": asdict(sampling), "checkpoint": cfg.checkpoint})
+                + "\n" for r in results))
+        except OSError as err:  # a full disk: the earlier file is still there
+            raise LokiError(f"cannot write {cfg.output} ({err.strerror or err}); the samples "
+                            "are printed above") from err
+        n = sum(len(r["samples"]) for r in results)
+        print(f"wrote {n} sample(s) of {len(results)} prompt(s) to {cfg.output}")

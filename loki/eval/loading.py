@@ -40,12 +40,28 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     return DTYPES[dtype]
 
 
+DEVICES = "auto, cpu, cuda, cuda:N (N: a GPU index)"
+
+
 def resolve_device(device: str | None) -> torch.device:
+    """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``; anything else, or a GPU
+    that is not there, is a one-line LokiError listing the valid values."""
     if device in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise LokiError(f"device {device!r} asked for but CUDA is not available; use device=cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        resolved = None
+    if resolved is None or resolved.type not in ("cpu", "cuda"):
+        raise LokiError(f"unknown device {device!r}; choose one of: {DEVICES}")
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise LokiError(f"device {device!r} asked for but CUDA is not available; use "
+                            "device=cpu")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise LokiError(f"device {device!r}: this machine has {torch.cuda.device_count()} "
+                            f"CUDA device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    return resolved
 
 
 def check_tokenizer(tokenizer, config: LokiConfig, hparams: dict, where: str) -> None:
@@ -81,16 +97,33 @@ def load_for_eval(
 ) -> EvalModel:
     """Checkpoint + tokenizer (default: the spec recorded in the checkpoint), checked."""
     from loki.module import load_model
+
+    target, dt = resolve_device(device), resolve_dtype(dtype)  # refused before reading weights
+    model, config, hparams = load_model(checkpoint)
+    tok, spec = _tokenizer_for(checkpoint, tokenizer, config, hparams)
+    model = model.to(device=target)
+    if dt is not None:
+        model = model.to(dtype=dt)
+    return EvalModel(model.eval(), config, tok, str(checkpoint), str(spec))
+
+
+def check_for_eval(checkpoint: str | Path, tokenizer: str | None = None) -> None:
+    """What ``load_for_eval`` refuses, found without reading the weights: a file that is not a
+    Loki checkpoint, a tokenizer that does not load or does not fit it. For tools that load
+    several checkpoints one after another (``compare``) and must not find a bad one late."""
+    from loki.checkpoint_read import check_checkpoint
+
+    config, hparams = check_checkpoint(checkpoint)
+    _tokenizer_for(checkpoint, tokenizer, config, hparams)
+
+
+def _tokenizer_for(checkpoint: str | Path, tokenizer: str | None, config: LokiConfig,
+                   hparams: dict) -> tuple[object, str]:
     from loki.tokenizer import LokiTokenizer
 
-    model, config, hparams = load_model(checkpoint)
     spec = tokenizer or hparams.get("tokenizer")
     if not spec:
         raise LokiError(f"checkpoint {checkpoint} records no tokenizer; pass tokenizer=<spec>")
     tok = LokiTokenizer.from_spec(spec)
     check_tokenizer(tok, config, dict(hparams), f"checkpoint {checkpoint}")
-    model = model.to(device=resolve_device(device))
-    dt = resolve_dtype(dtype)
-    if dt is not None:
-        model = model.to(dtype=dt)
-    return EvalModel(model.eval(), config, tok, str(checkpoint), str(spec))
+    return tok, spec

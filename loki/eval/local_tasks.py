@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from loki import atomic
 from loki._optional import require
 from loki.errors import LokiError
 
@@ -35,17 +36,14 @@ def data_files(task_yaml: str) -> dict[str, str]:
     return dict((cfg.get("dataset_kwargs") or {}).get("data_files") or {})
 
 
-def prepare_tasks(tasks: list[str], data_dir: str | Path, out_dir: str | Path) -> Path:
-    """Bind the packaged templates among ``tasks`` to ``data_dir`` and write them to
-    ``out_dir``; returns ``out_dir`` for ``TaskManager(include_path=...)``.
-
-    Raises LokiError when a local task's data file is missing. Other names are left to lm-eval.
-    """
+def bind_tasks(tasks: list[str], data_dir: str | Path) -> dict[str, str]:
+    """{name: YAML text} for the packaged templates among ``tasks``, bound to ``data_dir``;
+    writes nothing. Raises LokiError when a local task's data file is missing. Other names are
+    left to lm-eval."""
     lm_eval_tasks = Path(require("lm_eval.tasks", "eval").__file__).parent
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     data_dir = Path(data_dir).resolve()
-    for name in set(tasks) & set(packaged_tasks()):
+    bound = {}
+    for name in sorted(set(tasks) & set(packaged_tasks())):
         text = (TEMPLATES / f"{name}.yaml").read_text()
         text = text.replace("LOKI_DATA_DIR", str(data_dir)).replace(
             "LM_EVAL_TASKS", str(lm_eval_tasks))
@@ -54,7 +52,19 @@ def prepare_tasks(tasks: list[str], data_dir: str | Path, out_dir: str | Path) -
             raise LokiError(
                 f"local data for task {name!r} is missing: {', '.join(missing)} (put the "
                 f"dataset's rows there as JSON lines, or point data_dir elsewhere)")
-        (out_dir / f"{name}.yaml").write_text(text)
+        bound[name] = text
+    return bound
+
+
+def prepare_tasks(tasks: list[str], data_dir: str | Path, out_dir: str | Path) -> Path:
+    """Bind the packaged templates among ``tasks`` to ``data_dir`` (``bind_tasks``) and write
+    them to ``out_dir``, each atomically and only once all are bound; returns ``out_dir`` for
+    ``TaskManager(include_path=...)``."""
+    bound = bind_tasks(tasks, data_dir)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, text in bound.items():
+        atomic.write_text(out_dir / f"{name}.yaml", text)
     return out_dir
 
 

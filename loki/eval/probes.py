@@ -22,7 +22,16 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from loki import atomic
+from loki.errors import LokiError
 from loki.eval.generate import SamplingConfig, sample
+from loki.output import check_writable
+
+DESCRIPTION = (
+    "The paper's probes on one checkpoint: four qualitative prompts and the truthfulness prompt, "
+    "sampled with the --sampling settings, and the gender-bias template in its four orderings, "
+    "scored by log-likelihood. Writes probes.json and probes.md into --output_dir and prints "
+    "the Markdown.")
 
 QUALITATIVE = {
     "history": "The French Revolution, a pivotal series of events that reshaped European "
@@ -121,22 +130,28 @@ def main(argv: list[str] | None = None) -> None:
     from jsonargparse import ActionConfigFile, ArgumentParser
 
     from loki.eval.loading import load_for_eval
+    from loki.tool_args import parse_args
 
-    p = ArgumentParser(prog="loki probe", description=__doc__.split("\n")[0])
+    p = ArgumentParser(prog="loki probe", description=DESCRIPTION)
     p.add_argument("--config", action=ActionConfigFile)
     p.add_argument("--checkpoint", type=str, required=True, help="Lightning .ckpt")
     p.add_argument("--tokenizer", type=str | None, default=None, help="default: from checkpoint")
     p.add_class_arguments(SamplingConfig, "sampling")
-    p.add_argument("--device", type=str, default="auto", help="auto, cpu, cuda")
-    p.add_argument("--output_dir", type=str, required=True, help="probes.json / probes.md")
-    cfg = p.parse_args(argv)
+    p.add_argument("--device", type=str, default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--output_dir", type=str, required=True,
+                   help="folder for probes.json and probes.md")
+    cfg = parse_args(p, argv)
     sampling = cfg.sampling if isinstance(cfg.sampling, SamplingConfig) else SamplingConfig(
         **vars(cfg.sampling))
+    out = Path(cfg.output_dir)
+    check_writable(out, "--output_dir")  # before the checkpoint is loaded
     em = load_for_eval(cfg.checkpoint, cfg.tokenizer, cfg.device)
     result = {"checkpoint": cfg.checkpoint, **run_probes(em, sampling)}
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "probes.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     md = render_markdown(result)
-    (out / "probes.md").write_text(md)
-    print(md)
+    print(md)  # first: a failed write below loses nothing
+    try:  # the pair is replaced together: never a new probes.json beside an old probes.md
+        atomic.write_all({out / "probes.json": json.dumps(result, indent=2, ensure_ascii=False)
+                            + "\n", out / "probes.md": md})
+    except OSError as err:  # a full disk: the earlier pair is still there
+        raise LokiError(f"cannot write probes.json and probes.md in {out} "
+                        f"({err.strerror or err}); the probes are printed above") from err

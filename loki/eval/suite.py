@@ -27,7 +27,7 @@ MARKER = "EVAL_DONE.json"
 
 @dataclass
 class SuiteConfig:
-    """What to evaluate and how (the ``eval`` block of ``loki eval`` and the callback)."""
+    """What to evaluate and how (the eval block of loki eval and of the benchmark callback)."""
 
     preset: str = "leaderboard"
     """leaderboard (Open LLM Leaderboard v1 shots), paper (Table 1 shots) or demo."""
@@ -36,7 +36,7 @@ class SuiteConfig:
     offline: bool = False
     """Use the packaged local-data task variants instead of downloading from the hub."""
     data_dir: str = "data/eval"
-    """Root of the local task data: ``<data_dir>/<dataset>/<split>.jsonl``."""
+    """Root of the local task data: <data_dir>/<dataset>/<split>.jsonl."""
     num_fewshot: int | None = None
     """Override every row's shot count (None: the preset's)."""
     limit: int | None = None

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 from loki.errors import LokiError
 
+DESCRIPTION = ("Export a Loki checkpoint for other toolkits. hf: a Hugging Face transformers "
+               "model folder (loki export hf CHECKPOINT --output DIR [--check]; see "
+               "loki export hf --help).")
+
 
 def build_parser():
     from jsonargparse import ActionConfigFile, ActionYesNo, ArgumentParser
 
-    parser = ArgumentParser(prog="loki export", description=__doc__.split("\n")[0],
-                            exit_on_error=False)
+    parser = ArgumentParser(prog="loki export", description=DESCRIPTION, exit_on_error=False)
     hf = ArgumentParser(description="a transformers model folder (remote code, tokenizer.json)",
                         exit_on_error=False)
     hf.add_argument("--config", action=ActionConfigFile)
@@ -31,7 +34,8 @@ def build_parser():
     hf.add_argument("--dtype", type=str, default="auto",
                     help="weights dtype: auto (as stored), float32, bfloat16, float16")
     hf.add_argument("--max_shard_size", type=str, default="5GB",
-                    help="safetensors files above this size are sharded (with an index)")
+                    help="safetensors files above this size are sharded (with an index): 5GB, "
+                         "500MB, 100KB or bytes")
     hf.add_argument("--check", action=ActionYesNo, default=False,
                     help="load the export with transformers and compare logits with Loki's")
     sub = parser.add_subcommands(dest="format")
@@ -42,8 +46,10 @@ def build_parser():
 def main(argv: list[str] | None = None) -> None:
     from jsonargparse import ArgumentError
 
+    from loki.tool_args import parse_args
+
     try:
-        cfg = build_parser().parse_args(argv)
+        cfg = parse_args(build_parser(), argv)
     except ArgumentError as err:
         raise LokiError(" ".join(str(err).split())) from None
     from loki.export.hf import export_hf

@@ -15,6 +15,8 @@ written beside the output folder and renamed into place when complete (and check
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -24,7 +26,9 @@ from typing import Any
 
 import torch
 
+from loki import atomic
 from loki._optional import require
+from loki.checkpoint_read import hf_export_hint
 from loki.config import LokiConfig
 from loki.errors import LokiError
 from loki.output import check_writable
@@ -35,6 +39,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 # (~1e-6 on the test models, growing with width and depth); a conversion error (a wrong slope, a
 # swapped half of a fused matrix) moves logits by O(1), far above this refusal threshold
 CHECK_TOLERANCE = 1e-3
+SIZE_UNITS = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}  # as transformers counts
 
 
 # ---------------------------------------------------------------------- checkpoints
@@ -52,9 +57,9 @@ def resolved_checkpoint(path: str | Path) -> Iterator[tuple[Path, str | None]]:
         found = next((c for c in (path / "checkpoints" / "last.ckpt", path / "last.ckpt")
                       if c.exists()), None)
         if found is None:
-            raise LokiError(f"{path} is a folder but neither a distributed checkpoint (no "
-                            ".metadata) nor a run folder (no checkpoints/last.ckpt); pass a "
-                            ".ckpt file")
+            raise LokiError(hf_export_hint(path) or (
+                f"{path} is a folder but neither a distributed checkpoint (no .metadata) nor a "
+                "run folder (no checkpoints/last.ckpt); pass a .ckpt file"))
         path = found
     if path.is_file():
         yield path, None
@@ -145,6 +150,17 @@ def _check_output(output: Path) -> None:
                             "give a new or empty folder (an earlier export there is replaced)")
 
 
+def parse_shard_size(value: str | int) -> int:
+    """Bytes in ``5GB``, ``500MB``, ``100KB`` (powers of 1000, as transformers counts) or a plain
+    number of bytes; anything else is a LokiError before a checkpoint is read."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]B)?\s*", str(value), re.IGNORECASE)
+    size = int(float(m[1]) * SIZE_UNITS[m[2].upper()] if m[2] else float(m[1])) if m else 0
+    if size < 1:
+        raise LokiError(f"--max_shard_size {value!r}: give a size such as 5GB, 500MB or 100KB "
+                        "(or a number of bytes)")
+    return size
+
+
 def export_hf(checkpoint: str | Path, output: str | Path, tokenizer: str | None = None,
               dtype: str = "auto", max_shard_size: str | int = "5GB", check: bool = False,
               tolerance: float = CHECK_TOLERANCE) -> dict[str, Any]:
@@ -157,6 +173,10 @@ def export_hf(checkpoint: str | Path, output: str | Path, tokenizer: str | None 
     _check_output(output)
     if dtype != "auto" and dtype not in DTYPES:
         raise LokiError(f"unknown dtype {dtype!r}; choose one of: auto, {', '.join(DTYPES)}")
+    shard_bytes = parse_shard_size(max_shard_size)
+    from loki.console import transformers_without_torchao
+
+    transformers_without_torchao()  # no CUDA-kernel load failures printed: the export needs none
     transformers = require("transformers", "eval")
     with resolved_checkpoint(checkpoint) as (ckpt, distributed):
         model, config, hparams = load_model(ckpt)
@@ -175,11 +195,11 @@ def export_hf(checkpoint: str | Path, output: str | Path, tokenizer: str | None 
         "parameters": model.num_params(), "transformers_version": transformers.__version__,
     }
     output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.with_name(output.name + ".partial")
-    if partial.exists():
-        shutil.rmtree(partial)  # left by an interrupted export to the same place
+    # staged in a folder of this run's own: a folder this run did not make is never removed (a
+    # kill leaves <output>.partial-XXXXXXXX behind, to remove by hand)
+    partial = atomic.temp_dir_beside(output, "partial")
     try:
-        hf_model.save_pretrained(partial, max_shard_size=max_shard_size)
+        hf_model.save_pretrained(partial, max_shard_size=shard_bytes)
         from loki.export.hf_tokenizer import save_tokenizer
 
         save_tokenizer(tok, partial)
@@ -204,15 +224,19 @@ def _tokens_seen(ckpt: Path) -> int | None:
 
 
 def _replace(new: Path, output: Path) -> None:
-    """Move the complete ``new`` folder to ``output``; an earlier export there goes only after."""
-    old = output.with_name(output.name + ".old")
-    if old.exists():
-        shutil.rmtree(old)
-    if output.exists():
-        output.rename(old)
-    new.rename(output)
-    if old.exists():
-        shutil.rmtree(old)
+    """Move the complete ``new`` folder to ``output``; an earlier export there goes only after,
+    by way of a folder of this call's own (a rename onto an empty folder replaces it)."""
+    if not output.exists():
+        os.replace(new, output)
+        return
+    old = atomic.temp_dir_beside(output, "old")
+    os.replace(output, old)
+    try:
+        os.replace(new, output)
+    except OSError:
+        os.replace(old, output)  # the earlier export goes back
+        raise
+    shutil.rmtree(old)
 
 
 # ---------------------------------------------------------------------- check

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from loki.eval.compare import compare_scores, paired_bootstrap
 
@@ -58,3 +59,63 @@ def test_compare_cli_same_checkpoint_is_exactly_zero(tmp_path, demo_data):
     for r in result.values():
         assert r["diff"] == r["ci_low"] == r["ci_high"] == 0.0
     assert "Demo cloze | 6 |" in (tmp_path / "cmp" / "compare.md").read_text()
+
+
+def test_bootstrap_settings_are_checked():
+    from loki.errors import LokiError
+
+    a = np.ones(5)
+    with pytest.raises(LokiError, match="--n_boot must be >= 1"):
+        paired_bootstrap(a, a, n_boot=0)
+    with pytest.raises(LokiError, match=r"--confidence is a fraction in \(0, 1\)"):
+        paired_bootstrap(a, a, confidence=95)
+    with pytest.raises(LokiError, match="one checkpoint or more"):
+        compare_scores([], [{"t": {0: 1.0}}])
+
+
+@pytest.mark.parametrize("case", ["confidence 95", "n_boot 0", "empty side", "typo in --b",
+                                  "typo in data_dir", "device gpu", "output under a file",
+                                  "transformers export in --b", "tokenizer that does not fit"])
+def test_bad_input_is_refused_before_any_evaluation_or_write(case, tmp_path, demo_data, capsys,
+                                                             monkeypatch):
+    pytest.importorskip("lm_eval")
+    from loki.cli import main
+    from tests.eval.checkpoints import save_small_tokenizer, save_tiny_checkpoint
+
+    def no_evaluation(*args, **kwargs):
+        raise AssertionError("a checkpoint was evaluated")
+
+    monkeypatch.setattr("loki.eval.adapter.LokiEvalLM", no_evaluation)
+    tok = save_small_tokenizer(tmp_path / "tok")
+    ckpt = str(save_tiny_checkpoint(tmp_path / "a.ckpt", tokenizer=str(tok.path),
+                                    vocab_size=tok.vocab_size))
+    (tmp_path / "afile").write_text("mine")
+    args = {"--a": f"[{ckpt}]", "--b": f"[{ckpt}]", "--suite.preset": "demo",
+            "--suite.offline": "true", "--suite.data_dir": str(demo_data), "--device": "cpu",
+            "--output_dir": str(tmp_path / "cmp")}
+    change, expected = {
+        "confidence 95": ({"--confidence": "95"}, "--confidence is a fraction in (0, 1)"),
+        "n_boot 0": ({"--n_boot": "0"}, "--n_boot must be >= 1"),
+        "empty side": ({"--a": "[]"}, "--a is empty; give one checkpoint or more"),
+        "typo in --b": ({"--b": f"[{ckpt},{tmp_path / 'b.ckpt'}]"},
+                        f"checkpoint not found: {tmp_path / 'b.ckpt'}"),
+        "typo in data_dir": ({"--suite.data_dir": str(tmp_path / "nowhere")},
+                             "local data for task 'loki_demo_cloze' is missing"),
+        "device gpu": ({"--device": "gpu"}, "unknown device 'gpu'"),
+        "output under a file": ({"--output_dir": str(tmp_path / "afile" / "cmp")},
+                                "afile is a file, not a folder"),
+        "transformers export in --b": ({"--b": f"[{tmp_path / 'model.safetensors'}]"},
+                                       "is a Hugging Face transformers model"),
+        "tokenizer that does not fit": ({"--tokenizer": "cl100k_base"}, "tokenizer mismatch"),
+    }[case]
+    if case == "transformers export in --b":
+        from safetensors.torch import save_file
+
+        save_file({"lm_head.weight": torch.zeros(2, 2)}, tmp_path / "model.safetensors")
+    args.update(change)
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    with pytest.raises(SystemExit) as info:
+        main(["compare", *[x for kv in args.items() for x in kv]])
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 2 and "\n" not in err and expected in err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # no tasks/, no results

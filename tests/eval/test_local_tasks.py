@@ -53,3 +53,15 @@ def test_leaderboard_preset_runs_offline(lm, tmp_path):
     assert all(0.0 <= r["value"] <= 1.0 for r in summary["rows"].values())
     assert json.loads((tmp_path / "out" / "results.json").read_text())["limited"] is True
     assert {f"{d}_local" for d in ("arc_challenge", "gsm8k")} <= set(packaged_tasks())
+
+
+def test_missing_data_leaves_no_tasks_folder_behind(tmp_path, demo_data):
+    from loki.errors import LokiError
+    from loki.eval.local_tasks import prepare_tasks
+
+    with pytest.raises(LokiError, match="local data for task 'loki_demo_cloze' is missing"):
+        prepare_tasks(["loki_demo_pairs", "loki_demo_cloze"], tmp_path / "nowhere",
+                      tmp_path / "tasks")
+    assert not (tmp_path / "tasks").exists()
+    prepare_tasks(["loki_demo_pairs"], demo_data, tmp_path / "tasks")
+    assert [p.name for p in (tmp_path / "tasks").iterdir()] == ["loki_demo_pairs.yaml"]

@@ -70,7 +70,9 @@ def _tokenizer(ckpt):
 
 
 @pytest.mark.parametrize("case", ["foreign folder", "missing checkpoint", "bad dtype",
-                                  "folder without checkpoint", "output under a file"])
+                                  "folder without checkpoint", "output under a file",
+                                  "bad shard size", "zero shard size", "transformers weights",
+                                  "transformers folder", "torch file without state_dict"])
 def test_bad_input_exits_2_and_writes_nothing(case, trained_ckpt, tmp_path, capsys):
     out = tmp_path / "out"
     ckpt, extra = str(trained_ckpt), []
@@ -84,6 +86,18 @@ def test_bad_input_exits_2_and_writes_nothing(case, trained_ckpt, tmp_path, caps
         ckpt = str(tmp_path / "nope.ckpt")
     elif case == "bad dtype":
         extra = ["--dtype", "int8"]
+    elif case in ("bad shard size", "zero shard size"):
+        extra = ["--max_shard_size", "lots" if case == "bad shard size" else "0GB"]
+    elif case in ("transformers weights", "transformers folder"):
+        from safetensors.torch import save_file
+
+        (tmp_path / "hf").mkdir()
+        (tmp_path / "hf" / "config.json").write_text("{}")
+        save_file({"lm_head.weight": torch.zeros(2, 2)}, tmp_path / "hf" / "model.safetensors")
+        ckpt = str(tmp_path / "hf" / ("model.safetensors" if case == "transformers weights" else ""))
+    elif case == "torch file without state_dict":
+        torch.save({"weights": torch.zeros(2)}, tmp_path / "w.ckpt")
+        ckpt = str(tmp_path / "w.ckpt")
     else:
         (tmp_path / "empty").mkdir()
         ckpt = str(tmp_path / "empty")
@@ -94,8 +108,39 @@ def test_bad_input_exits_2_and_writes_nothing(case, trained_ckpt, tmp_path, caps
     err = capsys.readouterr().err.strip()
     assert err.startswith("loki export: error:") and "\n" not in err
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
-    if case == "output under a file":
-        assert "its parent folder" in err and "a-file is a file, not a folder" in err
+    expected = {"output under a file": "a-file is a file, not a folder",
+                "bad shard size": "--max_shard_size 'lots': give a size such as 5GB",
+                "zero shard size": "--max_shard_size '0GB'",
+                "transformers weights": "is a Hugging Face transformers model",
+                "transformers folder": "is a Hugging Face transformers model",
+                "torch file without state_dict": "is not a Lightning checkpoint"}
+    assert expected.get(case, "") in err
+
+
+@pytest.mark.parametrize("earlier", [False, True])
+def test_folders_named_like_the_old_staging_folders_are_left_alone(earlier, trained_ckpt,
+                                                                    tmp_path):
+    from loki.export.hf import export_hf
+
+    out = tmp_path / "hf"
+    for name in ("hf.old", "hf.partial"):  # a user's folders, named as exports once named theirs
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "notes.txt").write_text("mine")
+    if earlier:
+        export_hf(trained_ckpt, out)
+    export_hf(trained_ckpt, out, max_shard_size="100KB")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf", "hf.old", "hf.partial"]
+    assert all((tmp_path / n / "notes.txt").read_text() == "mine" for n in ("hf.old", "hf.partial"))
+    assert (out / "model.safetensors.index.json").is_file()
+    assert oct(out.stat().st_mode & 0o777) == oct(0o777 & ~_umask())  # not mkdtemp's 0700
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def test_check_refuses_a_wrong_conversion_and_keeps_the_earlier_export(trained_ckpt, tmp_path,
@@ -119,3 +164,45 @@ def test_check_refuses_a_wrong_conversion_and_keeps_the_earlier_export(trained_c
         hf.export_hf(trained_ckpt, out, check=True)
     assert (out / "model.safetensors").read_bytes() == earlier
     assert not list(tmp_path.glob("hf.*"))
+
+
+def test_a_failed_final_rename_puts_the_earlier_export_back(tmp_path, monkeypatch):
+    import os
+
+    from loki.export import hf
+
+    new, out = tmp_path / "staged", tmp_path / "hf"
+    for folder, text in ((new, "new"), (out, "earlier")):
+        folder.mkdir()
+        (folder / "config.json").write_text(text)
+    replace, calls = os.replace, []
+
+    def second_fails(src, dst):
+        calls.append(src)
+        if len(calls) == 2:
+            raise OSError(5, "Input/output error")
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", second_fails)
+    with pytest.raises(OSError):
+        hf._replace(new, out)
+    assert (out / "config.json").read_text() == "earlier"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf", "staged"]
+
+
+@pytest.mark.slow
+def test_the_console_shows_no_torchao_kernel_load_failures(trained_ckpt, tmp_path):
+    """transformers imports torchao when installed; torchao then prints its CUDA-only kernels
+    as failing to load. The export uses no torchao, so its console should not show that."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("torchao")
+    root = Path(__file__).resolve().parents[2]
+    run = subprocess.run([sys.executable, "-m", "loki.cli", "export", "hf", str(trained_ckpt),
+                          "--output", str(tmp_path / "hf")], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(root)})
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "Failed to load" not in run.stderr and "torchao" not in run.stderr
