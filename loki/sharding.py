@@ -282,8 +282,6 @@ def main(argv: list[str] | None = None) -> None:
     """``loki consolidate CHECKPOINT_DIR --output FILE.ckpt``."""
     from jsonargparse import ActionConfigFile, ArgumentParser
 
-    from loki.tool_args import parse_args
-
     parser = ArgumentParser(prog="loki consolidate", description=(
         "Merge a Lightning distributed checkpoint folder (*.distcp shards and meta.pt) into one "
         ".ckpt file that the other tools (generate, probe, compare, export) and "
@@ -295,7 +293,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="output file (default: <checkpoint>.consolidated.ckpt beside it)")
     parser.add_argument("--keep_optimizer", type=bool, default=False,
                         help="also keep the optimizer state (large; not needed for eval)")
-    args = parse_args(parser, argv)
+    args = parser.parse_args(argv)
     src = Path(args.checkpoint)
     output = Path(args.output) if args.output else src.with_name(src.name + ".consolidated.ckpt")
     dst = consolidate(src, output, args.keep_optimizer)

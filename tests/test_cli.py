@@ -100,7 +100,12 @@ def test_tools_that_load_transformers_models_do_not_print_torchao_load_failures(
 @pytest.mark.parametrize(("argv", "named"), [
     (["compare", "--a", "[x]"], "required: --b, --output_dir"),
     (["export", "hf"], "required: <checkpoint> (after hf), --output"),
+    (["export", "hf", "x.ckpt"], "required: --output"),
     (["tokenize"], "required: --inputs, --output"),
+    (["generate", "--prompt+", "x"], "required: --checkpoint"),
+    (["probe"], "required: --checkpoint, --output_dir"),
+    (["consolidate"], "required: <checkpoint>"),
+    (["eval", "--checkpoint", "x.ckpt"], "required: --output_dir"),
 ])
 def test_missing_options_are_named_as_typed_not_as_config_keys(capsys, argv, named):
     assert _fails(capsys, argv).endswith(named)
@@ -108,3 +113,13 @@ def test_missing_options_are_named_as_typed_not_as_config_keys(capsys, argv, nam
 
 def test_predict_names_the_tools_that_do_it(capsys):
     assert "loki generate" in _fails(capsys, ["predict", "--config", "experiments/small-cpu.yaml"])
+
+
+@pytest.mark.parametrize("tool", ["generate", "probe", "compare", "consolidate", "export"])
+def test_help_describes_the_tool_in_plain_complete_sentences(tool, capsys):
+    with pytest.raises(SystemExit):
+        main([tool, "--help"])
+    text = capsys.readouterr().out
+    description = " ".join(text.split("\n\n")[1].split())  # the paragraph after the usage
+    assert "``" not in text and description.endswith(".")
+    assert len(description) > 60, description

@@ -46,10 +46,9 @@ def main(argv: list[str] | None = None) -> None:
         from loki.eval.prepare_data import main as prepare_main
 
         return prepare_main(argv[1:])
-    from loki.tool_args import parse_args
 
     parser = build_parser()
-    cfg = parse_args(parser, argv)
+    cfg = parser.parse_args(argv)
     from loki.eval.adapter import LokiEvalLM
     from loki.eval.suite import already_ran, check_once
 

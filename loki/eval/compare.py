@@ -146,8 +146,6 @@ def check_arguments(cfg: Any, suite: SuiteConfig) -> list[BenchmarkRow]:
 def main(argv: list[str] | None = None) -> None:
     from jsonargparse import ActionConfigFile, ArgumentParser
 
-    from loki.tool_args import parse_args
-
     p = ArgumentParser(prog="loki compare", description=DESCRIPTION)
     p.add_argument("--config", action=ActionConfigFile)
     p.add_argument("--a", type=list[str], required=True,
@@ -162,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", type=str, default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--output_dir", type=str, required=True,
                    help="folder for compare.json, compare.md and tasks/")
-    cfg = parse_args(p, argv)
+    cfg = p.parse_args(argv)
     suite = cfg.suite if isinstance(cfg.suite, SuiteConfig) else SuiteConfig(**vars(cfg.suite))
     rows = check_arguments(cfg, suite)
     from loki.eval.adapter import LokiEvalLM

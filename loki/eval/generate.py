@@ -168,7 +168,6 @@ def main(argv: list[str] | None = None) -> None:
     from jsonargparse import ActionConfigFile, ArgumentParser
 
     from loki.eval.loading import load_for_eval
-    from loki.tool_args import parse_args
 
     p = ArgumentParser(prog="loki generate", description=DESCRIPTION)
     p.add_argument("--config", action=ActionConfigFile)
@@ -183,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dtype", type=str, default="auto", help="auto, float32, bfloat16, float16")
     p.add_argument("--output", type=str | None, default=None,
                    help="also write the samples here as JSON lines")
-    cfg = parse_args(p, argv)
+    cfg = p.parse_args(argv)
     sampling = cfg.sampling if isinstance(cfg.sampling, SamplingConfig) else SamplingConfig(
         **vars(cfg.sampling))
     prompts = list(cfg.prompt) + (read_prompts(cfg.prompts) if cfg.prompts else [])

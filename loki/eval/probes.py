@@ -130,7 +130,6 @@ def main(argv: list[str] | None = None) -> None:
     from jsonargparse import ActionConfigFile, ArgumentParser
 
     from loki.eval.loading import load_for_eval
-    from loki.tool_args import parse_args
 
     p = ArgumentParser(prog="loki probe", description=DESCRIPTION)
     p.add_argument("--config", action=ActionConfigFile)
@@ -140,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", type=str, default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--output_dir", type=str, required=True,
                    help="folder for probes.json and probes.md")
-    cfg = parse_args(p, argv)
+    cfg = p.parse_args(argv)
     sampling = cfg.sampling if isinstance(cfg.sampling, SamplingConfig) else SamplingConfig(
         **vars(cfg.sampling))
     out = Path(cfg.output_dir)

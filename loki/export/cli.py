@@ -46,10 +46,8 @@ def build_parser():
 def main(argv: list[str] | None = None) -> None:
     from jsonargparse import ArgumentError
 
-    from loki.tool_args import parse_args
-
     try:
-        cfg = parse_args(build_parser(), argv)
+        cfg = build_parser().parse_args(argv)
     except ArgumentError as err:
         raise LokiError(" ".join(str(err).split())) from None
     from loki.export.hf import export_hf
