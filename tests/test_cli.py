@@ -123,3 +123,12 @@ def test_help_describes_the_tool_in_plain_complete_sentences(tool, capsys):
     description = " ".join(text.split("\n\n")[1].split())  # the paragraph after the usage
     assert "``" not in text and description.endswith(".")
     assert len(description) > 60, description
+
+
+def test_eval_into_a_file_is_refused_before_the_checkpoint_is_read(capsys, tmp_path):
+    afile = tmp_path / "notes.txt"
+    afile.write_text("mine")
+    err = _fails(capsys, ["eval", "--checkpoint", str(tmp_path / "absent.ckpt"),
+                          "--output_dir", str(afile)])
+    assert "--output_dir" in err and "is a file, not a folder" in err, err
+    assert afile.read_text() == "mine"

@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> None:
     from loki.eval.suite import already_ran, check_once
 
     # refuse before loading a large checkpoint
+    from loki.output import check_writable
+
+    check_writable(cfg.output_dir, "--output_dir")
     check_once(already_ran(cfg.output_dir), cfg.force, cfg.force_reason, cfg.output_dir)
     lm = LokiEvalLM(checkpoint=cfg.checkpoint, tokenizer=cfg.tokenizer, batch_size=cfg.batch_size,
                     device=cfg.device, dtype=cfg.dtype, max_length=cfg.max_length)
