@@ -8,7 +8,7 @@ On top of Lightning's CLI, every run gets what makes a failed command lose nothi
   logger or callback touches the run folder (``loki.preflight``);
 - a ``ResumableCSVLogger`` told where a resumed run continues, so ``metrics.csv`` stays one
   history;
-- ``config.yaml`` in the log folder written with secrets redacted.
+- ``config.yaml`` in the log folder written with secrets redacted, once training starts;
 """
 
 from __future__ import annotations
@@ -36,20 +36,28 @@ log = logging.getLogger(__name__)
 
 
 class RedactedConfig(SaveConfigCallback):
-    """Lightning's ``SaveConfigCallback`` with secrets redacted and an atomic write."""
+    """Lightning's ``SaveConfigCallback`` with secrets redacted and an atomic write, written when
+    training starts (a fit refused or failed before it leaves the earlier ``config.yaml``)."""
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage != "fit":
+            self._save(trainer, pl_module, stage, trainer.log_dir)
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        log_dir = trainer.log_dir if self.save_to_log_dir else None  # this broadcasts it
+        self._save(trainer, pl_module, "fit", log_dir)
+
+    def _save(self, trainer: Trainer, pl_module: LightningModule, stage: str,
+              log_dir: str | None) -> None:
         if self.already_saved:
             return
-        if self.save_to_log_dir:
-            log_dir = trainer.log_dir  # this broadcasts the directory
-            if trainer.is_global_zero and log_dir is not None:
-                import yaml
+        if self.save_to_log_dir and trainer.is_global_zero and log_dir is not None:
+            import yaml
 
-                text = self.parser.dump(self.config, skip_none=False)
-                plain = redact(yaml.safe_load(text))
-                atomic.write_text(os.path.join(log_dir, self.config_filename),
-                                  yaml.safe_dump(plain, sort_keys=False))
+            text = self.parser.dump(self.config, skip_none=False)
+            plain = redact(yaml.safe_load(text))
+            atomic.write_text(os.path.join(log_dir, self.config_filename),
+                              yaml.safe_dump(plain, sort_keys=False))
         if trainer.is_global_zero:
             self.save_config(trainer, pl_module, stage)
             self.already_saved = True
