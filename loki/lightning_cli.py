@@ -4,8 +4,9 @@ On top of Lightning's CLI, every run gets what makes a failed command lose nothi
 
 - checkpoints written atomically in their own folder (``AtomicCheckpointIO``), stale temp files
   of killed writes removed at start;
-- ``loki fit`` checks ``--ckpt_path``, the folders it will write and the shards before any
-  logger or callback touches the run folder (``loki.preflight``);
+- ``loki fit`` checks ``--ckpt_path``, the folders it will write, the run already in them, the
+  callbacks' inputs and the data before any logger or callback touches the run folder
+  (``loki.preflight``, ``loki.preflight_run``);
 - a ``ResumableCSVLogger`` told where a resumed run continues, so ``metrics.csv`` stays one
   history;
 - ``config.yaml`` in the log folder written with secrets redacted, once training starts;
@@ -87,7 +88,7 @@ class LokiCLI(LightningCLI):
         ckpt_path = self.config[sub].get("ckpt_path") if sub else None
         if ckpt_path is not None and str(ckpt_path) not in SPECIAL_CKPT and "://" not in str(
                 ckpt_path):
-            check_checkpoint(ckpt_path)
+            check_checkpoint(ckpt_path, resume=sub == "fit")
         super()._parse_ckpt_path()
 
     def init_parser(self, **kwargs: Any) -> LightningArgumentParser:

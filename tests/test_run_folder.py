@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from loki.metrics_csv import read_rows
 from tests.helpers.fit_run import snapshot, write_run
@@ -51,16 +52,36 @@ def _eval_done(run: Path) -> None:
     (run / "run" / "eval" / "EVAL_DONE.json").write_text(json.dumps({"time": "earlier"}))
 
 
+def _with_wandb(run: Path, monkeypatch, tmp_path: Path) -> None:
+    """An offline wandb logger beside the CSV one: a run refused in fit would start a wandb run
+    in the run folder."""
+    wandb = pytest.importorskip("wandb")
+    if wandb.run is not None:  # one left by an earlier test would be reused, not started
+        wandb.finish()
+    for var in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(var, str(tmp_path / var.lower()))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    text = (run / "run.yaml").read_text()
+    (run / "run.yaml").write_text(text.replace("  callbacks:\n", f"""\
+    - class_path: lightning.pytorch.loggers.WandbLogger
+      init_args: {{save_dir: "{run}/run", project: test, offline: true}}
+  callbacks:
+""", 1))
+
+
 # ----------------------------------------------------------------- refused: nothing changes
-@pytest.mark.parametrize("case", ["fails at train start"])
-def test_refused_resume_changes_nothing(capsys, run, case):
+@pytest.mark.parametrize("case", ["eval done", "mixture", "block size", "batch", "cache",
+                                  "fails at train start"])
+def test_refused_resume_changes_nothing(capsys, run, case, monkeypatch, tmp_path):
     args = ["--ckpt_path", str(run / "run" / "checkpoints" / "step=3.ckpt")]
     if case == "eval done":
         _eval_done(run)
     elif case == "cache":
         write_run(run, extra_callbacks=DISTILL.format(cache=run / "no-cache"))
-    elif case == "fails at train start":
+    if case == "fails at train start":  # inside fit: the loggers have started (wandb too)
         args += ["--trainer.callbacks+=tests.helpers.fit_run.FailAtTrainStart"]
+    else:  # refused before any logger starts
+        _with_wandb(run, monkeypatch, tmp_path)
     args += {"mixture": ["--data.mixture", "{web: 1.0, synthetc: 0.5}"],
              "block size": ["--data.block_size", "100000"],
              "batch": ["--data.batch_size.start", "3"]}.get(case, [])
@@ -72,7 +93,7 @@ def test_refused_resume_changes_nothing(capsys, run, case):
             "batch": "global batch 3 is not a multiple of micro_batch_size 2",
             "cache": "no distillation cache at",
             "fails at train start": "stopped at train start"}[case] in err
-    assert snapshot(run) == before  # metrics.csv (all rows), hparams.yaml, config.yaml
+    assert snapshot(run) == before  # metrics.csv (all rows), hparams.yaml, config.yaml, no wandb
 
 
 def test_failed_fresh_fit_leaves_the_earlier_history(capsys, run):
@@ -92,6 +113,49 @@ def test_accepted_resume_sets_the_replaced_rows_aside(run):
     assert replaced == [r for r in rows if float(r["step"]) >= 3] and replaced
     now = read_rows(str(csv / "metrics.csv"))[1]
     assert now[: len(rows) - len(replaced)] == [r for r in rows if float(r["step"]) < 3]
+
+
+# ----------------------------------------------------------------- a fresh fit into a run
+def test_fresh_fit_into_a_run_is_refused(capsys, run):
+    before = snapshot(run)
+    err = _fails(capsys, run)
+    folder = run / "run" / "checkpoints"
+    assert f"{folder} already holds the checkpoints of a run" in err
+    assert f"--ckpt_path {folder / 'last.ckpt'}" in err
+    assert "ResumableCSVLogger save_dir" in err and "ModelCheckpoint dirpath" in err
+    assert snapshot(run) == before
+
+
+def test_fresh_fit_in_an_empty_folder_sets_an_old_history_aside(run):
+    before = (run / "run" / "csv" / "metrics.csv").read_bytes()
+    (run / "run" / "checkpoints").rename(run / "old-checkpoints")
+    _fit(run, "--trainer.max_steps", "2")
+    aside = list((run / "run" / "csv").glob("metrics.replaced-*.csv"))
+    assert len(aside) == 1 and aside[0].read_bytes() == before
+    assert [r["step"] for r in read_rows(str(run / "run" / "csv" / "metrics.csv"))[1]] == ["1"]
+
+
+# ----------------------------------------------------------------- --ckpt_path that cannot resume
+def test_weights_only_checkpoint_refused(capsys, run):
+    ckpts = run / "run" / "checkpoints"
+    ckpt = torch.load(ckpts / "step=3.ckpt", weights_only=False)
+    for key in ("optimizer_states", "lr_schedulers", "callbacks"):
+        ckpt.pop(key, None)
+    torch.save(ckpt, ckpts / "step-0.ckpt")
+    before = snapshot(run)
+    err = _fails(capsys, run, "--ckpt_path", str(ckpts / "step-0.ckpt"))
+    assert "holds the model's weights only" in err and "loki compare" in err
+    assert "resume from a full checkpoint such as" in err
+    assert snapshot(run) == before
+
+
+def test_folder_of_checkpoints_refused(capsys, run):
+    ckpts = run / "run" / "checkpoints"
+    before = snapshot(run)
+    err = _fails(capsys, run, "--ckpt_path", str(ckpts))
+    assert f"--ckpt_path {ckpts} is a folder, not a checkpoint" in err
+    assert "last.ckpt, step=3.ckpt, step=6.ckpt" in err
+    assert snapshot(run) == before
 
 
 def test_logger_changes_nothing_until_its_first_row(tmp_path):
