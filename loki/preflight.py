@@ -147,6 +147,14 @@ def resumed_log_step(ckpt: dict[str, Any]) -> int | None:
     return int(stepped) + int(inside_batch)
 
 
+def logged_step(ckpt: dict[str, Any]) -> int | None:
+    """The logging step of the rows the run logged when it saved ``ckpt`` (its last validation
+    among them): where an evaluation of the checkpoint belongs in the run's history."""
+    loops = ckpt.get("loops", {}).get("fit_loop", {})
+    stepped = loops.get("epoch_loop.state_dict", {}).get("_batches_that_stepped")
+    return ckpt.get("global_step") if stepped is None else int(stepped)
+
+
 def _check_matches(path: Path, saved: dict[str, Any], model: Any) -> None:
     ours = {k: tuple(v.shape) for k, v in model.state_dict().items() if k.startswith("model.")}
     theirs = {k: tuple(v.shape) for k, v in saved.items() if k.startswith("model.")}

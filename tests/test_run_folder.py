@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from loki.metrics_csv import read_rows
+from loki.cli import main
+from loki.metrics_csv import read_metrics, read_rows
 from tests.helpers.fit_run import snapshot, write_run
 from tests.test_lightning_cli import _fails, _fit
 
@@ -156,6 +157,22 @@ def test_folder_of_checkpoints_refused(capsys, run):
     assert f"--ckpt_path {ckpts} is a folder, not a checkpoint" in err
     assert "last.ckpt, step=3.ckpt, step=6.ckpt" in err
     assert snapshot(run) == before
+
+
+# ----------------------------------------------------------------- validate beside the run
+def test_validate_logs_beside_the_training_history(run):
+    csv = run / "run" / "csv"
+    before = {name: (csv / name).read_bytes() for name in ("metrics.csv", "config.yaml",
+                                                            "hparams.yaml")}
+    main(["validate", "--config", str(run / "run.yaml"),
+          "--ckpt_path", str(run / "run" / "checkpoints" / "step=3.ckpt")])
+    assert {name: (csv / name).read_bytes() for name in before} == before
+    (own,) = csv.glob("validate-*")
+    rows = read_metrics(str(own / "metrics.csv"))
+    ckpt = torch.load(run / "run" / "checkpoints" / "step=3.ckpt", weights_only=False)
+    stepped = ckpt["loops"]["fit_loop"]["epoch_loop.state_dict"]["_batches_that_stepped"]
+    assert [r["step"] for r in rows if "val/loss" in r] == [stepped]
+    assert (own / "config.yaml").is_file()
 
 
 def test_logger_changes_nothing_until_its_first_row(tmp_path):
