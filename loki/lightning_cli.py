@@ -6,7 +6,8 @@ On top of Lightning's CLI, every run gets what makes a failed command lose nothi
   of killed writes removed at start;
 - ``loki fit`` checks ``--ckpt_path``, the folders it will write, the run already in them, the
   callbacks' inputs and the data before any logger or callback touches the run folder
-  (``loki.preflight``, ``loki.preflight_run``);
+  (``loki.preflight``, ``loki.preflight_run``), and every subcommand checks its config against
+  this machine before the model is built (``loki.preflight_config``);
 - a ``ResumableCSVLogger`` told where a resumed run continues, so ``metrics.csv`` stays one
   history;
 - ``config.yaml`` in the log folder written with secrets redacted, once training starts;
@@ -33,6 +34,7 @@ from loki.errors import LokiError, one_line
 from loki.metrics_log import NEW_RUN, ResumableCSVLogger
 from loki.module import LokiLM
 from loki.preflight import SPECIAL_CKPT, check_checkpoint, check_fit, logged_step
+from loki.preflight_config import check_config
 from loki.redact import redact
 
 log = logging.getLogger(__name__)
@@ -104,6 +106,13 @@ class LokiCLI(LightningCLI):
             info = check_checkpoint(ckpt_path, resume=sub == "fit")
             self._ckpt_step = logged_step(info.get("checkpoint") or {})
         super()._parse_ckpt_path()
+
+    def before_instantiate_classes(self) -> None:
+        # before LokiLM.__init__ allocates the weights, and before the Trainer refuses the
+        # accelerator with a traceback
+        sub = self.config.get("subcommand")
+        if sub:
+            check_config(self.config[sub], sub)
 
     def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
         kwargs.setdefault("exit_on_error", False)

@@ -3,7 +3,8 @@
 A mistyped ``--ckpt_path``, a truncated checkpoint, an unwritable checkpoint folder or missing
 shards must fail in one line before a logger, callback or checkpoint writes a byte, not after a
 logger has started a new history or after hours of training (the first save). ``LokiCLI`` calls
-``check_fit`` between building the trainer and ``trainer.fit``.
+``check_fit`` between building the trainer and ``trainer.fit`` (and ``loki.preflight_config``
+before the model is built).
 """
 
 from __future__ import annotations
