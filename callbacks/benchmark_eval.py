@@ -98,20 +98,27 @@ class OneShotBenchmarkEval(Callback):
     def _out(self, trainer: L.Trainer) -> Path:
         return Path(self.output_dir or os.path.join(trainer.default_root_dir, "eval"))
 
-    def _previous(self, trainer: L.Trainer) -> dict | None:
-        if self.record is not None:
-            return self.record
+    def _previous(self, trainer: L.Trainer, record: dict | None = None) -> dict | None:
+        record = self.record if record is None else record
+        if record is not None:
+            return record
         previous = already_ran(self._out(trainer))
         if previous is None and self.checkpoint != "final":
             previous = read_record(self.checkpoint)
         return previous
 
+    def check_fit(self, trainer: L.Trainer, saved: dict[str, Any] | None = None) -> None:
+        """Refuse a fit whose run already ran the suite (unless forced): fail before training,
+        not after it. ``saved``: this callback's state in the checkpoint the fit resumes from,
+        for ``loki fit``'s preflight, which runs before Lightning restores it."""
+        if self.enabled:
+            check_once(self._previous(trainer, (saved or {}).get("record")), self.force,
+                       self.force_reason, str(self._out(trainer)), FORCE_HOW)
+
     # ------------------------------------------------------------------ hooks
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        # fail before training, not after it, when the run folder already holds results
-        if self.enabled and stage == "fit":
-            check_once(self._previous(trainer), self.force, self.force_reason,
-                       str(self._out(trainer)), FORCE_HOW)
+        if stage == "fit":
+            self.check_fit(trainer)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.enabled:

@@ -126,6 +126,7 @@ def _stage_teacher(cfg: DemoConfig) -> dict[str, Any]:
 
     run = Path("runs/demo-teacher")
     last = run / "checkpoints" / "last.ckpt"
+    _archive_unresumable(run)
     args = ["fit", "--config", cfg.teacher_config, *precision_args(cfg)]
     if last.is_file():
         args += ["--ckpt_path", str(last)]
@@ -155,6 +156,8 @@ def _stage_fit(cfg: DemoConfig) -> dict[str, Any]:
     details = []
     if "fit" in cfg.redo and (moved := _archive(run)):
         details.append(f"previous run moved to {moved}")
+    elif moved := _archive_unresumable(run):
+        details.append(f"previous run stopped before its first checkpoint: moved to {moved}")
     args = ["fit", "--config", cfg.fit_config, "--trainer.default_root_dir", str(run),
             *precision_args(cfg)]
     last = run / "checkpoints" / "last.ckpt"
@@ -197,6 +200,15 @@ def _archive(run: Path) -> Path | None:
     for part in parts:
         part.rename(dest / part.name)
     return dest
+
+
+def _archive_unresumable(run: Path) -> Path | None:
+    """A run stopped before its first periodic checkpoint has no last.ckpt to resume from but
+    may hold checkpoints (step-0, rollback); ``loki fit`` refuses a fresh run beside them, so
+    they are moved aside like a redo's."""
+    if (run / "checkpoints" / "last.ckpt").is_file() or not _current(run, "*.ckpt"):
+        return None
+    return _archive(run)
 
 
 RUN_PARTS = ("checkpoints", "csv", "wandb", "eval", "compare", "rollback", "probes", "REPORT.md",

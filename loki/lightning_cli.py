@@ -4,17 +4,21 @@ On top of Lightning's CLI, every run gets what makes a failed command lose nothi
 
 - checkpoints written atomically in their own folder (``AtomicCheckpointIO``), stale temp files
   of killed writes removed at start;
-- ``loki fit`` checks ``--ckpt_path``, the folders it will write and the shards before any
-  logger or callback touches the run folder (``loki.preflight``);
+- ``loki fit`` checks ``--ckpt_path``, the folders it will write, the run already in them, the
+  callbacks' inputs and the data before any logger or callback touches the run folder
+  (``loki.preflight``, ``loki.preflight_run``), and every subcommand checks its config against
+  this machine before the model is built (``loki.preflight_config``);
 - a ``ResumableCSVLogger`` told where a resumed run continues, so ``metrics.csv`` stays one
   history;
-- ``config.yaml`` in the log folder written with secrets redacted.
+- ``config.yaml`` in the log folder written with secrets redacted, once training starts;
+- validate, test and predict log into their own folder, never into the training run's.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any
 
 from jsonargparse import ArgumentError
@@ -29,35 +33,55 @@ from loki.data import LokiDataModule
 from loki.errors import LokiError, one_line
 from loki.metrics_log import NEW_RUN, ResumableCSVLogger
 from loki.module import LokiLM
-from loki.preflight import SPECIAL_CKPT, check_checkpoint, check_fit
+from loki.preflight import SPECIAL_CKPT, check_checkpoint, check_fit, logged_step
+from loki.preflight_config import check_config
 from loki.redact import redact
 
 log = logging.getLogger(__name__)
 
 
 class RedactedConfig(SaveConfigCallback):
-    """Lightning's ``SaveConfigCallback`` with secrets redacted and an atomic write."""
+    """Lightning's ``SaveConfigCallback`` with secrets redacted and an atomic write, written when
+    training starts (a fit refused or failed before it leaves the earlier ``config.yaml``);
+    for validate, test and predict into their own CSV log folder (see ``LokiCLI``), never the
+    training run's."""
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage != "fit":
+            self._save(trainer, pl_module, stage, _own_csv_folder(trainer))
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        log_dir = trainer.log_dir if self.save_to_log_dir else None  # this broadcasts it
+        self._save(trainer, pl_module, "fit", log_dir)
+
+    def _save(self, trainer: Trainer, pl_module: LightningModule, stage: str,
+              log_dir: str | None) -> None:
         if self.already_saved:
             return
-        if self.save_to_log_dir:
-            log_dir = trainer.log_dir  # this broadcasts the directory
-            if trainer.is_global_zero and log_dir is not None:
-                import yaml
+        if self.save_to_log_dir and trainer.is_global_zero and log_dir is not None:
+            import yaml
 
-                text = self.parser.dump(self.config, skip_none=False)
-                plain = redact(yaml.safe_load(text))
-                atomic.write_text(os.path.join(log_dir, self.config_filename),
-                                  yaml.safe_dump(plain, sort_keys=False))
+            text = self.parser.dump(self.config, skip_none=False)
+            plain = redact(yaml.safe_load(text))
+            atomic.write_text(os.path.join(log_dir, self.config_filename),
+                              yaml.safe_dump(plain, sort_keys=False))
         if trainer.is_global_zero:
             self.save_config(trainer, pl_module, stage)
             self.already_saved = True
         self.already_saved = trainer.strategy.broadcast(self.already_saved)
 
 
+def _own_csv_folder(trainer: Trainer) -> str | None:
+    """The log folder ``LokiCLI`` gave a validate/test/predict run (None: no CSV logger)."""
+    for logger in trainer.loggers:
+        if isinstance(logger, ResumableCSVLogger):
+            return trainer.strategy.broadcast(logger.log_dir)
+    return None
+
+
 class LokiCLI(LightningCLI):
     def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
+        self._ckpt_step: int | None = None  # the --ckpt_path checkpoint's logging step
         try:
             super().__init__(
                 LokiLM,
@@ -79,8 +103,16 @@ class LokiCLI(LightningCLI):
         ckpt_path = self.config[sub].get("ckpt_path") if sub else None
         if ckpt_path is not None and str(ckpt_path) not in SPECIAL_CKPT and "://" not in str(
                 ckpt_path):
-            check_checkpoint(ckpt_path)
+            info = check_checkpoint(ckpt_path, resume=sub == "fit")
+            self._ckpt_step = logged_step(info.get("checkpoint") or {})
         super()._parse_ckpt_path()
+
+    def before_instantiate_classes(self) -> None:
+        # before LokiLM.__init__ allocates the weights, and before the Trainer refuses the
+        # accelerator with a traceback
+        sub = self.config.get("subcommand")
+        if sub:
+            check_config(self.config[sub], sub)
 
     def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
         kwargs.setdefault("exit_on_error", False)
@@ -124,3 +156,17 @@ class LokiCLI(LightningCLI):
                 if isinstance(cb, ModelCheckpoint) and cb.dirpath and "://" not in str(
                         cb.dirpath):
                     atomic.clean_stale(cb.dirpath)
+
+    def _before_evaluation(self) -> None:
+        """validate/test/predict log into their own folder beside the training run's metrics
+        (``<csv>/<subcommand>-<UTC time>/``), at the checkpoint's step, so they neither add a
+        row to the training history nor replace its ``config.yaml``."""
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        for logger in self.trainer.loggers:
+            if isinstance(logger, ResumableCSVLogger) and logger._experiment is None:
+                logger._version = f"{self.subcommand}-{stamp}"
+        if self._ckpt_step is not None:
+            # what Lightning logs validation metrics at; the checkpoint's own rows used it
+            self.trainer.fit_loop.epoch_loop._batches_that_stepped = self._ckpt_step
+
+    before_validate = before_test = before_predict = _before_evaluation

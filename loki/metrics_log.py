@@ -4,13 +4,16 @@ Lightning's ``CSVLogger`` deletes an existing ``metrics.csv`` when it starts (so
 the earlier history) and writes rows every 100 steps (so a kill loses up to 100 steps). This
 logger keeps one history for the run folder instead:
 
-- on a resume, the rows logged at or after the checkpoint's step are dropped (that work is done
-  again and logged again), so the file has no duplicate and no missing step;
+- on a resume, the rows logged at or after the checkpoint's step are done again and logged
+  again: they move to ``metrics.replaced-<UTC time>.csv`` beside it (never deleted), so the
+  file has no duplicate and no missing step;
 - every ``log_metrics`` call (one per ``log_every_n_steps``) appends its rows and flushes, so a
   kill loses at most the last logging interval; a row cut short by a kill is dropped on reading;
 - a change of columns rewrites the file atomically (``loki.atomic``), never in place;
 - a fresh run (no checkpoint) into a folder that holds an earlier history moves that file aside
-  as ``metrics.replaced-<UTC time>.csv`` before its first row, rather than deleting it.
+  as ``metrics.replaced-<UTC time>.csv`` before its first row, rather than deleting it;
+- nothing on disk changes (``metrics.csv`` and ``hparams.yaml`` as they were) until the run
+  logs its first row, or ends successfully: a fit refused or failed before it changes nothing.
 
 ``LokiCLI`` tells the logger where the run continues (``resume_at``); used on its own, it drops
 the rows from the first step it logs on.
@@ -62,23 +65,32 @@ class _ResumableWriter(ExperimentWriter):
         os.makedirs(log_dir, exist_ok=True)
 
     def log_hparams(self, params: dict[str, Any]) -> None:
+        self.hparams.update(params)
+        if self._started:
+            self._write_hparams()
+
+    def _write_hparams(self) -> None:
         import yaml
 
-        self.hparams.update(params)
         safe = redact(plain(self.hparams))
         atomic.write_text(os.path.join(self.log_dir, self.NAME_HPARAMS_FILE),
                           yaml.safe_dump(safe, sort_keys=False))
 
-    def _start(self) -> None:
-        """First save of this process: continue, trim or set aside the history on disk."""
+    def start(self) -> None:
+        """The run has begun writing: continue, trim or set aside the history on disk, and
+        write ``hparams.yaml``. Called by the first save with rows (or a successful end)."""
+        if self._started:
+            return
         self._started = True
+        os.makedirs(self.log_dir, exist_ok=True)
+        if self.hparams:
+            self._write_hparams()
         path = self.metrics_file_path
         header, rows = read_rows(path)
         if not os.path.exists(path):
             return
         if self.resume_step == NEW_RUN and rows:
-            aside = os.path.join(self.log_dir, time.strftime("metrics.replaced-%Y%m%dT%H%M%SZ.csv",
-                                                             time.gmtime()))
+            aside = self._aside()
             os.replace(path, aside)
             log.warning("a new run (no checkpoint) in %s: the earlier %s moved to %s",
                         self.log_dir, METRICS_FILE, aside)
@@ -88,8 +100,23 @@ class _ResumableWriter(ExperimentWriter):
             cut = min((m["step"] for m in self.metrics), default=None)
         keep = rows if cut is None else [r for r in rows if not _step(r) >= cut]
         self.metrics_keys = header
+        if len(keep) != len(rows):
+            aside = self._aside()
+            with atomic.atomic_write(aside, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=header)
+                writer.writeheader()
+                writer.writerows(r for r in rows if _step(r) >= cut)
+            log.info("resumed at step %s: the %d rows logged from there on moved to %s",
+                     cut, len(rows) - len(keep), aside)
         if len(keep) != len(rows) or open(path, "rb").read()[-1:] not in (b"\n", b""):
             self._rewrite(header, keep)
+
+    def _aside(self) -> str:
+        name = time.strftime("metrics.replaced-%Y%m%dT%H%M%SZ", time.gmtime())
+        aside, n = os.path.join(self.log_dir, f"{name}.csv"), 1
+        while os.path.exists(aside):  # two replacements in one second keep both
+            aside, n = os.path.join(self.log_dir, f"{name}-{n}.csv"), n + 1
+        return aside
 
     def _rewrite(self, header: list[str], rows: list[dict[str, Any]]) -> None:
         with atomic.atomic_write(self.metrics_file_path, "w", newline="") as f:
@@ -98,10 +125,9 @@ class _ResumableWriter(ExperimentWriter):
             writer.writerows(rows)
 
     def save(self) -> None:
-        if not self._started:
-            self._start()
         if not self.metrics:
             return
+        self.start()
         keys = set().union(*self.metrics) - set(self.metrics_keys)
         if keys or not os.path.exists(self.metrics_file_path):
             self.metrics_keys = sorted(set(self.metrics_keys) | keys)
@@ -146,6 +172,14 @@ class ResumableCSVLogger(CSVLogger):
             os.makedirs(self.root_dir, exist_ok=True)
             self._experiment = _ResumableWriter(self.log_dir, self._resume_step)
         return self._experiment
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        # A run that ends well has begun even without a row; a failed one that logged none
+        # leaves the folder as it found it.
+        if self._experiment is not None and status == "success":
+            self._experiment.start()
+        super().finalize(status)
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:

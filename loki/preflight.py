@@ -3,7 +3,8 @@
 A mistyped ``--ckpt_path``, a truncated checkpoint, an unwritable checkpoint folder or missing
 shards must fail in one line before a logger, callback or checkpoint writes a byte, not after a
 logger has started a new history or after hours of training (the first save). ``LokiCLI`` calls
-``check_fit`` between building the trainer and ``trainer.fit``.
+``check_fit`` between building the trainer and ``trainer.fit`` (and ``loki.preflight_config``
+before the model is built).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 
 from loki.errors import LokiError
 from loki.output import check_writable
+from loki.sharding import LIGHTNING_META
 
 # ckpt_path values Lightning resolves itself (no file to check here)
 SPECIAL_CKPT = ("last", "best", "hpc", "registry")
@@ -37,16 +39,18 @@ def _zip_ok(path: Path) -> bool:
         return False
 
 
+def _complete(folder: Path) -> list[Path]:
+    """The complete ``*.ckpt`` files in ``folder``, newest first."""
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.glob("*.ckpt") if p.is_file()]
+    return [p for p in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True) if _zip_ok(p)]
+
+
 def last_good_checkpoint(folder: Path, exclude: Path | None = None) -> Path | None:
     """The newest complete ``*.ckpt`` in ``folder`` other than ``exclude``."""
-    if not folder.is_dir():
-        return None
-    found = [p for p in folder.glob("*.ckpt") if p.is_file()
-             and (exclude is None or p.resolve() != exclude.resolve())]
-    for p in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True):
-        if _zip_ok(p):
-            return p
-    return None
+    return next((p for p in _complete(folder)
+                 if exclude is None or p.resolve() != exclude.resolve()), None)
 
 
 def _hint(path: Path) -> str:
@@ -56,16 +60,56 @@ def _hint(path: Path) -> str:
     return f"; there is no other complete checkpoint in {path.parent}"
 
 
-def check_checkpoint(path: str | os.PathLike, model: Any | None = None) -> dict[str, Any]:
-    """Open ``path`` as a Lightning checkpoint of ``model`` without reading its tensors.
+def _load(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    except Exception as err:  # torch raises RuntimeError, EOFError, UnpicklingError, ...
+        raise LokiError(f"checkpoint {path} cannot be read ({_first_line(err)}){_hint(path)}"
+                        ) from None
 
-    Returns ``{"global_step", "log_step"}``; raises ``LokiError`` naming the file, what is
-    wrong with it and the last good checkpoint beside it."""
+
+def _weights_only(path: Path) -> str:
+    good = next((c for c in _complete(path.parent) if c.resolve() != path.resolve()
+                 and "optimizer_states" in _load(c)), None)
+    return (f"--ckpt_path {path} holds the model's weights only (no optimizer or loop state), "
+            "so training cannot continue from it; use it with loki eval, loki compare or loki "
+            "generate, and resume from a full checkpoint"
+            + (f" such as {good}" if good else f" (there is none in {path.parent})"))
+
+
+def _check_folder(p: Path) -> dict[str, Any]:
+    """A distributed checkpoint is a folder with a ``.metadata`` file (and Lightning's
+    ``meta.pt``: the loops, callbacks and data state); its strategy checks the shards."""
+    if not any(p.iterdir()):
+        raise LokiError(f"--ckpt_path {p} is an empty folder{_hint(p)}")
+    if not (p / ".metadata").is_file():
+        inside = sorted(c.name for c in p.glob("*.ckpt"))
+        raise LokiError(f"--ckpt_path {p} is a folder, not a checkpoint (a distributed "
+                        "checkpoint folder holds a .metadata file); "
+                        + (f"pass one of the checkpoints inside: {', '.join(inside[:5])}"
+                           + (f" (and {len(inside) - 5} more)" if len(inside) > 5 else "")
+                           if inside else f"it holds no .ckpt file{_hint(p)}"))
+    meta = p / LIGHTNING_META
+    ckpt = _load(meta) if meta.is_file() else None
+    if not isinstance(ckpt, dict):
+        return {"global_step": None, "log_step": None, "checkpoint": None}
+    return {"global_step": ckpt.get("global_step"), "log_step": resumed_log_step(ckpt),
+            "checkpoint": ckpt}
+
+
+def check_checkpoint(path: str | os.PathLike, model: Any | None = None,
+                     resume: bool = False) -> dict[str, Any]:
+    """Open ``path`` as a Lightning checkpoint of ``model`` without reading its tensors;
+    ``resume``: ``loki fit`` continues training from it, so it must hold the optimizer and
+    loop state, not the weights alone.
+
+    Returns ``{"global_step", "log_step", "checkpoint"}`` (the last: the checkpoint's dict, its
+    tensors memory-mapped, or a distributed checkpoint's ``meta.pt``; None when unknown);
+    raises ``LokiError`` naming the file, what is wrong with it and the last good checkpoint
+    beside it."""
     p = Path(path)
-    if p.is_dir():  # a distributed (sharded) checkpoint: its strategy checks it on load
-        if not any(p.iterdir()):
-            raise LokiError(f"--ckpt_path {p} is an empty folder{_hint(p)}")
-        return {"global_step": None, "log_step": None}
+    if p.is_dir():
+        return _check_folder(p)
     if not p.exists():
         near = last_good_checkpoint(p.parent) if p.parent.is_dir() else None
         raise LokiError(f"--ckpt_path {p} does not exist" + (
@@ -78,16 +122,16 @@ def check_checkpoint(path: str | os.PathLike, model: Any | None = None) -> dict[
     if not _zip_ok(p):
         raise LokiError(f"checkpoint {p} is truncated or not a checkpoint file (not a complete "
                         f"torch.save archive){_hint(p)}")
-    try:
-        ckpt = torch.load(p, map_location="cpu", mmap=True, weights_only=False)
-    except Exception as err:  # torch raises RuntimeError, EOFError, UnpicklingError, ...
-        raise LokiError(f"checkpoint {p} cannot be read ({_first_line(err)}){_hint(p)}") from None
+    ckpt = _load(p)
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise LokiError(f"{p} is not a Lightning checkpoint (no state_dict); pass a .ckpt "
                         f"written by loki fit{_hint(p)}")
+    if resume and "optimizer_states" not in ckpt:
+        raise LokiError(_weights_only(p))
     if model is not None:
         _check_matches(p, ckpt["state_dict"], model)
-    return {"global_step": ckpt.get("global_step"), "log_step": resumed_log_step(ckpt)}
+    return {"global_step": ckpt.get("global_step"), "log_step": resumed_log_step(ckpt),
+            "checkpoint": ckpt}
 
 
 def resumed_log_step(ckpt: dict[str, Any]) -> int | None:
@@ -96,13 +140,20 @@ def resumed_log_step(ckpt: dict[str, Any]) -> int | None:
     counting the batch being trained and adds that one on restore when the save happened
     inside the batch (a step or validation checkpoint), not at the end of an epoch."""
     loops = ckpt.get("loops", {}).get("fit_loop", {})
-    epoch = loops.get("epoch_loop.state_dict", {})
-    stepped = epoch.get("_batches_that_stepped")
+    stepped = loops.get("epoch_loop.state_dict", {}).get("_batches_that_stepped")
     if stepped is None:
         return ckpt.get("global_step")
     total = loops.get("epoch_loop.batch_progress", {}).get("total", {})
     inside_batch = total.get("processed", 0) > total.get("completed", 0)
     return int(stepped) + int(inside_batch)
+
+
+def logged_step(ckpt: dict[str, Any]) -> int | None:
+    """The logging step of the rows the run logged when it saved ``ckpt`` (its last validation
+    among them): where an evaluation of the checkpoint belongs in the run's history."""
+    loops = ckpt.get("loops", {}).get("fit_loop", {})
+    stepped = loops.get("epoch_loop.state_dict", {}).get("_batches_that_stepped")
+    return ckpt.get("global_step") if stepped is None else int(stepped)
 
 
 def _check_matches(path: Path, saved: dict[str, Any], model: Any) -> None:
@@ -137,25 +188,22 @@ def run_folders(trainer: Any) -> list[tuple[str, str]]:
     return [(what, f) for what, f in out if "://" not in str(f)]
 
 
-def check_data(datamodule: Any) -> None:
-    """Every token shard listed in the configured manifests is present at its full size."""
-    from loki.data.shards import TokenShardSet, expand_locations
-
-    locations = [loc for locs in getattr(datamodule, "source_locations", {}).values()
-                 for loc in locs] + list(getattr(datamodule, "val_locations", []))
-    for loc in expand_locations(locations):
-        TokenShardSet.open(loc).check("size")
-
-
 def check_fit(trainer: Any, model: Any, datamodule: Any, ckpt_path: str | None) -> dict | None:
-    """All of the above for one ``loki fit``; returns the checkpoint's steps (or None)."""
+    """All of the above for one ``loki fit``, and the checks of ``loki.preflight_run``; returns
+    the checkpoint's steps (or None)."""
+    from loki.preflight_run import check_callbacks, check_data, check_fresh
+
     info = None
     if ckpt_path is not None and str(ckpt_path) not in SPECIAL_CKPT and "://" not in str(
             ckpt_path):
-        info = check_checkpoint(ckpt_path, model)
+        info = check_checkpoint(ckpt_path, model, resume=True)
     if trainer.is_global_zero:
         for what, folder in run_folders(trainer):
             check_writable(folder, what)
+    if ckpt_path is None:
+        check_fresh(trainer)
+    checkpoint = (info or {}).get("checkpoint")
+    check_callbacks(trainer, datamodule, checkpoint)
     if datamodule is not None:
-        check_data(datamodule)
+        check_data(trainer, datamodule, checkpoint)
     return info

@@ -96,14 +96,6 @@ def test_metrics_flushed_at_every_logging_interval_and_cut_rows_dropped(tmp_path
     assert path.read_bytes().endswith(b"\n")
 
 
-def test_fresh_run_sets_the_earlier_history_aside(run):
-    before = (run / "run" / "csv" / "metrics.csv").read_bytes()
-    _fit(run, "--trainer.max_steps", "2")
-    aside = list((run / "run" / "csv").glob("metrics.replaced-*.csv"))
-    assert len(aside) == 1 and aside[0].read_bytes() == before
-    assert [r["step"] for r in read_rows(str(run / "run" / "csv" / "metrics.csv"))[1]] == ["1"]
-
-
 # ----------------------------------------------------------------- 2, 3: bad --ckpt_path
 def test_mistyped_ckpt_path_changes_nothing(capsys, run):
     before = snapshot(run)

@@ -333,17 +333,23 @@ class LokiDataModule(L.LightningDataModule):
         return {"block_size": self.block_size, "val_fraction": self.val_fraction,
                 "samples": {s.name: s.num_samples for s in self.stream.sources}}
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+    def check_resume(self, state_dict: dict[str, Any]) -> None:
+        """Raise ``LokiError`` unless a checkpoint's data state continues this data: the same
+        state version and, once set up, the same layout (``loki fit``'s preflight calls it
+        before anything is written; ``load_state_dict`` again)."""
         if state_dict.get("version") != STATE_VERSION:
             raise LokiError(f"data state version {state_dict.get('version')} is not "
                             f"{STATE_VERSION}; this checkpoint is from another loader")
+        saved, now = state_dict.get("layout", {}), self._layout_signature()
+        if self.stream is not None and saved and saved != now:
+            raise LokiError(f"the checkpoint's data layout {saved} differs from the configured "
+                            f"data {now}; resuming would not continue the same stream")
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.check_resume(state_dict)
         if self.stream is None:  # restored before setup: apply once the sources are known
             self._pending_state = state_dict
             return
-        saved, now = state_dict.get("layout", {}), self._layout_signature()
-        if saved and saved != now:
-            raise LokiError(f"the checkpoint's data layout {saved} differs from the configured "
-                            f"data {now}; resuming would not continue the same stream")
         self.cursor.state = copy.deepcopy(state_dict["stream"])
         self.cursor.generation += 1
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from lightning.pytorch.callbacks import Callback
+
+from loki.errors import LokiError
 from tests.data.fixtures import write_source
 
 
@@ -56,3 +59,12 @@ def snapshot(folder: Path) -> dict[str, str]:
     """sha256 of every file under ``folder`` (what "byte-identical afterwards" compares)."""
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+
+class FailAtTrainStart(Callback):
+    """``--trainer.callbacks+=tests.helpers.fit_run.FailAtTrainStart``: a fit that fails where
+    training begins (loggers, hyper-parameters and the checkpoint set up, no step taken)."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        raise LokiError("stopped at train start (test)")

@@ -1,0 +1,195 @@
+"""How ``loki fit`` and ``loki validate`` treat the run folder: a refused or failed command
+changes nothing in it, a fresh fit does not mix with the run already there, a resume sets the
+rows it replaces aside, and an evaluation of a checkpoint logs beside the run, not into it.
+
+Each command runs as a user runs it (``loki.cli.main``) on a copy of a real run folder.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from loki.cli import main
+from loki.metrics_csv import read_metrics, read_rows
+from tests.helpers.fit_run import snapshot, write_run
+from tests.test_lightning_cli import _fails, _fit
+
+EVAL = """\
+    - class_path: callbacks.benchmark_eval.OneShotBenchmarkEval
+      init_args: {{output_dir: "{out}", suite: {{preset: demo, offline: true}}}}
+"""
+DISTILL = """\
+    - class_path: callbacks.distillation.TeacherDistillation
+      init_args: {{cache: "{cache}"}}
+"""
+
+
+@pytest.fixture(scope="module")
+def base_run(tmp_path_factory) -> Path:
+    """6 steps of a tiny run, checkpoints at steps 3 and 6."""
+    folder = tmp_path_factory.mktemp("base")
+    write_run(folder)
+    _fit(folder, "--trainer.max_steps", "6")
+    return folder
+
+
+@pytest.fixture
+def run(base_run, tmp_path) -> Path:
+    folder = tmp_path / "copy"
+    shutil.copytree(base_run, folder)
+    write_run(folder)
+    return folder
+
+
+def _eval_done(run: Path) -> None:
+    """The one-shot suite already ran for this run (its record in the run folder)."""
+    write_run(run, extra_callbacks=EVAL.format(out=run / "run" / "eval"))
+    (run / "run" / "eval").mkdir(parents=True)
+    (run / "run" / "eval" / "EVAL_DONE.json").write_text(json.dumps({"time": "earlier"}))
+
+
+def _with_wandb(run: Path, monkeypatch, tmp_path: Path) -> None:
+    """An offline wandb logger beside the CSV one: a run refused in fit would start a wandb run
+    in the run folder."""
+    wandb = pytest.importorskip("wandb")
+    if wandb.run is not None:  # one left by an earlier test would be reused, not started
+        wandb.finish()
+    for var in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(var, str(tmp_path / var.lower()))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    text = (run / "run.yaml").read_text()
+    (run / "run.yaml").write_text(text.replace("  callbacks:\n", f"""\
+    - class_path: lightning.pytorch.loggers.WandbLogger
+      init_args: {{save_dir: "{run}/run", project: test, offline: true}}
+  callbacks:
+""", 1))
+
+
+# ----------------------------------------------------------------- refused: nothing changes
+@pytest.mark.parametrize("case", ["eval done", "mixture", "block size", "batch", "cache",
+                                  "fails at train start"])
+def test_refused_resume_changes_nothing(capsys, run, case, monkeypatch, tmp_path):
+    args = ["--ckpt_path", str(run / "run" / "checkpoints" / "step=3.ckpt")]
+    if case == "eval done":
+        _eval_done(run)
+    elif case == "cache":
+        write_run(run, extra_callbacks=DISTILL.format(cache=run / "no-cache"))
+    if case == "fails at train start":  # inside fit: the loggers have started (wandb too)
+        args += ["--trainer.callbacks+=tests.helpers.fit_run.FailAtTrainStart"]
+    else:  # refused before any logger starts
+        _with_wandb(run, monkeypatch, tmp_path)
+    args += {"mixture": ["--data.mixture", "{web: 1.0, synthetc: 0.5}"],
+             "block size": ["--data.block_size", "100000"],
+             "batch": ["--data.batch_size.start", "3"]}.get(case, [])
+    before = snapshot(run)
+    err = _fails(capsys, run, *args)
+    assert {"eval done": "the benchmark suite already ran for",
+            "mixture": "mixture names unknown sources ['synthetc']",
+            "block size": "has no training sequence of 100001 tokens",
+            "batch": "global batch 3 is not a multiple of micro_batch_size 2",
+            "cache": "no distillation cache at",
+            "fails at train start": "stopped at train start"}[case] in err
+    assert snapshot(run) == before  # metrics.csv (all rows), hparams.yaml, config.yaml, no wandb
+
+
+def test_failed_fresh_fit_leaves_the_earlier_history(capsys, run):
+    (run / "run" / "checkpoints").rename(run / "old-checkpoints")
+    before = snapshot(run)
+    _fails(capsys, run, "--trainer.callbacks+=tests.helpers.fit_run.FailAtTrainStart")
+    assert snapshot(run) == before
+
+
+def test_accepted_resume_sets_the_replaced_rows_aside(run):
+    csv = run / "run" / "csv"
+    _, rows = read_rows(str(csv / "metrics.csv"))
+    _fit(run, "--ckpt_path", str(run / "run" / "checkpoints" / "step=3.ckpt"))
+    aside = list(csv.glob("metrics.replaced-*.csv"))
+    assert len(aside) == 1
+    replaced = read_rows(str(aside[0]))[1]
+    assert replaced == [r for r in rows if float(r["step"]) >= 3] and replaced
+    now = read_rows(str(csv / "metrics.csv"))[1]
+    assert now[: len(rows) - len(replaced)] == [r for r in rows if float(r["step"]) < 3]
+
+
+# ----------------------------------------------------------------- a fresh fit into a run
+def test_fresh_fit_into_a_run_is_refused(capsys, run):
+    before = snapshot(run)
+    err = _fails(capsys, run)
+    folder = run / "run" / "checkpoints"
+    assert f"{folder} already holds the checkpoints of a run" in err
+    assert f"--ckpt_path {folder / 'last.ckpt'}" in err
+    assert "ResumableCSVLogger save_dir" in err and "ModelCheckpoint dirpath" in err
+    assert snapshot(run) == before
+
+
+def test_fresh_fit_in_an_empty_folder_sets_an_old_history_aside(run):
+    before = (run / "run" / "csv" / "metrics.csv").read_bytes()
+    (run / "run" / "checkpoints").rename(run / "old-checkpoints")
+    _fit(run, "--trainer.max_steps", "2")
+    aside = list((run / "run" / "csv").glob("metrics.replaced-*.csv"))
+    assert len(aside) == 1 and aside[0].read_bytes() == before
+    assert [r["step"] for r in read_rows(str(run / "run" / "csv" / "metrics.csv"))[1]] == ["1"]
+
+
+# ----------------------------------------------------------------- --ckpt_path that cannot resume
+def test_weights_only_checkpoint_refused(capsys, run):
+    ckpts = run / "run" / "checkpoints"
+    ckpt = torch.load(ckpts / "step=3.ckpt", weights_only=False)
+    for key in ("optimizer_states", "lr_schedulers", "callbacks"):
+        ckpt.pop(key, None)
+    torch.save(ckpt, ckpts / "step-0.ckpt")
+    before = snapshot(run)
+    err = _fails(capsys, run, "--ckpt_path", str(ckpts / "step-0.ckpt"))
+    assert "holds the model's weights only" in err and "loki compare" in err
+    assert "resume from a full checkpoint such as" in err
+    assert snapshot(run) == before
+
+
+def test_folder_of_checkpoints_refused(capsys, run):
+    ckpts = run / "run" / "checkpoints"
+    before = snapshot(run)
+    err = _fails(capsys, run, "--ckpt_path", str(ckpts))
+    assert f"--ckpt_path {ckpts} is a folder, not a checkpoint" in err
+    assert "last.ckpt, step=3.ckpt, step=6.ckpt" in err
+    assert snapshot(run) == before
+
+
+# ----------------------------------------------------------------- validate beside the run
+def test_validate_logs_beside_the_training_history(run):
+    csv = run / "run" / "csv"
+    before = {name: (csv / name).read_bytes() for name in ("metrics.csv", "config.yaml",
+                                                            "hparams.yaml")}
+    main(["validate", "--config", str(run / "run.yaml"),
+          "--ckpt_path", str(run / "run" / "checkpoints" / "step=3.ckpt")])
+    assert {name: (csv / name).read_bytes() for name in before} == before
+    (own,) = csv.glob("validate-*")
+    rows = read_metrics(str(own / "metrics.csv"))
+    ckpt = torch.load(run / "run" / "checkpoints" / "step=3.ckpt", weights_only=False)
+    stepped = ckpt["loops"]["fit_loop"]["epoch_loop.state_dict"]["_batches_that_stepped"]
+    assert [r["step"] for r in rows if "val/loss" in r] == [stepped]
+    assert (own / "config.yaml").is_file()
+
+
+def test_logger_changes_nothing_until_its_first_row(tmp_path):
+    from loki.metrics_log import NEW_RUN, ResumableCSVLogger
+
+    csv = tmp_path / "csv"
+    csv.mkdir()
+    (csv / "metrics.csv").write_text("step,train/loss\n0,1.0\n1,0.5\n")
+    (csv / "hparams.yaml").write_text("earlier: run\n")
+    before = snapshot(tmp_path)
+    for status in ("failed", "success"):
+        logger = ResumableCSVLogger(str(tmp_path), name="csv", version="")
+        logger.resume_at(NEW_RUN)
+        logger.log_hyperparams({"lr": 0.1})
+        logger.save()
+        logger.finalize(status)
+        if status == "failed":  # refused or failed before a row: as it was
+            assert snapshot(tmp_path) == before
+    assert (csv / "hparams.yaml").read_text() == "lr: 0.1\n"  # a run that ended well
+    assert len(list(csv.glob("metrics.replaced-*.csv"))) == 1
