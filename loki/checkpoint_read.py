@@ -8,7 +8,7 @@ one that does not record the model's shape) is a ``LokiError`` naming the file a
 not, instead of a ``KeyError`` or a size mismatch after the weights were read. Nothing here guesses a config: a checkpoint that records none is
 refused, since a guessed shape only fails later, further from the cause.
 
-``check_checkpoint`` makes the same checks without reading the weights (``torch.load(mmap=True)``
+``inspect_checkpoint`` makes the same checks without reading the weights (``torch.load(mmap=True)``
 reads the pickled structure and the tensor shapes only), so ``compare`` can check every
 checkpoint of both sides before it evaluates one.
 """
@@ -174,7 +174,7 @@ def check_distributed(folder: str | Path) -> dict[str, Any]:
     return meta
 
 
-def check_checkpoint(path: str | Path) -> tuple[LokiConfig, dict[str, Any]]:
+def inspect_checkpoint(path: str | Path) -> tuple[LokiConfig, dict[str, Any]]:
     """(config, hyper-parameters) of a checkpoint file or distributed checkpoint folder, checked
     as ``load_model`` checks them, without reading the weights."""
     from loki.model import Loki

@@ -16,9 +16,9 @@ from typing import Any
 
 import torch
 
+from loki.checkpoint_read import LIGHTNING_META
 from loki.errors import LokiError
 from loki.output import check_writable
-from loki.sharding import LIGHTNING_META
 
 # ckpt_path values Lightning resolves itself (no file to check here)
 SPECIAL_CKPT = ("last", "best", "hpc", "registry")

@@ -1,5 +1,5 @@
 """Files that are not Lightning checkpoints of a LokiLM are refused in one line naming the file,
-by ``load_model`` and, without reading the weights, by ``check_checkpoint``."""
+by ``load_model`` and, without reading the weights, by ``inspect_checkpoint``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from loki.checkpoint_read import check_checkpoint
+from loki.checkpoint_read import inspect_checkpoint
 from loki.errors import LokiError
 from loki.module import LokiLM, load_model
 
@@ -27,7 +27,7 @@ def _save(path, obj):
 
 
 def _both(path, match):
-    for read in (load_model, check_checkpoint):
+    for read in (load_model, inspect_checkpoint):
         with pytest.raises(LokiError, match=match) as info:
             read(path)
         assert str(path) in str(info.value) and "\n" not in str(info.value)
@@ -35,7 +35,7 @@ def _both(path, match):
 
 def test_a_lightning_checkpoint_passes_both(tmp_path):
     path = _save(tmp_path / "ok.ckpt", _lightning())
-    config, hparams = check_checkpoint(path)
+    config, hparams = inspect_checkpoint(path)
     assert config.n_layer == 1 and hparams["config_overrides"] == {"n_layer": 1}
     assert load_model(path)[1] == config
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from loki.checkpoint_read import check_checkpoint
+from loki.checkpoint_read import inspect_checkpoint
 from loki.cli import main as cli_main
 from loki.errors import LokiError
 from loki.module import LokiLM, load_model
@@ -43,7 +43,7 @@ def test_consolidate_writes_one_loadable_file_and_nothing_else(distributed, tmp_
     model, config, _ = load_model(out / "last.ckpt")
     assert config.n_layer == 1
     assert load_model(distributed)[1] == config  # a folder is consolidated on the fly
-    assert check_checkpoint(distributed)[0] == config  # read from meta.pt alone
+    assert inspect_checkpoint(distributed)[0] == config  # read from meta.pt alone
 
 
 def test_a_failed_write_keeps_the_earlier_output(distributed, tmp_path, monkeypatch):

@@ -111,9 +111,9 @@ def check_for_eval(checkpoint: str | Path, tokenizer: str | None = None) -> None
     """What ``load_for_eval`` refuses, found without reading the weights: a file that is not a
     Loki checkpoint, a tokenizer that does not load or does not fit it. For tools that load
     several checkpoints one after another (``compare``) and must not find a bad one late."""
-    from loki.checkpoint_read import check_checkpoint
+    from loki.checkpoint_read import inspect_checkpoint
 
-    config, hparams = check_checkpoint(checkpoint)
+    config, hparams = inspect_checkpoint(checkpoint)
     _tokenizer_for(checkpoint, tokenizer, config, hparams)
 
 

@@ -111,8 +111,8 @@ def test_generate_prints_then_writes_the_output_atomically(small_ckpt, tmp_path,
     monkeypatch.setattr("os.fsync", full_disk)
     code, printed, err = _cli(argv, capsys)
     assert code == 2 and printed.count("--- 'Hello'") == 2  # the samples are not lost
-    assert err == (f"loki generate: error: cannot write {out} (No space left on device); the "
-                   "samples are printed above")
+    assert err == (f"loki generate: error: cannot write {out} (No space left on device; "
+                   "gen.jsonl is left as it was); the samples are printed above")
     assert json.loads(out.read_text()) == row and sorted(tmp_path.iterdir()) == [out]
 
 

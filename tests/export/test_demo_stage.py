@@ -17,6 +17,7 @@ def test_demo_export_stage_and_the_report_line(trained_ckpt, tmp_path):
     assert (run / "hf" / "model.safetensors").is_file()
     assert "max abs logit difference" in summary["line"]  # the stage's one console line
 
+    (tmp_path / "data").mkdir()  # a data root given is read, so it must exist
     report = build_report(run, tmp_path / "data")
     assert report["hf_export"] == str(run / "hf")
     assert f"Hugging Face export (`loki export hf`): `{run / 'hf'}`" in (
