@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -33,3 +34,27 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="module")
+def base_run(tmp_path_factory) -> Path:
+    """6 steps of a tiny ``loki fit`` run (``tests.helpers.fit_run``), checkpoints at steps 3
+    and 6 (``data.tokenizer`` unset); made once per test module that asks for it."""
+    from loki.cli import main
+    from tests.helpers.fit_run import write_run
+
+    folder = tmp_path_factory.mktemp("base")
+    write_run(folder)
+    main(["fit", "--config", str(folder / "run.yaml"), "--trainer.max_steps", "6"])
+    return folder
+
+
+@pytest.fixture
+def run(base_run, tmp_path) -> Path:
+    """A copy of the base run folder, its YAML pointing at the copy."""
+    from tests.helpers.fit_run import write_run
+
+    folder = tmp_path / "copy"
+    shutil.copytree(base_run, folder)
+    write_run(folder)
+    return folder

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -42,24 +41,6 @@ def _fails(capsys, folder: Path, *args: str) -> str:
     line = err.strip().splitlines()[-1]
     assert line.startswith("loki fit: error: "), line
     return line
-
-
-@pytest.fixture(scope="module")
-def base_run(tmp_path_factory) -> Path:
-    """6 steps of a tiny run, checkpoints at steps 3 and 6 (``data.tokenizer`` unset)."""
-    folder = tmp_path_factory.mktemp("base")
-    write_run(folder)
-    _fit(folder, "--trainer.max_steps", "6")
-    return folder
-
-
-@pytest.fixture
-def run(base_run, tmp_path) -> Path:
-    """A copy of the base run folder, its YAML pointing at the copy."""
-    folder = tmp_path / "copy"
-    shutil.copytree(base_run, folder)
-    write_run(folder)
-    return folder
 
 
 # ----------------------------------------------------------------- 1: metrics across resumes

@@ -8,7 +8,6 @@ Each command runs as a user runs it (``loki.cli.main``) on a copy of a real run 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -27,23 +26,6 @@ DISTILL = """\
     - class_path: callbacks.distillation.TeacherDistillation
       init_args: {{cache: "{cache}"}}
 """
-
-
-@pytest.fixture(scope="module")
-def base_run(tmp_path_factory) -> Path:
-    """6 steps of a tiny run, checkpoints at steps 3 and 6."""
-    folder = tmp_path_factory.mktemp("base")
-    write_run(folder)
-    _fit(folder, "--trainer.max_steps", "6")
-    return folder
-
-
-@pytest.fixture
-def run(base_run, tmp_path) -> Path:
-    folder = tmp_path / "copy"
-    shutil.copytree(base_run, folder)
-    write_run(folder)
-    return folder
 
 
 def _eval_done(run: Path) -> None:
