@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from typing import Any
 
 from jsonargparse import ArgumentError
@@ -31,6 +30,7 @@ from loki import atomic
 from loki.checkpoint_io import AtomicCheckpointIO
 from loki.data import LokiDataModule
 from loki.errors import LokiError, one_line
+from loki.metrics_csv import evaluation_log_folder
 from loki.metrics_log import NEW_RUN, ResumableCSVLogger
 from loki.module import LokiLM
 from loki.preflight import SPECIAL_CKPT, check_checkpoint, check_fit, logged_step
@@ -161,10 +161,9 @@ class LokiCLI(LightningCLI):
         """validate/test/predict log into their own folder beside the training run's metrics
         (``<csv>/<subcommand>-<UTC time>/``), at the checkpoint's step, so they neither add a
         row to the training history nor replace its ``config.yaml``."""
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         for logger in self.trainer.loggers:
             if isinstance(logger, ResumableCSVLogger) and logger._experiment is None:
-                logger._version = f"{self.subcommand}-{stamp}"
+                logger._version = evaluation_log_folder(self.subcommand)
         if self._ckpt_step is not None:
             # what Lightning logs validation metrics at; the checkpoint's own rows used it
             self.trainer.fit_loop.epoch_loop._batches_that_stepped = self._ckpt_step

@@ -6,8 +6,24 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
+import time
+from pathlib import Path
 
 METRICS_FILE = "metrics.csv"
+# `loki validate` and `loki test` log into <csv folder>/<command>-<UTC time>/, beside the training
+# history; readers of the training history (the report) must not take those for it
+_EVALUATION_LOG = re.compile(r"(validate|test)-\d{8}T\d{6}Z")
+
+
+def evaluation_log_folder(command: str) -> str:
+    """The folder name, beside the training run's ``metrics.csv``, of one evaluation's log."""
+    return f"{command}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+
+
+def is_evaluation_log(path: str | Path) -> bool:
+    """Whether ``path`` lies in an evaluation's log folder (:func:`evaluation_log_folder`)."""
+    return any(_EVALUATION_LOG.fullmatch(part) for part in Path(path).parts)
 
 
 def read_rows(path: str) -> tuple[list[str], list[dict[str, str]]]:

@@ -8,7 +8,8 @@ Artifacts read (defaults; each can be given explicitly, and a path given must ex
 
 - filter report: ``<data_root>/filtered/filter_report.json`` (``loki filter``)
 - tokenizer prune report: ``<data_root>/tokenizer/prune_report.json`` (``loki tokenizer prune``)
-- training metrics: the newest ``<run_dir>/**/metrics.csv`` (a CSVLogger next to the WandbLogger)
+- training metrics: the newest ``<run_dir>/**/metrics.csv`` (a CSVLogger next to the WandbLogger), not
+  those of ``loki validate`` / ``loki test`` (``csv/<command>-<time>/``)
 - rollback events: ``<run_dir>/**/rollback-events.jsonl`` (``LossSpikeRollback``), else the
   ``rollback/*`` columns of metrics.csv
 - distillation: the ``distill/win_rate/<source>`` and ``distill/loss/<source>`` columns
@@ -38,7 +39,7 @@ from typing import Any
 
 from loki import atomic
 from loki.errors import LokiError
-from loki.metrics_csv import read_metrics
+from loki.metrics_csv import is_evaluation_log, read_metrics
 from loki.output import check_writable
 from loki.redact import redact
 from loki.report_render import PLOT_SECTION, draw_plots, render
@@ -77,7 +78,8 @@ class ReportConfig:
     prune_report: str | None = None
     """Tokenizer prune report JSON (default: ``<data_root>/tokenizer/prune_report.json``)."""
     metrics_csv: str | None = None
-    """CSVLogger metrics (default: the newest ``<run_dir>/**/metrics.csv``)."""
+    """CSVLogger metrics (default: the newest ``<run_dir>/**/metrics.csv`` of training, not of
+    ``loki validate`` or ``loki test``)."""
     rollback_events: str | None = None
     """Rollback events JSONL (default: ``<run_dir>/**/rollback-events.jsonl``)."""
     eval_results: str | None = None
@@ -130,8 +132,9 @@ def check_paths(cfg: ReportConfig) -> Path:
 # --------------------------------------------------------------------------- paths
 def _newest(pattern: str) -> str | None:
     # `loki demo --redo [fit]` moves an earlier run under <run_dir>/archive/: never read from it
+    # and the logs of `loki validate` / `loki test` are not the training history
     found = [p for p in glob.glob(pattern, recursive=True)
-             if "archive" not in Path(p).parts]
+             if "archive" not in Path(p).parts and not is_evaluation_log(p)]
     return max(found, key=os.path.getmtime) if found else None
 
 

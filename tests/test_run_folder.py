@@ -155,6 +155,10 @@ def test_validate_logs_beside_the_training_history(run):
     stepped = ckpt["loops"]["fit_loop"]["epoch_loop.state_dict"]["_batches_that_stepped"]
     assert [r["step"] for r in rows if "val/loss" in r] == [stepped]
     assert (own / "config.yaml").is_file()
+    from loki.report import ReportConfig, resolve_paths  # the report still reads the training
+
+    assert resolve_paths(ReportConfig(run_dir=str(run / "run")))["metrics_csv"] == str(
+        csv / "metrics.csv")
 
 
 def test_logger_changes_nothing_until_its_first_row(tmp_path):
