@@ -96,6 +96,16 @@ def test_accepted_resume_sets_the_replaced_rows_aside(run):
     assert replaced == [r for r in rows if float(r["step"]) >= 3] and replaced
     now = read_rows(str(csv / "metrics.csv"))[1]
     assert now[: len(rows) - len(replaced)] == [r for r in rows if float(r["step"]) < 3]
+    # the replaced steps' checkpoints are set aside too: last.ckpt is the new branch's, and a
+    # resume from it (what the fresh-fit refusal advises) continues the new branch
+    ckpts = run / "run" / "checkpoints"
+    assert sorted(p.name.split(".replaced-")[0] for p in ckpts.glob("*.replaced-*")) == [
+        "last.ckpt", "step=6.ckpt"]
+    assert not list(ckpts.glob("*-v1*"))
+    last = torch.load(ckpts / "last.ckpt", weights_only=False, map_location="cpu")
+    steps = [torch.load(p, weights_only=False, map_location="cpu")["global_step"]
+             for p in ckpts.glob("step=*.ckpt")]
+    assert last["global_step"] == max(steps) > 3
 
 
 # ----------------------------------------------------------------- a fresh fit into a run
