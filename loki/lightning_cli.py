@@ -156,15 +156,11 @@ class LokiCLI(LightningCLI):
                 if isinstance(cb, ModelCheckpoint) and cb.dirpath and "://" not in str(
                         cb.dirpath):
                     atomic.clean_stale(cb.dirpath)
-            step = (info or {}).get("global_step")
-            if ckpt_path is not None and step is not None and ckpt_path not in SPECIAL_CKPT:
-                from loki.console import say
-                from loki.resume import set_aside_later_checkpoints
+        step = (info or {}).get("global_step")
+        if ckpt_path is not None and step is not None and ckpt_path not in SPECIAL_CKPT:
+            from loki.resume import SetAsideReplacedCheckpoints
 
-                moved = set_aside_later_checkpoints(self.trainer, step, ckpt_path)
-                if moved:
-                    say(f"resuming at step {step}: the checkpoints of the steps it replaces are "
-                        f"set aside as {', '.join(p.name for p in moved)}")
+            self.trainer.callbacks.append(SetAsideReplacedCheckpoints(step, ckpt_path))
 
     def _before_evaluation(self) -> None:
         """validate/test/predict log into their own folder beside the training run's metrics

@@ -5,6 +5,8 @@ replaces the steps after it, as ``ResumableCSVLogger`` sets their metric rows as
 checkpoints are set aside the same way: left in place, ``last.ckpt`` among them, Lightning's
 ``ModelCheckpoint`` would write the new branch beside them as ``last-v1.ckpt``, and a later
 ``--ckpt_path .../last.ckpt`` (or an export of the run folder) would take up the replaced branch.
+They are set aside when the first step of the new branch starts, not before: a fit refused or
+failed before training leaves the folder as it was.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import re
 import time
 from pathlib import Path
 from typing import Any
+
+import lightning as L
 
 from loki.errors import LokiError
 
@@ -52,3 +56,24 @@ def set_aside_later_checkpoints(trainer: Any, step: int, resumed_from: str | os.
                 os.replace(path, target)
                 moved.append(target)
     return moved
+
+
+class SetAsideReplacedCheckpoints(L.Callback):
+    """Calls :func:`set_aside_later_checkpoints` once, on rank 0, when the first training batch
+    of a resume starts (before the new branch can save a checkpoint), and says what it moved."""
+
+    def __init__(self, step: int, resumed_from: str | os.PathLike) -> None:
+        self.step, self.resumed_from, self.done = step, resumed_from, False
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        if self.done:
+            return
+        self.done = True
+        if not trainer.is_global_zero:
+            return
+        from loki.console import say
+
+        moved = set_aside_later_checkpoints(trainer, self.step, self.resumed_from)
+        if moved:
+            say(f"resuming at step {self.step}: the checkpoints of the steps it replaces are "
+                f"set aside as {', '.join(p.name for p in moved)}")
