@@ -79,6 +79,18 @@ def _own_csv_folder(trainer: Trainer) -> str | None:
     return None
 
 
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    """A parsed config section as {"a.b": leaf}."""
+    if hasattr(value, "as_dict"):
+        value = value.as_dict()
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(_flat(item, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): value} if prefix else {}
+
+
 class LokiCLI(LightningCLI):
     def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
         self._ckpt_step: int | None = None  # the --ckpt_path checkpoint's logging step
@@ -105,7 +117,16 @@ class LokiCLI(LightningCLI):
                 ckpt_path):
             info = check_checkpoint(ckpt_path, resume=sub == "fit")
             self._ckpt_step = logged_step(info.get("checkpoint") or {})
+        before = _flat(self.config[sub].get("model")) if sub else {}
         super()._parse_ckpt_path()
+        after = _flat(self.config[sub].get("model")) if sub else {}
+        changed = [f"{k} {before[k]!r} -> {after[k]!r}" for k in sorted(before)
+                   if k in after and before[k] != after[k]]
+        if changed:  # Lightning's rule; say so, since the config asked for something else
+            from loki.console import say
+
+            say(f"--ckpt_path {ckpt_path}: the model settings saved in the checkpoint replace the "
+                f"config's: {', '.join(changed)}")
 
     def before_instantiate_classes(self) -> None:
         # before LokiLM.__init__ allocates the weights, and before the Trainer refuses the

@@ -189,3 +189,13 @@ def test_logger_changes_nothing_until_its_first_row(tmp_path):
             assert snapshot(tmp_path) == before
     assert (csv / "hparams.yaml").read_text() == "lr: 0.1\n"  # a run that ended well
     assert len(list(csv.glob("metrics.replaced-*.csv"))) == 1
+
+
+def test_a_resume_says_which_model_settings_the_checkpoint_replaces(capfd, run):
+    """Lightning takes a resumed model's settings from the checkpoint, whatever the config or
+    command line says: the console names each one it replaced."""
+    _fit(run, "--ckpt_path", str(run / "run" / "checkpoints" / "last.ckpt"),
+         "--model.grad_clip", "0.5", "--trainer.max_steps", "7")
+    out = capfd.readouterr().out
+    assert "the model settings saved in the checkpoint replace the config's: grad_clip 0.5 -> 1.0" \
+        in out, out
