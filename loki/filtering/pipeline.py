@@ -106,7 +106,7 @@ class FilterPipeline:
         if row.get("docs_out", 1):
             return
         counted = read[0] if read else row  # clean: what was read, with the readers' skips
-        reasons = Counter(counted["reasons"]) + Counter(row["reasons"])
+        reasons = Counter(row["reasons"]) + (Counter(counted["reasons"]) if read else Counter())
         why = ", ".join(f"{k} {v}" for k, v in reasons.most_common(3))
         raise LokiError(f"{stage.name} kept 0 of {counted['docs_in']} documents"
                         + (f" ({why})" if why else "") + f": check {self._settings_of(stage)}")

@@ -111,3 +111,17 @@ def test_an_empty_stage_reads_as_empty_so_a_chain_runs_to_its_end(tmp_path, rng)
     assert [(r["stage"], r["docs_in"], r["docs_out"]) for r in report["stages"] if "docs_in" in r] == [
         ("read", 8, 8), ("clean", 8, 0), ("factual", 0, 0), ("write", 0, 0)]
     assert report["incomplete"] == ["publish"]  # nothing to publish: the earlier output stays
+
+
+def test_a_later_stage_that_keeps_nothing_counts_its_drops_once(tmp_path, monkeypatch):
+    """Past clean there is no read row: the stage's own reasons are the count, not twice it."""
+    from loki.filtering import report
+    from loki.filtering.pipeline import FilterPipeline
+    from loki.filtering.stages import Stage
+
+    row = {"docs_in": 402, "docs_out": 0, "reasons": {"dropped_low_quality": 402}}
+    monkeypatch.setattr(report, "stage_rows", lambda cfg, stage, timings: [row])
+    pipeline = FilterPipeline(filter_config(tmp_path, [str(tmp_path / "a.jsonl")]))
+    with pytest.raises(LokiError, match=r"quality kept 0 of 402 documents "
+                                        r"\(dropped_low_quality 402\): check quality"):
+        pipeline._check_kept_documents(Stage("quality", output=str(tmp_path / "q")))
