@@ -32,21 +32,21 @@ def corpus_files(corpus: Sequence[str]) -> list[Path | str]:
     sorted order. A file of another type is refused; a file listed twice is read once (said on
     the console)."""
     out: list[Path | str] = []
-    seen: set[Path | str] = set()
-    repeated: list[str] = []
+    first: dict[Path | str, str] = {}  # every file read, by the name it was first given
+    repeated: dict[Path | str, str] = {}
     for entry in corpus:
         for source in _expand(entry):
             key = source if isinstance(source, str) else source.resolve()
-            if key in seen:
-                repeated.append(str(source))
+            if key in first:
+                repeated.setdefault(key, first[key])
             else:
-                seen.add(key)
+                first[key] = str(source)
                 out.append(source)
     if not out:
         raise LokiError("no corpus given: set `corpus` to files, folders or globs")
     if repeated:
         print(f"corpus: {len(repeated)} file(s) listed more than once, read once: "
-              + ", ".join(dict.fromkeys(repeated)))
+              + ", ".join(repeated.values()))
     return out
 
 

@@ -54,16 +54,17 @@ def expand_inputs(inputs: Iterable[str], log: Callable[[str], object] = print) -
     if not files:
         raise LokiError("no input files given")
     unique: dict[Path, Path] = {}
-    repeated: list[Path] = []
+    repeated: dict[Path, Path] = {}  # each file once, by the name it was first given
     for f in files:
         if f.resolve() in unique:
-            repeated.append(f)
+            repeated.setdefault(f.resolve(), unique[f.resolve()])
         else:
             unique[f.resolve()] = f
     if repeated:
-        more = f" and {len(repeated) - 3} more" if len(repeated) > 3 else ""
-        log(f"{len(repeated)} input file(s) named more than once, read once: "
-            f"{', '.join(map(str, repeated[:3]))}{more}")
+        names = list(repeated.values())
+        more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+        log(f"{len(names)} input file(s) named more than once, read once: "
+            f"{', '.join(map(str, names[:3]))}{more}")
     return list(unique.values())
 
 
