@@ -145,9 +145,26 @@ def merge_parts(staging: Path, tasks: int) -> dict[str, dict]:
     return merged
 
 
+def _shard_file(name: str) -> bool:
+    from loki.data.shards import MANIFEST
+
+    return name == MANIFEST or name.endswith((".tokens", ".docs"))
+
+
 def swap_in(staging: Path, output: Path, sources: list[str]) -> None:
     """Each new ``<staging>/sources/<source>`` replaces ``<output>/<source>``; the old set is
-    deleted only once the new one is in place."""
+    deleted only once the new one is in place. A folder being replaced that holds anything but
+    a shard set (someone's notes, other data) is refused, for all sources before any is moved."""
+    for source in sources:
+        dest = output / source
+        foreign = sorted(p.name for p in dest.iterdir() if not _shard_file(p.name)) \
+            if dest.is_dir() else []
+        if foreign or (dest.exists() and not dest.is_dir()):
+            raise LokiError(f"{dest} would be replaced by the new {source} shards but holds "
+                            f"{', '.join(foreign[:3]) or 'a file of that name'}"
+                            + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+                            + ", which are not token shards: move them out or choose another "
+                            "--output (nothing was written)")
     (staging / "old").mkdir()
     for source in sources:
         dest = output / source

@@ -186,3 +186,17 @@ def test_help_is_plain_text(capsys):
     out = capsys.readouterr().out
     assert "loki tokenize: filtered documents -> token shards" in out
     assert "``" not in out and "`" not in out and "--verbose" in out
+
+
+def test_a_source_folder_holding_other_files_is_refused_not_emptied(tmp_path, capsys):
+    inputs = _filter_output(tmp_path / "filtered")
+    main(["--inputs", f"[{inputs}]", "--output", "shards"])
+    before = sorted(p.name for p in (tmp_path / "shards" / "web").iterdir())
+    (tmp_path / "shards" / "web" / "mine.txt").write_text("my notes")
+    capsys.readouterr()  # the first run's lines
+    err = _loki_tokenize(["--inputs", f"[{inputs}]", "--output", "shards"], capsys)
+    assert "shards/web would be replaced" in err and "mine.txt" in err, err
+    assert (tmp_path / "shards" / "web" / "mine.txt").read_text() == "my notes"
+    assert sorted(p.name for p in (tmp_path / "shards" / "web").iterdir()) == sorted(
+        [*before, "mine.txt"])
+    assert not list((tmp_path / "shards").glob(".tokenize-*"))
