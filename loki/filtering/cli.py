@@ -62,8 +62,9 @@ def main(argv: list[str] | None = None) -> None:
         report = FilterPipeline(cfg).report() or {}
         if report.get("incomplete"):
             say(f"incomplete: {', '.join(report['incomplete'])} (their jobs have not all ended: "
-                "the numbers count finished tasks only)")
-        say(f"report: {cfg.output_dir}/filter_report.md")
+                "the numbers count finished tasks only; the report in output_dir still "
+                "describes the shards published there)")
+        say(f"report: {report['path']}")
         return
     cfg = parse(FilterConfig, argv, "loki filter")
     report = FilterPipeline(cfg).run()
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
                         f"{row['seconds'] if row['seconds'] is not None else '-':>8} s")
                 say(f"{row['stage']:<14} {row['docs_in']:>7} -> {row['docs_out']:>7} docs "
                     f"{when:>10}")
-        say(f"report: {cfg.output_dir}/filter_report.md")
+        say(f"report: {report['path']}")
 
 
 if __name__ == "__main__":

@@ -185,8 +185,10 @@ def stage_rows(cfg, stage, timings: dict) -> list[dict]:
 
 
 def write_report(cfg, stages, timings: dict, reused: list[str] = ()) -> dict:
-    """Writes ``<output_dir>/filter_report.json`` and ``.md``; returns the JSON dict.
-    ``reused``: the stages this run took from an earlier one (their seconds are that run's)."""
+    """Writes ``<output_dir>/filter_report.json`` and ``.md``; returns the JSON dict, with the
+    Markdown file's path under ``"path"``. ``reused``: the stages this run took from an earlier
+    one (their seconds are that run's). A run with unfinished stages has published nothing yet:
+    its report goes into work_dir, and the one in output_dir keeps describing the shards there."""
     work = cfg.work_dir.rstrip("/")
     rows = [row for stage in stages for row in stage_rows(cfg, stage, timings)]
     hits = {k[5:]: v for row in rows for k, v in row["counters"].items() if k.startswith("hits_")}
@@ -194,11 +196,11 @@ def write_report(cfg, stages, timings: dict, reused: list[str] = ()) -> dict:
               "decontamination": _decontamination(work, rows),
               "total_seconds": round(sum(v or 0 for v in timings.values()), 2),
               "incomplete": [r["stage"] for r in rows if "status" in r], "reused": list(reused)}
-    os.makedirs(cfg.output_dir, exist_ok=True)
-    _write_atomic(os.path.join(cfg.output_dir, "filter_report.json"),
-                  json.dumps(report, indent=1))
-    _write_atomic(os.path.join(cfg.output_dir, "filter_report.md"), markdown(report))
-    return report
+    folder = work if report["incomplete"] else cfg.output_dir
+    os.makedirs(folder, exist_ok=True)
+    _write_atomic(os.path.join(folder, "filter_report.json"), json.dumps(report, indent=1))
+    _write_atomic(os.path.join(folder, "filter_report.md"), markdown(report))
+    return {**report, "path": os.path.join(folder, "filter_report.md")}
 
 
 def _write_atomic(path: str, text: str) -> None:

@@ -61,12 +61,16 @@ def test_a_half_done_run_reports_its_unfinished_stages(tmp_path, rng, capfd, mon
     import yaml
 
     path.write_text(yaml.safe_dump(dataclasses.asdict(cfg)))
+    published = (tmp_path / "out" / "filter_report.json").read_bytes()
     main(["filter", "report", "--config", str(path)])
-    assert "incomplete: factual" in capfd.readouterr().out
-    report = json.loads((tmp_path / "out" / "filter_report.json").read_text())
+    out = capfd.readouterr().out
+    assert "incomplete: factual" in out and f"report: {tmp_path / 'work'}/filter_report.md" in out
+    # the unfinished run's report goes beside its work; output_dir's still matches its shards
+    assert (tmp_path / "out" / "filter_report.json").read_bytes() == published
+    report = json.loads((tmp_path / "work" / "filter_report.json").read_text())
     assert stage_row(report, "factual")["status"] == "incomplete (1 of 2 tasks)"
     assert "status" not in stage_row(report, "clean") and report["incomplete"] == ["factual"]
-    assert "| factual (incomplete (1 of 2 tasks)) |" in (tmp_path / "out" /
+    assert "| factual (incomplete (1 of 2 tasks)) |" in (tmp_path / "work" /
                                                          "filter_report.md").read_text()
 
 
