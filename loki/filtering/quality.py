@@ -45,15 +45,19 @@ def read_labelled(path: str, label_key: str = "label", score_key: str = "score"
                 continue
             try:
                 row = json.loads(line)
-                if label_key in row:
-                    targets.append(float(int(row[label_key])))
-                    kinds.add("binary")
-                else:
-                    targets.append(float(row[score_key]))
-                    kinds.add("score")
-                text = row["text"]
-            except (ValueError, KeyError, TypeError) as err:
+                key = label_key if label_key in row else score_key
+                value, text = row[key], row["text"]
+                target = float(value)
+            except KeyError as err:
+                raise LokiError(f"{path}:{n}: needs text and {label_key} or {score_key} (no "
+                                f"{err.args[0]!r})") from err
+            except (ValueError, TypeError) as err:
                 raise LokiError(f"{path}:{n}: needs text and {label_key} or {score_key} ({err})") from err
+            if (key == label_key and target not in (0.0, 1.0)) or not 0 <= target <= 5:
+                raise LokiError(f"{path}:{n}: {key} {value!r} is out of range: a {label_key} is "
+                                f"0 or 1, a {score_key} from 0 to 5")
+            targets.append(target)
+            kinds.add("binary" if key == label_key else "score")
             if not isinstance(text, str) or not text.strip():  # null would train as "None"
                 raise LokiError(f"{path}:{n}: text must be a non-empty string, not {text!r}; fix "
                                 "or remove the line")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -80,3 +81,16 @@ def test_a_failed_save_leaves_the_earlier_head_whole(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         head.save(str(path))
     assert path.read_text() == before and [p.name for p in tmp_path.iterdir()] == ["q.json"]
+
+
+@pytest.mark.parametrize(("row", "said"), [
+    ({"text": "a page", "label": 2}, "label 2 is out of range"),
+    ({"text": "a page", "label": 0.7}, "label 0.7 is out of range"),
+    ({"text": "a page", "score": 59}, "score 59 is out of range"),
+    ({"text": "a page"}, "(no 'score')"),
+])
+def test_labels_and_scores_out_of_range_name_the_line(tmp_path, row, said):
+    path = tmp_path / "labelled.jsonl"
+    path.write_text(json.dumps({"text": "fine", "label": 1}) + "\n" + json.dumps(row) + "\n")
+    with pytest.raises(LokiError, match=re.escape(f"{path}:2: ") + ".*" + re.escape(said)):
+        read_labelled(str(path))
