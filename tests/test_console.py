@@ -90,7 +90,8 @@ def test_the_subcommands_results_reach_the_terminal(monkeypatch, capfd, tmp_path
     monkeypatch.setattr(loki.filtering.quality, "train_quality",
                         lambda cfg: SimpleNamespace(kind="logreg", metrics={"auc": 0.9}))
     monkeypatch.setattr(loki.filtering.pipeline, "FilterPipeline",
-                        lambda cfg: SimpleNamespace(report=lambda: None))
+                        lambda cfg: SimpleNamespace(report=lambda: {
+                            "path": "filtered/filter_report.md"}))
     cli.main(["filter", "train-quality"])
     cli.main(["filter", "report"])
     cli.main(["distill"])
