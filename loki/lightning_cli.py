@@ -113,6 +113,9 @@ class LokiCLI(LightningCLI):
         # hook: a truncated or empty file must fail in one line now, not with torch's traceback.
         sub = self.config.get("subcommand")
         ckpt_path = self.config[sub].get("ckpt_path") if sub else None
+        if sub in ("validate", "test") and ckpt_path is None:  # else: freshly initialized weights
+            raise LokiError(f"loki {sub} evaluates a checkpoint: pass --ckpt_path (e.g. "
+                            "<run folder>/checkpoints/last.ckpt)")
         if ckpt_path is not None and str(ckpt_path) not in SPECIAL_CKPT and "://" not in str(
                 ckpt_path):
             info = check_checkpoint(ckpt_path, resume=sub == "fit")

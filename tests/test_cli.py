@@ -132,3 +132,11 @@ def test_eval_into_a_file_is_refused_before_the_checkpoint_is_read(capsys, tmp_p
                           "--output_dir", str(afile)])
     assert "--output_dir" in err and "is a file, not a folder" in err, err
     assert afile.read_text() == "mine"
+
+
+@pytest.mark.parametrize("command", ["validate", "test"])
+def test_validate_and_test_without_a_checkpoint_are_refused(capsys, command):
+    """Without --ckpt_path they would evaluate freshly initialized weights, without a word."""
+    err = _fails(capsys, [command, "--config", "experiments/small-cpu.yaml"])
+    assert err == (f"loki {command}: error: loki {command} evaluates a checkpoint: pass "
+                   "--ckpt_path (e.g. <run folder>/checkpoints/last.ckpt)"), err
