@@ -79,16 +79,9 @@ def _own_csv_folder(trainer: Trainer) -> str | None:
     return None
 
 
-def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
-    """A parsed config section as {"a.b": leaf}."""
-    if hasattr(value, "as_dict"):
-        value = value.as_dict()
-    if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            out.update(_flat(item, f"{prefix}{key}."))
-        return out
-    return {prefix.rstrip("."): value} if prefix else {}
+def _leaves(section: Any) -> dict[str, Any]:
+    """A parsed config section as {"a.b": leaf} (jsonargparse's own flattening)."""
+    return dict(section.items()) if hasattr(section, "items") else {}
 
 
 class LokiCLI(LightningCLI):
@@ -120,9 +113,9 @@ class LokiCLI(LightningCLI):
                 ckpt_path):
             info = check_checkpoint(ckpt_path, resume=sub == "fit")
             self._ckpt_step = logged_step(info.get("checkpoint") or {})
-        before = _flat(self.config[sub].get("model")) if sub else {}
+        before = _leaves(self.config[sub].get("model")) if sub else {}
         super()._parse_ckpt_path()
-        after = _flat(self.config[sub].get("model")) if sub else {}
+        after = _leaves(self.config[sub].get("model")) if sub else {}
         changed = [f"{k} {before[k]!r} -> {after[k]!r}" for k in sorted(before)
                    if k in after and before[k] != after[k]]
         if changed:  # Lightning's rule; say so, since the config asked for something else

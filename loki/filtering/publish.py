@@ -24,6 +24,7 @@ import shutil
 from datatrove.io import get_datafolder
 from datatrove.pipeline.base import PipelineStep
 
+from loki.atomic import is_temp
 from loki.errors import LokiError
 
 SHARD = re.compile(r"^\d{5}\.jsonl\.gz$")
@@ -34,8 +35,8 @@ def foreign_entries(output_dir: str) -> list[str]:
     """Names in a local output_dir that the filter did not write there (shards, reports)."""
     if "://" in output_dir or not os.path.isdir(output_dir):
         return []
-    ours = {*REPORTS, *(f"{name}.tmp" for name in REPORTS)}
-    return sorted(n for n in os.listdir(output_dir) if not SHARD.match(n) and n not in ours)
+    return sorted(n for n in os.listdir(output_dir)
+                  if not (SHARD.match(n) or n in REPORTS or is_temp(n)))
 
 
 def check_output_dir(output_dir: str) -> None:

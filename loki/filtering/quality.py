@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -21,6 +20,7 @@ from datatrove.io import DataFolderLike
 from datatrove.pipeline.filters.base_filter import BaseFilter
 from datatrove.pipeline.writers.disk_base import DiskWriter
 
+from loki import atomic
 from loki._optional import require
 from loki.errors import LokiError
 from loki.filtering.config import TrainQualityConfig
@@ -89,16 +89,9 @@ class QualityHead:
     def save(self, path: str) -> None:
         """Written to a temp file beside ``path`` and renamed, so a reader (or a crash) never
         sees half a head."""
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{Path(path).name}.", dir=Path(path).parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump({"weights": self.weights.tolist(), "bias": self.bias, "kind": self.kind,
-                           "embedder": self.embedder, "metrics": self.metrics}, f)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        atomic.write_text(path, json.dumps({
+            "weights": self.weights.tolist(), "bias": self.bias, "kind": self.kind,
+            "embedder": self.embedder, "metrics": self.metrics}))
 
     @classmethod
     def load(cls, path: str) -> QualityHead:

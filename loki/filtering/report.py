@@ -20,6 +20,8 @@ import re
 from collections import Counter
 from glob import glob
 
+from loki import atomic
+
 _REMOVAL = ("dropped_", "skipped_")
 _COUNTERS = ("hits_", "sentences_", "task_", "boilerplate_lines", "contaminated_docs",
              "replaced_by_fragments", "fragments_written", "chars_removed", "exempted_matches",
@@ -197,16 +199,10 @@ def write_report(cfg, stages, timings: dict, reused: list[str] = ()) -> dict:
               "total_seconds": round(sum(v or 0 for v in timings.values()), 2),
               "incomplete": [r["stage"] for r in rows if "status" in r], "reused": list(reused)}
     folder = work if report["incomplete"] else cfg.output_dir
-    os.makedirs(folder, exist_ok=True)
-    _write_atomic(os.path.join(folder, "filter_report.json"), json.dumps(report, indent=1))
-    _write_atomic(os.path.join(folder, "filter_report.md"), markdown(report))
-    return {**report, "path": os.path.join(folder, "filter_report.md")}
-
-
-def _write_atomic(path: str, text: str) -> None:
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(path + ".tmp", path)
+    md = os.path.join(folder, "filter_report.md")
+    atomic.write_all({os.path.join(folder, "filter_report.json"): json.dumps(report, indent=1),
+                      md: markdown(report)})  # the pair, the page last
+    return {**report, "path": md}
 
 
 def markdown(report: dict) -> str:

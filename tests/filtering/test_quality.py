@@ -77,7 +77,7 @@ def test_a_failed_save_leaves_the_earlier_head_whole(tmp_path, monkeypatch):
     def crash(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(json, "dump", crash)
+    monkeypatch.setattr("os.fsync", crash)  # the new head written, not yet renamed in
     with pytest.raises(KeyboardInterrupt):
         head.save(str(path))
     assert path.read_text() == before and [p.name for p in tmp_path.iterdir()] == ["q.json"]
