@@ -33,6 +33,9 @@ PRINTING_FLAGS = ("-h", "--help", "--print_config")  # the output is the answer:
 # kernels on a CPU) would otherwise open their console; the quiet commands do the same.
 TRANSFORMERS_TOOLS = ("export", "eval", "compare", "probe", "generate")
 LOG_DIR = "runs/logs"
+# Tools whose rerun after an interrupt keeps the finished part of the work (datatrove completion
+# markers; the demo's finished stages). `loki fit` says how to resume itself (loki.resume).
+RESUMABLE = ("filter", "distill", "demo")
 
 # name -> (module with ``main(argv)``, one-line help)
 TOOLS: dict[str, tuple[str, str]] = {
@@ -155,6 +158,11 @@ def main(argv: list[str] | None = None) -> None:
             raise
         print(f"loki {command}: error: {_one_line(err, rest)}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        # Every tool writes its outputs whole or not at all; the resumable ones keep their work.
+        again = "; the same command picks up where it stopped" if command in RESUMABLE else ""
+        print(f"\nloki {command}: interrupted{again}", file=sys.stderr)
+        sys.exit(130)
     except Exception:
         if command in QUIET_COMMANDS and not verbose:  # the traceback follows; the context is there
             print(f"(library logs and warnings: {os.path.join(LOG_DIR, f'{command}.log')})",

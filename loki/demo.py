@@ -100,7 +100,14 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
             say(f"{header}  ...")
         with _Ticker(header, name not in _OWN_PROGRESS_BAR), muted():
             started = time.perf_counter()
-            summary = STAGES[name](cfg)
+            try:
+                summary = STAGES[name](cfg)
+            except SystemExit:
+                from loki.resume import fit_was_interrupted
+
+                if fit_was_interrupted():  # Lightning's shutdown after Ctrl-C exits with 1
+                    raise KeyboardInterrupt from None
+                raise
             seconds = time.perf_counter() - started
         timings[name] = seconds
         summaries[name] = summary

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from typing import Any
 
 from jsonargparse import ArgumentError
@@ -87,6 +88,7 @@ def _leaves(section: Any) -> dict[str, Any]:
 class LokiCLI(LightningCLI):
     def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
         self._ckpt_step: int | None = None  # the --ckpt_path checkpoint's logging step
+        self._args = list(sys.argv[1:] if args is None else args)  # for the resume hint
         try:
             super().__init__(
                 LokiLM,
@@ -173,10 +175,13 @@ class LokiCLI(LightningCLI):
                 if isinstance(cb, ModelCheckpoint) and cb.dirpath and "://" not in str(
                         cb.dirpath):
                     atomic.clean_stale(cb.dirpath)
+        from loki.resume import ReplaceLastCheckpoint, ResumeHint, SetAsideReplacedCheckpoints
+
+        self.trainer.callbacks.append(ResumeHint(self._args))
+        if ckpt_path is not None:
+            self.trainer.callbacks.append(ReplaceLastCheckpoint())
         step = (info or {}).get("global_step")
         if ckpt_path is not None and step is not None and ckpt_path not in SPECIAL_CKPT:
-            from loki.resume import SetAsideReplacedCheckpoints
-
             self.trainer.callbacks.append(SetAsideReplacedCheckpoints(step, ckpt_path))
 
     def _before_evaluation(self) -> None:

@@ -77,3 +77,96 @@ class SetAsideReplacedCheckpoints(L.Callback):
         if moved:
             say(f"resuming at step {self.step}: the checkpoints of the steps it replaces are "
                 f"set aside as {', '.join(p.name for p in moved)}")
+
+
+class ReplaceLastCheckpoint(L.Callback):
+    """A resume replaces the run's ``last.ckpt``, also in a run folder moved or copied since the
+    checkpoint was written. Lightning's ``ModelCheckpoint`` restores the name of the last file
+    it wrote only when its folder's path is unchanged; otherwise it saves the resumed branch as
+    ``last-v1.ckpt`` beside ``last.ckpt``, and a later ``--ckpt_path .../last.ckpt`` takes up the
+    stale one. The ``last.ckpt`` found at train start is the resumed state or older (later ones
+    are set aside), so it is the one to replace. Every rank, so that all agree on the name."""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: Any) -> None:
+        from lightning.pytorch.callbacks import ModelCheckpoint
+
+        for cb in trainer.checkpoint_callbacks:
+            if not isinstance(cb, ModelCheckpoint) or not cb.save_last or cb.last_model_path:
+                continue
+            if not cb.dirpath or "://" in str(cb.dirpath) or "{" in cb.CHECKPOINT_NAME_LAST:
+                continue
+            last = os.path.join(cb.dirpath, cb.CHECKPOINT_NAME_LAST + cb.FILE_EXTENSION)
+            if os.path.exists(last):
+                cb.last_model_path = last
+
+
+def newest_checkpoint(trainer: Any) -> tuple[Path, int | None] | None:
+    """The checkpoint a resume would take up now: the one of the highest step in the trainer's
+    ModelCheckpoint folders (``last.ckpt`` on a tie), with its step; None when there is none."""
+    found: list[tuple[int, int, Path]] = []
+    for cb in trainer.checkpoint_callbacks:
+        folder = Path(cb.dirpath) if getattr(cb, "dirpath", None) else None
+        if folder is None or "://" in str(folder) or not folder.is_dir():
+            continue
+        for path in folder.glob("*.ckpt"):
+            step = _step_of(path)
+            found.append((-1 if step is None else step, path.name.startswith("last"), path))
+    if not found:
+        return None
+    step, _, path = max(found)
+    return path, None if step < 0 else step
+
+
+def with_ckpt_path(args: list[str], ckpt_path: str | os.PathLike) -> list[str]:
+    """``args`` with its ``--ckpt_path`` (either spelling) replaced by ``ckpt_path``."""
+    out, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == "--ckpt_path":
+            skip = True
+        elif not arg.startswith("--ckpt_path="):
+            out.append(arg)
+    return [*out, "--ckpt_path", str(ckpt_path)]
+
+
+_interrupted = False  # set by ResumeHint: Lightning ends an interrupted fit with sys.exit(1)
+
+
+def fit_was_interrupted() -> bool:
+    """Whether a fit in this process ended with Ctrl-C (for callers of ``loki.cli.lightning_main``
+    that see only Lightning's ``SystemExit``)."""
+    return _interrupted
+
+
+class ResumeHint(L.Callback):
+    """After Ctrl-C (once Lightning's own shutdown has run), rank 0 says where the run stopped,
+    which checkpoint holds it and the command that resumes from there. A checkpoint is not
+    written at the interrupt: it can come in the middle of an optimizer step, so the steps since
+    the newest checkpoint are lost (``every_n_train_steps`` bounds them)."""
+
+    def __init__(self, args: list[str]) -> None:
+        self.args = list(args)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: Any, exception: BaseException) -> None:
+        global _interrupted
+        if not isinstance(exception, KeyboardInterrupt):
+            return
+        _interrupted = True
+        if not trainer.is_global_zero:
+            return
+        import shlex
+
+        from loki.console import say
+
+        newest = newest_checkpoint(trainer)
+        if newest is None:
+            say(f"\ninterrupted at step {trainer.global_step}; no checkpoint was saved, so a new "
+                "fit starts over")
+            return
+        path, step = newest
+        if path.is_relative_to(Path.cwd()):  # as the config names it
+            path = path.relative_to(Path.cwd())
+        kept = "" if step is None else f" (step {step})"
+        say(f"\ninterrupted at step {trainer.global_step}; its newest checkpoint is {path}{kept}. "
+            f"Resume with: {shlex.join(['loki', *with_ckpt_path(self.args, path)])}")

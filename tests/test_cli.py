@@ -140,3 +140,18 @@ def test_validate_and_test_without_a_checkpoint_are_refused(capsys, command):
     err = _fails(capsys, [command, "--config", "experiments/small-cpu.yaml"])
     assert err == (f"loki {command}: error: loki {command} evaluates a checkpoint: pass "
                    "--ckpt_path (e.g. <run folder>/checkpoints/last.ckpt)"), err
+
+
+@pytest.mark.parametrize("command, says", [
+    ("filter", "loki filter: interrupted; the same command picks up where it stopped"),
+    ("export", "loki export: interrupted")])
+def test_ctrl_c_in_a_tool_is_one_line_and_exit_130(capsys, monkeypatch, command, says):
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("loki.cli._run", interrupted)
+    with pytest.raises(SystemExit) as info:
+        main([command, "--config", "any.yaml"])
+    assert info.value.code == 130
+    err = capsys.readouterr().err
+    assert err.strip() == says and "Traceback" not in err

@@ -127,3 +127,36 @@ def test_a_redone_stage_takes_the_later_stages_along(tmp_path, monkeypatch, capf
     demo.main([*args, "--redo", "[c]"])
     assert runs == ["c"] and "also run again" not in capfd.readouterr().out
     assert demo.stages_after_redo(["a", "b", "c"], ["c", "a"]) == ["b"]
+
+
+def test_ctrl_c_in_the_fit_stage_ends_the_demo_in_one_line_and_keeps_the_stages_done(
+        tmp_path, monkeypatch, capfd):
+    """Lightning ends a fit interrupted by Ctrl-C with its own ``sys.exit(1)``; the demo says
+    that it was interrupted (exit 130), and the rerun skips the stages finished before."""
+    from loki.cli import main
+    from loki.resume import ResumeHint
+
+    class CtrlC(L.Callback):
+        def on_train_batch_start(self, trainer, *args):
+            raise KeyboardInterrupt
+
+    def fit(cfg: demo.DemoConfig) -> dict:
+        trainer = L.Trainer(max_steps=2, accelerator="cpu", logger=False, limit_val_batches=0,
+                            enable_checkpointing=False, enable_progress_bar=False,
+                            callbacks=[CtrlC(), ResumeHint(["fit"])],
+                            default_root_dir=cfg.run_dir)
+        trainer.fit(LokiLM("tiny", vocab_size=64), datamodule=SyntheticSteps(n_steps=2, vocab=64))
+        return {"line": "trained"}
+
+    monkeypatch.setitem(demo.STAGES, "a", lambda cfg: {"line": "a ran"})
+    monkeypatch.setitem(demo.STAGES, "fit", fit)
+    monkeypatch.setattr("loki.resume._interrupted", False)
+    args = ["demo", "--run_dir", str(tmp_path / "run"), "--stages", "[a,fit]"]
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    assert info.value.code == 130
+    err = capfd.readouterr().err.strip().splitlines()
+    assert err[-1] == "loki demo: interrupted; the same command picks up where it stopped", err
+    monkeypatch.setitem(demo.STAGES, "fit", lambda cfg: {"line": "trained"})
+    main(args)
+    assert "done earlier" in capfd.readouterr().out

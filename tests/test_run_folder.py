@@ -199,3 +199,23 @@ def test_a_resume_says_which_model_settings_the_checkpoint_replaces(capfd, run):
     out = capfd.readouterr().out
     assert "the model settings saved in the checkpoint replace the config's: grad_clip 0.5 -> 1.0" \
         in out, out
+
+
+def test_ctrl_c_names_the_newest_checkpoint_and_the_command_that_resumes(capfd, run):
+    capfd.readouterr()
+    with pytest.raises(SystemExit) as info:  # Lightning's own graceful shutdown exits with 1
+        _fit(run, "--ckpt_path", str(run / "run" / "checkpoints" / "last.ckpt"),
+             "--trainer.max_steps", "12", "--trainer.callbacks+=tests.helpers.fit_run.CtrlCAtStep8")
+    assert info.value.code == 1
+    out = capfd.readouterr().out.strip().splitlines()[-1]
+    last = run / "run" / "checkpoints" / "last.ckpt"
+    assert out.startswith(f"interrupted at step 8; its newest checkpoint is {last} (step 6). "
+                          "Resume with: loki fit --config "), out
+    command = out.split("Resume with: ")[1].split()
+    assert command[-2:] == ["--ckpt_path", str(last)] and command.count("--ckpt_path") == 1
+    # the command as printed, without the test's Ctrl-C, runs the rest of the run
+    main([a for a in command[1:] if "CtrlCAtStep8" not in a])
+    assert torch.load(last, weights_only=False, map_location="cpu")["global_step"] == 12
+    # `run` is a copy of the run folder: Lightning restores no last-file name for a moved
+    # folder, and would have saved the resumed branch as last-v1.ckpt beside the stale last.ckpt
+    assert not list(last.parent.glob("*-v1*"))

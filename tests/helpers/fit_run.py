@@ -68,3 +68,12 @@ class FailAtTrainStart(Callback):
 
     def on_train_start(self, trainer, pl_module) -> None:
         raise LokiError("stopped at train start (test)")
+
+
+class CtrlCAtStep8(Callback):
+    """``--trainer.callbacks+=tests.helpers.fit_run.CtrlCAtStep8``: the user presses Ctrl-C as
+    the step after step 8 begins."""
+
+    def on_train_batch_start(self, trainer, *args) -> None:
+        if trainer.global_step == 8:
+            raise KeyboardInterrupt
