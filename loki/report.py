@@ -39,7 +39,7 @@ from typing import Any
 
 from loki import atomic
 from loki.errors import LokiError
-from loki.metrics_csv import is_evaluation_log, read_metrics
+from loki.metrics_csv import is_evaluation_log, read_metrics, read_rows
 from loki.output import check_writable
 from loki.redact import redact
 from loki.report_render import PLOT_SECTION, draw_plots, render
@@ -115,6 +115,10 @@ def check_paths(cfg: ReportConfig) -> Path:
     if missing:
         raise LokiError(f"not found: {'; '.join(missing)}. Fix the path, or leave the option out "
                         "to use its default (a missing default gives a \"not run\" section)")
+    if cfg.metrics_csv is not None and "step" not in read_rows(cfg.metrics_csv)[0]:
+        raise LokiError(f"--metrics_csv {cfg.metrics_csv} is not a training metrics file (it has "
+                        "no step column); give the metrics.csv of a loki fit run "
+                        "(<run folder>/csv/metrics.csv)")
     if cfg.out is None:
         return Path(cfg.run_dir) / "REPORT.md"
     out = Path(cfg.out)
@@ -122,9 +126,9 @@ def check_paths(cfg: ReportConfig) -> Path:
         raise LokiError(f"--out {out} is a folder; give the Markdown file to write, e.g. "
                         f"--out {out / 'REPORT.md'} (report.json and the plots go beside it)")
     if out.suffix.lower() != ".md":
+        instead = out.with_suffix(".md") if out.suffix else out / "REPORT.md"
         raise LokiError(f"--out {out} is not a Markdown file name; give a path ending in .md, "
-                        f"e.g. --out {out / 'REPORT.md'} (report.json and the plots go beside "
-                        "it)")
+                        f"e.g. --out {instead} (report.json and the plots go beside it)")
     check_writable(out.parent, "--out folder")
     return out
 

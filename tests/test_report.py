@@ -196,6 +196,16 @@ def test_paths_given_must_exist(tmp_path: Path) -> None:
     assert snapshot(run) == before  # the good report is left as it was
 
 
+def test_a_metrics_csv_given_must_be_one(tmp_path: Path) -> None:
+    run, data = _fixtures(tmp_path)
+    (run / "config.yaml").write_text("model:\n  config: tiny\n")
+    before = snapshot(tmp_path)
+    with pytest.raises(LokiError, match=r"config.yaml is not a training metrics file .*no step"):
+        main(["--run_dir", str(run), "--data_root", str(data),
+              "--metrics_csv", str(run / "config.yaml")])
+    assert snapshot(tmp_path) == before
+
+
 def test_out_is_a_markdown_file_and_nothing_else(tmp_path: Path, capsys) -> None:
     run, data = _fixtures(tmp_path)
     before = snapshot(tmp_path)
@@ -203,6 +213,8 @@ def test_out_is_a_markdown_file_and_nothing_else(tmp_path: Path, capsys) -> None
         main(["--run_dir", str(run), "--data_root", str(data), "--out", str(run.parent)])
     with pytest.raises(LokiError, match=r"rep_dc is not a Markdown file name; .*rep_dc/REPORT.md"):
         main(["--run_dir", str(run), "--data_root", str(data), "--out", str(run / "rep_dc")])
+    with pytest.raises(LokiError, match=r"r.txt is not a Markdown file name; .*--out .*r.md "):
+        main(["--run_dir", str(run), "--data_root", str(data), "--out", str(run / "r.txt")])
     assert snapshot(tmp_path) == before  # refused before anything is written
     main(["--run_dir", str(run), "--data_root", str(data), "--out", str(tmp_path / "r" / "R.md")])
     written = sorted(p.name for p in (tmp_path / "r").iterdir())
