@@ -13,7 +13,9 @@ contiguous runs, one datatrove task each; every task writes its own shards and p
 and a final merge renumbers them into one shard set and manifest per source, so the same inputs
 and task count give byte-identical shards and the documents come in the same order for any task
 count. The new set is built beside the old one (``<output>/.tokenize-*``) and swapped in at the
-end: a failed run leaves the output folder as it was. datatrove's logs go to
+end: a failed run leaves the output folder as it was. A run killed outright leaves that folder
+behind: the next run into the same output puts back an earlier set left in it and removes it,
+saying so, and refuses one that may belong to a run still going. datatrove's logs go to
 ``runs/logs/tokenize.log`` (``--verbose``: to the terminal); the console gets a summary.
 
     loki tokenize --config experiments/tokenize/demo.yaml
@@ -28,14 +30,13 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 from loki.data.tokenize_inputs import check_source, expand_inputs, read_documents
-from loki.data.tokenize_staging import SOURCES, swap_in
+from loki.data.tokenize_staging import SOURCES, make_staging, put_back, recover_staging, swap_in
 from loki.errors import LokiError
 from loki.output import check_writable
 
@@ -145,7 +146,8 @@ def tokenize_files(files: list[Path], output: str | Path, tokenizer: str = "cl10
     once); returns {source: manifest}.
 
     The new set is built in ``<output>/.tokenize-<id>/`` and swapped in at the end, so a run that
-    fails leaves an earlier set in ``output`` untouched, and removes the folders it created.
+    fails leaves an earlier set in ``output`` untouched, and removes the folders it created. The
+    staging folders of runs killed outright are recovered first (``recover_staging``).
     """
     from datatrove.executor import LocalPipelineExecutor
     from datatrove.utils.logging import setup_default_logger
@@ -158,9 +160,11 @@ def tokenize_files(files: list[Path], output: str | Path, tokenizer: str = "cl10
         raise LokiError("tasks, workers and shard_tokens must be >= 1")
     check_source(default_source, "default_source")
     load_tokenizer(tokenizer)  # a bad tokenizer fails here, before any task starts
+    if output.is_dir():
+        recover_staging(output, lambda line: log(f"loki tokenize: {line}"))
     made = list(itertools.takewhile(lambda p: not p.exists(), [output, *output.parents]))
     output.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".tokenize-", dir=output))
+    staging = make_staging(output)
     started, done = time.time(), False
     try:
         parts = [[str(f) for f in part] for part in plan_tasks(files, tasks)]
@@ -179,6 +183,8 @@ def tokenize_files(files: list[Path], output: str | Path, tokenizer: str = "cl10
         swap_in(staging, output, sorted(manifests))
         done = True
     finally:
+        if not done:  # stopped in the middle of the swap: the earlier sets go back
+            put_back(staging, output)
         shutil.rmtree(staging, ignore_errors=True)
         for folder in [] if done else made:  # deepest first
             try:
