@@ -13,7 +13,9 @@ contiguous runs, one datatrove task each; every task writes its own shards and p
 and a final merge renumbers them into one shard set and manifest per source, so the same inputs
 and task count give byte-identical shards and the documents come in the same order for any task
 count. The new set is built beside the old one (``<output>/.tokenize-*``) and swapped in at the
-end: a failed run leaves the output folder as it was. datatrove's logs go to
+end: a failed run leaves the output folder as it was. A run killed outright leaves that folder
+behind: the next run into the same output puts back an earlier set left in it and removes it,
+saying so, and refuses one that may belong to a run still going. datatrove's logs go to
 ``runs/logs/tokenize.log`` (``--verbose``: to the terminal); the console gets a summary.
 
     loki tokenize --config experiments/tokenize/demo.yaml
@@ -28,27 +30,18 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 from loki.data.tokenize_inputs import check_source, expand_inputs, read_documents
+from loki.data.tokenize_staging import SOURCES, make_staging, put_back, recover_staging, swap_in
 from loki.errors import LokiError
 from loki.output import check_writable
 
 DESCRIPTION = " ".join(__doc__.split("\n\n")[:2]).replace("``", "")  # --help: plain text
 # datatrove's task logs and stats, as `loki filter` keeps them in runs/logs/filter.log
-
-# The staging folder <output>/.tokenize-<id>/. Shard sets always sit in a `sources/` folder of
-# their own, so that no source tag can meet the staging's other files:
-#   parts/<rank>/summary.json, error.txt   one task's counts, or its input error
-#   parts/<rank>/sources/<source>/         one task's shards and partial manifest
-#   sources/<source>/                      the merged set, swapped into <output>/<source>
-#   old/<source>/                          an earlier set while the new one takes its place
-#   logs/                                  datatrove's logging folder
-SOURCES = "sources"
 
 
 def load_tokenizer(spec: str):
@@ -145,36 +138,6 @@ def merge_parts(staging: Path, tasks: int) -> dict[str, dict]:
     return merged
 
 
-def _shard_file(name: str) -> bool:
-    from loki.data.shards import MANIFEST
-
-    return name == MANIFEST or name.endswith((".tokens", ".docs"))
-
-
-def swap_in(staging: Path, output: Path, sources: list[str]) -> None:
-    """Each new ``<staging>/sources/<source>`` replaces ``<output>/<source>``; the old set is
-    deleted only once the new one is in place. A folder being replaced that holds anything but
-    a shard set (someone's notes, other data) is refused, for all sources before any is moved."""
-    for source in sources:
-        dest = output / source
-        foreign = sorted(p.name for p in dest.iterdir() if not _shard_file(p.name)) \
-            if dest.is_dir() else []
-        if foreign or (dest.exists() and not dest.is_dir()):
-            raise LokiError(f"{dest} would be replaced by the new {source} shards but holds "
-                            f"{', '.join(foreign[:3]) or 'a file of that name'}"
-                            + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
-                            + ", which are not token shards: move them out or choose another "
-                            "--output (nothing was written)")
-    (staging / "old").mkdir()
-    for source in sources:
-        dest = output / source
-        old = staging / "old" / source
-        if dest.exists():
-            os.replace(dest, old)
-        os.replace(staging / SOURCES / source, dest)
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def tokenize_files(files: list[Path], output: str | Path, tokenizer: str = "cl100k_base",
                    shard_tokens: int = 1 << 28, default_source: str = "web",
                    batch_documents: int = 256, log=print, tasks: int = 1,
@@ -183,7 +146,8 @@ def tokenize_files(files: list[Path], output: str | Path, tokenizer: str = "cl10
     once); returns {source: manifest}.
 
     The new set is built in ``<output>/.tokenize-<id>/`` and swapped in at the end, so a run that
-    fails leaves an earlier set in ``output`` untouched, and removes the folders it created.
+    fails leaves an earlier set in ``output`` untouched, and removes the folders it created. The
+    staging folders of runs killed outright are recovered first (``recover_staging``).
     """
     from datatrove.executor import LocalPipelineExecutor
     from datatrove.utils.logging import setup_default_logger
@@ -196,9 +160,11 @@ def tokenize_files(files: list[Path], output: str | Path, tokenizer: str = "cl10
         raise LokiError("tasks, workers and shard_tokens must be >= 1")
     check_source(default_source, "default_source")
     load_tokenizer(tokenizer)  # a bad tokenizer fails here, before any task starts
+    if output.is_dir():
+        recover_staging(output, lambda line: log(f"loki tokenize: {line}"))
     made = list(itertools.takewhile(lambda p: not p.exists(), [output, *output.parents]))
     output.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".tokenize-", dir=output))
+    staging = make_staging(output)
     started, done = time.time(), False
     try:
         parts = [[str(f) for f in part] for part in plan_tasks(files, tasks)]
@@ -217,6 +183,8 @@ def tokenize_files(files: list[Path], output: str | Path, tokenizer: str = "cl10
         swap_in(staging, output, sorted(manifests))
         done = True
     finally:
+        if not done:  # stopped in the middle of the swap: the earlier sets go back
+            put_back(staging, output)
         shutil.rmtree(staging, ignore_errors=True)
         for folder in [] if done else made:  # deepest first
             try:

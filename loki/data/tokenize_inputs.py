@@ -86,6 +86,10 @@ def _jsonl_records(path: Path) -> Iterator[tuple[str, object]]:
         with opener(path, "rb") as f:
             for n, raw in enumerate(f, 1):
                 where = f"{path}:{n}"
+                if _cut_off(raw):
+                    raise LokiError(f"{where}: the last line has no newline and does not parse: "
+                                    "the file may be truncated; restore it, or take it out of "
+                                    "--inputs")
                 line = _utf8(raw, where)
                 if not line.strip():
                     continue
@@ -97,6 +101,18 @@ def _jsonl_records(path: Path) -> Iterator[tuple[str, object]]:
                                     f"{err.colno})") from None
     except (OSError, EOFError, zlib.error) as err:
         raise LokiError(f"cannot read documents from {path}: {err}") from err
+
+
+def _cut_off(raw: bytes) -> bool:
+    """True for a file's last line that has no newline and is no JSON (not even UTF-8): the
+    rest of a record lost with the rest of the file, which "not a JSON record" would hide."""
+    if raw.endswith(b"\n") or not raw.strip():
+        return False
+    try:
+        json.loads(raw.decode("utf-8"))
+    except ValueError:  # UnicodeDecodeError, json.JSONDecodeError
+        return True
+    return False
 
 
 def _parquet_records(path: Path) -> Iterator[tuple[str, dict]]:

@@ -33,7 +33,11 @@ def unreadable(reader: BaseDiskReader, filepath: str, err: BaseException, what: 
 
 
 class RobustJsonlReader(JsonlReader):
-    """JSONL reader that skips non-UTF-8, malformed and non-object lines one at a time."""
+    """JSONL reader that skips non-UTF-8, malformed and non-object lines one at a time.
+
+    A last line with no newline that does not parse is a record cut off with the rest of the
+    file (a copy or download cut short), not one bad line: the file is refused, as a cut-off
+    ``.jsonl.gz`` is."""
 
     name = "🐿 Jsonl (robust)"
 
@@ -52,12 +56,14 @@ class RobustJsonlReader(JsonlReader):
                     continue  # blank separator lines are not documents
                 try:
                     line = raw.decode("utf-8")
-                except UnicodeDecodeError:
+                except UnicodeDecodeError as err:  # a cut can split a character, too
+                    self._refuse_if_cut_off(filepath, li, raw, err)
                     self.stat_update("skipped_non_utf8")
                     continue
                 try:
                     data = orjson.loads(line)
-                except orjson.JSONDecodeError:
+                except orjson.JSONDecodeError as err:
+                    self._refuse_if_cut_off(filepath, li, raw, err)
                     self.stat_update("skipped_malformed_json")
                     continue
                 if not isinstance(data, dict):
@@ -70,6 +76,11 @@ class RobustJsonlReader(JsonlReader):
                 document = self.get_document_from_dict(data, filepath, li)
                 if document is not None:
                     yield document
+
+    def _refuse_if_cut_off(self, filepath: str, li: int, raw: bytes, err: ValueError) -> None:
+        if not raw.endswith(b"\n"):  # only a file's last line can end without one
+            cut = ValueError(f"its last line, {li + 1}, has no newline and does not parse")
+            raise unreadable(self, filepath, cut, "complete JSONL") from err
 
 
 class RobustParquetReader(ParquetReader):

@@ -43,6 +43,25 @@ def test_invalid_utf8_in_jsonl_is_named_by_its_line(tmp_path):
         _read(path)
 
 
+@pytest.mark.parametrize("last", [b'{"text": "cut off mid-rec', b'{"text": "caf\xc3'])
+@pytest.mark.parametrize("suffix", [".jsonl", ".jsonl.gz"])
+def test_a_file_cut_off_mid_record_is_named_as_truncated(tmp_path, last, suffix):
+    path = tmp_path / f"docs{suffix}"
+    opener = gzip.open if suffix.endswith(".gz") else open
+    with opener(path, "wb") as f:
+        f.write(f"{GOOD}\n{GOOD}\n".encode() + last)
+    with pytest.raises(LokiError) as err:
+        _read(path)
+    assert str(err.value) == (f"{path}:3: the last line has no newline and does not parse: the "
+                              "file may be truncated; restore it, or take it out of --inputs")
+
+
+def test_a_last_line_without_newline_that_parses_is_read(tmp_path):
+    path = tmp_path / "docs.jsonl"
+    path.write_text(f"{GOOD}\n{GOOD}")
+    assert _read(path) == [("web", "fine"), ("web", "fine")]
+
+
 def test_records_in_crlf_files_read_as_before(tmp_path):
     path = tmp_path / "docs.jsonl"
     path.write_bytes(b'{"text": "a\\r\\nb"}\r\n\r\n{"text": "c", "source": "synthetic"}\r\n')

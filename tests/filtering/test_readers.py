@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from conftest import cli_error, filter_config, prose, run_filter, stage_row, write_jsonl
 
 
@@ -91,6 +92,37 @@ def test_a_truncated_gzip_file_is_one_line_naming_it(tmp_path, rng, capfd, monke
         err = cli_error(cfg, capfd)
         assert f"input file {raw / 'a.jsonl.gz'} is not readable JSONL" in err, err
         assert "truncated or corrupt" in err
+
+
+@pytest.mark.parametrize("cut", ["mid-record", "mid-character"])
+def test_a_jsonl_file_cut_off_mid_record_is_one_line_naming_it(tmp_path, rng, capfd, monkeypatch,
+                                                                cut):
+    monkeypatch.chdir(tmp_path)
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    last = json.dumps({"id": "last", "text": "café " + prose(rng)}, ensure_ascii=False).encode()
+    with open(raw / "a.jsonl", "wb") as f:
+        for i in range(40):
+            f.write(json.dumps({"id": f"d{i}", "text": prose(rng)}).encode() + b"\n")
+        f.write(last[:len(last) // 2] if cut == "mid-record" else last[:last.index(b"\xa9")])
+    cfg = filter_config(tmp_path, [str(raw / "*.jsonl")])
+    for workers in (1, 2):  # in this process, and from a spawned worker
+        cfg.executor.tasks = cfg.executor.workers = workers
+        err = cli_error(cfg, capfd)
+        assert err == (f"loki filter: error: input file {raw / 'a.jsonl'} is not complete JSONL "
+                       "(its last line, 41, has no newline and does not parse): it may be "
+                       "truncated or corrupt; restore it, or take it out of input.paths"), err
+
+
+def test_a_last_line_without_newline_that_parses_is_read(tmp_path, rng):
+    rows = [{"id": f"d{i}", "text": prose(rng)} for i in range(3)]
+    raw = tmp_path / "raw" / "a.jsonl"
+    raw.parent.mkdir()
+    raw.write_text(json.dumps(rows[0]) + "\n{not json\n"
+                   + "\n".join(json.dumps(r) for r in rows[1:]))  # no newline at the end
+    report, out = run_filter(filter_config(tmp_path, [str(raw)]))
+    assert sorted(d["id"] for d in out) == ["d0", "d1", "d2"]
+    assert stage_row(report, "read")["reasons"] == {"skipped_malformed_json": 1}
 
 
 def test_a_damaged_parquet_file_is_one_line_naming_it(tmp_path, capfd, monkeypatch):
