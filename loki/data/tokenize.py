@@ -13,7 +13,9 @@ contiguous runs, one datatrove task each; every task writes its own shards and p
 and a final merge renumbers them into one shard set and manifest per source, so the same inputs
 and task count give byte-identical shards and the documents come in the same order for any task
 count. The new set is built beside the old one (``<output>/.tokenize-*``) and swapped in at the
-end: a failed run leaves the output folder as it was. A run killed outright leaves that folder
+end: a run that fails before the swap leaves the output folder as it was, and one stopped during
+the swap (a rename per source) leaves each source with either its earlier set or its new one, whole.
+A run killed outright leaves that folder
 behind: the next run into the same output puts back an earlier set left in it and removes it,
 saying so, and refuses one that may belong to a run still going. datatrove's logs go to
 ``runs/logs/tokenize.log`` (``--verbose``: to the terminal); the console gets a summary.
@@ -41,7 +43,6 @@ from loki.errors import LokiError
 from loki.output import check_writable
 
 DESCRIPTION = " ".join(__doc__.split("\n\n")[:2]).replace("``", "")  # --help: plain text
-# datatrove's task logs and stats, as `loki filter` keeps them in runs/logs/filter.log
 
 
 def load_tokenizer(spec: str):
