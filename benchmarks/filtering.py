@@ -40,7 +40,7 @@ def stage_throughput(n_docs: int, embed: str) -> list[tuple[str, int, float]]:
         write_jsonl(tmp / "raw" / "a.jsonl",
                     [{"id": str(i), "text": prose(rng, 20)} for i in range(n_docs)])
         tasks = write_jsonl(tmp / "t.jsonl", [{"question": prose(rng, 2), "answer": prose(rng, 1)}])
-        from loki.filtering.config import BenchmarkTask
+        from loki.filtering.stage_config import BenchmarkTask
 
         cfg = filter_config(tmp, [str(tmp / "raw")], clean=True,
                             dedup={"exact": True, "minhash": True}, semdedup={}, prototypes={},
@@ -124,7 +124,7 @@ def index_build_seconds(scale: float) -> tuple[int, int, float]:
     from conftest import prose
 
     from loki.filtering.benchmark_index import BenchmarkIndex
-    from loki.filtering.config import DecontamConfig
+    from loki.filtering.stage_config import DecontamConfig
 
     rng = random.Random(0)
 

@@ -22,9 +22,10 @@ restart training with a different random seed." Here that is:
    made.
    Checkpoints are loaded and checked for the keys a rollback needs before use; a truncated or
    half-written file is skipped (and reported), and the next older target is used.
-3. **Roll back** to the most recent good target: parameters (bit-identical), optimizer state
-   (also bitsandbytes 8-bit state), ``tokens_seen`` (which sets the LR and batch-size warmup),
-   the DataModule state and the trainer's step counters (``callbacks/trainer_rewind.py``).
+3. **Roll back** to the most recent good target (``callbacks/rollback_restore.py``): parameters
+   (bit-identical), optimizer state (also bitsandbytes 8-bit state), ``tokens_seen`` (which sets
+   the LR and batch-size warmup), the DataModule state and the trainer's step counters
+   (``callbacks/trainer_rewind.py``).
    ``global_step`` is rewound to the target's step, so ``max_steps`` counts surviving optimizer
    steps and the LR schedule, the step counters and the tokens agree; the logger's step axis
    keeps counting, so the discarded steps stay visible in the curves. Replayed steps checkpoint
@@ -37,52 +38,32 @@ restart training with a different random seed." Here that is:
    with a ``LokiError`` that says where the run is and what was tried.
 
 Logged: ``rollback/count`` every step (``callbacks/wandb_dashboard.py`` puts ``rollback/*`` on
-the ``trainer/tokens_seen`` axis); ``rollback/spike_step``, ``target_step`` and ``spike_loss``
-at each rollback, written to the loggers at once (not held for ``log_every_n_steps``); one JSON
-line per rollback in ``<dirpath>/rollback-events.jsonl`` (for reports); on wandb also a
-``rollback/event`` entry and an alert. Count, history (with the skipped sample ids)
-and detector statistics are in the callback's ``state_dict``, so a resumed run continues them.
+the ``trainer/tokens_seen`` axis); each rollback is reported by ``callbacks/rollback_report.py``
+(loggers, ``<dirpath>/rollback-events.jsonl``, wandb). Count, history (with the skipped sample
+ids) and detector statistics are in the callback's ``state_dict``, so a resumed run continues
+them.
 """
 
 from __future__ import annotations
 
 import copy
-import json
-import logging
-import math
 import os
-import random
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 
+from callbacks.rollback_report import report_rollback
+from callbacks.rollback_restore import restore
 from callbacks.rollback_targets import discard, load_checkpoint, take_snapshot, write_checkpoint
 from callbacks.spike_detector import SpikeDetector
-from callbacks.trainer_rewind import restart_train_data, retire_checkpoints_after, rewind_loops
 from loki import atomic
 from loki.data.order import key_of
 from loki.data.schedules import parse_tokens
 from loki.errors import LokiError
 from loki.host_copy import HostCopy
-from loki.redact import redact
-from loki.snapshot import to_cpu
 from loki.step_logging import host_scalar
-
-log = logging.getLogger(__name__)
-
-
-def _json_safe(obj: Any) -> Any:
-    """``obj`` with NaN and infinities as None, so each event line is valid JSON."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_json_safe(v) for v in obj]
-    return obj
 
 
 def derive_seed(base_seed: int, rollbacks: int) -> int:
@@ -297,33 +278,13 @@ class LossSpikeRollback(L.Callback):
             window_ids = trainer.strategy.all_gather(window_ids.to(pl_module.device))
         window_ids = torch.unique(window_ids.reshape(-1).cpu())
         self._pending = []  # losses of the steps being discarded
-        spike_data = trainer.datamodule.state_dict()
-
-        # 1. weights, optimizer (copies: the optimizer must never alias the snapshot), tokens
-        pl_module.load_state_dict(target["state_dict"])
-        for opt, state in zip(trainer.optimizers, target["optimizer_states"]):
-            opt.load_state_dict(to_cpu(state))  # not deepcopy: it clones (torchao 8-bit)
-            opt.zero_grad(set_to_none=True)
-        pl_module.tokens_seen = int(target["tokens_seen"])
+        restore(trainer, pl_module, target, new_seed,
+                window_ids.tolist() if self.skip_spike_samples else None,
+                f"discarded-r{self.count}")
         if target["detector"] is not None:
             self.detector.load_state_dict(target["detector"])
         else:
             self.detector.abnormal.clear()
-        # 2. data: the target's stream state, minus the spike window's samples, then a new order
-        data = copy.deepcopy(target["datamodule"])
-        if self.skip_spike_samples:
-            data["stream"]["consumed"] = copy.deepcopy(spike_data["stream"]["consumed"])
-        trainer.datamodule.load_state_dict(data)
-        if self.skip_spike_samples and hasattr(trainer.datamodule, "skip_samples"):
-            trainer.datamodule.skip_samples(window_ids.tolist())  # in later epochs too
-        trainer.datamodule.reseed(new_seed)
-        random.seed(new_seed)
-        np.random.seed(new_seed)
-        torch.manual_seed(new_seed)
-        # 3. the trainer's counters and the data iterator
-        rewind_loops(trainer, target["step"])
-        retire_checkpoints_after(trainer, target["step"], f"discarded-r{self.count}")
-        restart_train_data(trainer)
         self.step_indices = [(s, i) for s, i in self.step_indices if s <= target["step"]]
         self.last_target = target
 
@@ -335,38 +296,7 @@ class LossSpikeRollback(L.Callback):
                  "log_step": trainer.fit_loop.epoch_loop._batches_that_stepped,
                  "skipped_samples": window_ids.tolist()}
         self.history.append(event)
-        self._report(trainer, pl_module, event)
-
-    def _report(self, trainer: L.Trainer, pl_module: L.LightningModule,
-                event: dict[str, Any]) -> None:
-        n = len(event["skipped_samples"])
-        log.warning(
-            "loss spike at step %d (%s): rollback %d to step %d (%s), seed %d, %d samples "
-            "skipped: %s", event["spike_step"], event["reason"], event["rollback"],
-            event["target_step"], event["target"], event["seed"], n,
-            event["skipped_samples"][:32])
-        pl_module.log("rollback/count", host_scalar(self.count), on_step=True,
-                      reduce_fx="max")
-        if not trainer.is_global_zero:
-            return
-        # Straight to the loggers: a rollback step need not be a log_every_n_steps step.
-        metrics = {"rollback/count": float(self.count),
-                   "rollback/spike_step": float(event["spike_step"]),
-                   "rollback/target_step": float(event["target_step"]),
-                   "rollback/spike_loss": math.nan if event["loss"] is None else event["loss"],
-                   "trainer/tokens_seen": float(event["spike_tokens"])}
-        for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=event["log_step"])
-        os.makedirs(self.dirpath, exist_ok=True)
-        line = json.dumps(redact(_json_safe(event)), allow_nan=False)  # NaN is not JSON: null
-        with open(Path(self.dirpath) / "rollback-events.jsonl", "a") as f:
-            f.write(line + "\n")
-        for logger in trainer.loggers:
-            if type(logger).__name__ == "WandbLogger":
-                wandb = logger.experiment
-                wandb.log({"rollback/event": {k: v for k, v in event.items()
-                                              if k != "skipped_samples"}}, commit=False)
-                wandb.alert(title="loss spike rollback", text=json.dumps(event)[:1000])
+        report_rollback(trainer, pl_module, event, self.dirpath)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:

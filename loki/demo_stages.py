@@ -1,17 +1,16 @@
 """The stages of ``loki demo``, in order: each is a function ``cfg -> summary dict`` that runs one
 step of the recipe through the same library calls as its ``loki`` command, and whose summary's
 ``"line"`` is what the console shows (``loki/demo.py`` runs them, skips finished ones and times
-them)."""
+them; the training run folders they move aside and read back are ``loki/demo_run.py``'s)."""
 
 from __future__ import annotations
 
-import csv
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from loki.demo_run import archive, archive_unresumable, current_files, sample_text, val_losses
 from loki.errors import LokiError
 
 if TYPE_CHECKING:
@@ -126,12 +125,12 @@ def _stage_teacher(cfg: DemoConfig) -> dict[str, Any]:
 
     run = Path("runs/demo-teacher")
     last = run / "checkpoints" / "last.ckpt"
-    _archive_unresumable(run)
+    archive_unresumable(run)
     args = ["fit", "--config", cfg.teacher_config, *precision_args(cfg)]
     if last.is_file():
         args += ["--ckpt_path", str(last)]
     lightning_main(args)
-    val = _val_losses(run)
+    val = val_losses(run)
     line = f"validation loss {val[0][1]:.2f} -> {val[-1][1]:.2f}" if val else "trained"
     return {"checkpoint": str(last), "val_loss": val, "line": f"Loki teacher: {line}"}
 
@@ -154,9 +153,9 @@ def _stage_fit(cfg: DemoConfig) -> dict[str, Any]:
 
     run = Path(cfg.run_dir)
     details = []
-    if "fit" in cfg.redo and (moved := _archive(run)):
+    if "fit" in cfg.redo and (moved := archive(run)):
         details.append(f"previous run moved to {moved}")
-    elif moved := _archive_unresumable(run):
+    elif moved := archive_unresumable(run):
         details.append(f"previous run stopped before its first checkpoint: moved to {moved}")
     args = ["fit", "--config", cfg.fit_config, "--trainer.default_root_dir", str(run),
             *precision_args(cfg)]
@@ -173,76 +172,20 @@ def _stage_fit(cfg: DemoConfig) -> dict[str, Any]:
     if not last.is_file():
         raise LokiError(f"training finished without writing {last}; check the checkpoint "
                         f"callback in {cfg.fit_config}")
-    val = _val_losses(run)
-    events = _current(run, "rollback-events.jsonl")
+    val = val_losses(run)
+    events = current_files(run, "rollback-events.jsonl")
     rollbacks = [json.loads(line) for p in events for line in p.read_text().splitlines()]
     for e in rollbacks:
         details.append(f"rollback {e['rollback']}: spike at step {e['spike_step']} "
                        f"({e['reason']}) -> back to step {e['target_step']}, new data seed "
                        f"{e['seed']}")
-    sample = _sample(last, cfg.sample_prompt)
+    sample = sample_text(last, cfg.sample_prompt)
     details.append(f"sample: {sample!r}")
     line = (f"validation loss {val[0][1]:.2f} (step {val[0][0]}) -> {val[-1][1]:.2f} "
             f"(step {val[-1][0]})" if val else "trained")
     return {"checkpoint": str(last), "val_loss": val, "sample": sample,
             "rollbacks": len(rollbacks), "details": details,
             "line": line + (f"; {len(rollbacks)} rollback(s)" if rollbacks else "")}
-
-
-def _archive(run: Path) -> Path | None:
-    """Move a previous training run's files aside (nothing is deleted) so a redo starts afresh;
-    returns where they went."""
-    parts = [run / name for name in RUN_PARTS if (run / name).exists()]
-    if not parts:
-        return None
-    dest = run / "archive" / time.strftime("%Y%m%d-%H%M%S")
-    dest.mkdir(parents=True)
-    for part in parts:
-        part.rename(dest / part.name)
-    return dest
-
-
-def _archive_unresumable(run: Path) -> Path | None:
-    """A run stopped before its first periodic checkpoint has no last.ckpt to resume from but
-    may hold checkpoints (step-0, rollback); ``loki fit`` refuses a fresh run beside them, so
-    they are moved aside like a redo's."""
-    if (run / "checkpoints" / "last.ckpt").is_file() or not _current(run, "*.ckpt"):
-        return None
-    return _archive(run)
-
-
-RUN_PARTS = ("checkpoints", "csv", "wandb", "eval", "compare", "rollback", "probes", "REPORT.md",
-             "hf")
-
-
-def _current(run: Path, name: str) -> list[Path]:
-    """Files called ``name`` under the run folder, leaving out archived earlier runs."""
-    return sorted(p for p in run.rglob(name) if "archive" not in p.relative_to(run).parts)
-
-
-def _val_losses(run: Path) -> list[tuple[int, float]]:
-    """(step, val/loss) pairs from the CSV logger's metrics files under the run folder."""
-    out: dict[int, float] = {}
-    for path in _current(run, "metrics.csv"):
-        with path.open() as f:
-            for row in csv.DictReader(f):
-                if row.get("val/loss"):
-                    out[int(row["step"])] = float(row["val/loss"])
-    return sorted(out.items())
-
-
-def _sample(checkpoint: Path, prompt: str, max_new_tokens: int = 40) -> str:
-    import torch
-
-    from loki.module import load_model
-    from loki.tokenizer import LokiTokenizer
-
-    model, _, hparams = load_model(checkpoint)
-    tokenizer = LokiTokenizer.from_spec(hparams.get("tokenizer") or "cl100k_base")
-    idx = torch.tensor([tokenizer.encode(prompt)])
-    gen = torch.Generator().manual_seed(0)
-    out = model.generate(idx, max_new_tokens, temperature=0.8, top_k=40, generator=gen)
-    return prompt + tokenizer.decode(out[0, idx.size(1):].tolist())
 
 
 def _stage_compare(cfg: DemoConfig) -> dict[str, Any]:

@@ -17,18 +17,17 @@ state and drops the tag. A batch that does not match the consumed state (made be
 ``reseed`` or ``load_state_dict``) is rebuilt from the consumed state there, so what the model
 sees is always exactly the uninterrupted stream. Lightning 2.6 saves ``state_dict()`` in every
 checkpoint under the class name and calls ``load_state_dict`` on ``fit(ckpt_path=...)`` before
-the loaders start.
+the loaders start. The consumed state and its changes are ``Cursor``'s (``loki/data/loaders.py``);
+what is read and the checks on it (tokenizer, files, model) are ``loki/data/sources.py``'s.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import logging
 import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
@@ -37,6 +36,15 @@ from torch.utils.data import DataLoader
 from loki.data.loaders import TAG, Cursor, TrainSteps, ValBatches
 from loki.data.schedules import BatchSizeWarmup, MixtureSchedule, parse_tokens
 from loki.data.shards import TokenShardSet, expand_locations
+from loki.data.sources import (
+    check_model,
+    check_tokenizer,
+    corpus_folder,
+    corpus_sources,
+    open_checked,
+    open_corpus,
+    tokenize_corpus,
+)
 from loki.data.stream import Interleave, SourceSamples, TrainStream, initial_state
 from loki.errors import LokiError
 
@@ -126,14 +134,7 @@ class LokiDataModule(L.LightningDataModule):
         self._pending_state: dict | None = None
         self._tokenizer_spec = tokenizer
         if corpus is not None:
-            from loki.data.tokenize import expand_inputs, load_tokenizer, tokenizer_info
-
-            self.corpus_files = expand_inputs([corpus] if isinstance(corpus, str) else corpus)
-            for f in self.corpus_files:
-                if f.stat().st_size == 0:
-                    raise LokiError(f"corpus file {f} is empty")
-            spec = tokenizer or "cl100k_base"
-            self._tokenizer = tokenizer_info(load_tokenizer(spec), spec)
+            self.corpus_files, self._tokenizer = open_corpus(corpus, tokenizer)
             self.source_locations: dict[str, list[str]] = {}
         else:
             self.corpus_files = []
@@ -143,7 +144,7 @@ class LokiDataModule(L.LightningDataModule):
             self.source_locations = {k: list(v) for k, v in sources.items()}
             sets = [TokenShardSet.open(loc) for locs in self.source_locations.values()
                     for loc in expand_locations(locs)]
-            self._tokenizer = self._check_tokenizer(sets)
+            self._tokenizer = check_tokenizer(sets, tokenizer)
         self.val_locations = list(val_sources or [])
         self.cursor = Cursor(initial_state(self.seed, list(self.source_locations)))
 
@@ -163,39 +164,13 @@ class LokiDataModule(L.LightningDataModule):
         """What ``LokiTokenizer.from_spec`` loads to decode this data ("cl100k_base" or a path)."""
         return str(self._tokenizer.get("spec") or self._tokenizer.get("name"))
 
-    def _check_tokenizer(self, sets: list[TokenShardSet]) -> dict:
-        expected = None
-        if self._tokenizer_spec is not None:
-            from loki.data.tokenize import load_tokenizer, tokenizer_info
-
-            expected = tokenizer_info(load_tokenizer(self._tokenizer_spec), self._tokenizer_spec)
-        for s in sets:
-            ref = expected or sets[0].manifest["tokenizer"]
-            if s.vocab_hash != ref["vocab_hash"]:
-                raise LokiError(
-                    f"token shards {s.manifest_path} were made with tokenizer vocab_hash "
-                    f"{s.vocab_hash}, expected {ref['vocab_hash']} ({ref.get('spec', 'shards')});"
-                    f" re-run `loki tokenize` with the model's tokenizer")
-        return dict(expected or sets[0].manifest["tokenizer"])
-
     # ------------------------------------------------------------------ corpus mode
-    def _corpus_folder(self) -> Path:
-        h = hashlib.sha256(f"v1 {self.vocab_hash}".encode())
-        for f in self.corpus_files:
-            st = f.stat()
-            h.update(f"{f.resolve()} {st.st_size} {st.st_mtime_ns}\n".encode())
-        return Path(self.cache_dir) / f"corpus-{h.hexdigest()[:16]}"
-
     def prepare_data(self) -> None:
         """Tokenize the raw corpus once (cached by file names, sizes, times and tokenizer)."""
         if not self.corpus_files:
             return
-        folder = self._corpus_folder()
-        if not (folder / "done").exists():
-            from loki.data.tokenize import tokenize_files
-
-            tokenize_files(self.corpus_files, folder, self._tokenizer["spec"], log=log.info)
-            (folder / "done").write_text("ok\n")
+        folder = corpus_folder(self.corpus_files, self.vocab_hash, self.cache_dir)
+        tokenize_corpus(self.corpus_files, folder, self._tokenizer["spec"], log=log.info)
 
     # ------------------------------------------------------------------ setup
     def distribute(self, rank: int, world_size: int) -> None:
@@ -209,24 +184,21 @@ class LokiDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.trainer is not None:
             self.distribute(self.trainer.global_rank, self.trainer.world_size)
-            self._check_model()
+            check_model(getattr(self.trainer, "lightning_module", None), self.vocab_hash,
+                        self.vocab_size)
         if self.stream is not None:
             return
         if self.corpus_files:
             self.prepare_data()  # no-op when cached; covers use without a Trainer
-            folder = self._corpus_folder()
-            self.source_locations = {p.parent.name: [str(p.parent)]
-                                     for p in sorted(folder.glob("*/manifest.json"))}
+            folder = corpus_folder(self.corpus_files, self.vocab_hash, self.cache_dir)
+            self.source_locations = corpus_sources(folder)
             self.cursor.state["consumed"] = {s: 0 for s in self.source_locations}
         sources, offset = [], 0
         val_every = 0 if self.val_locations or not self.val_fraction else max(
             2, round(1 / self.val_fraction))
         for name, locs in self.source_locations.items():
-            sets = [TokenShardSet.open(loc) for loc in expand_locations(locs)]
-            self._check_tokenizer(sets)
-            self._check_files(sets)
-            src = SourceSamples(name, sets, self.block_size, val_every, self.shuffle_window,
-                                offset)
+            src = SourceSamples(name, self._open(expand_locations(locs)), self.block_size,
+                                val_every, self.shuffle_window, offset)
             if src.train_size == 0:
                 raise LokiError(f"source {name} ({', '.join(locs)}) has no training sequence of "
                                 f"{self.block_size + 1} tokens")
@@ -241,32 +213,16 @@ class LokiDataModule(L.LightningDataModule):
             os.path.join(self.cache_dir, "remote"), self.max_cached_shards, self.interleaves)
         self._val_extra = []
         for k, loc in enumerate(expand_locations(self.val_locations)):
-            sets = [TokenShardSet.open(loc)]
-            self._check_tokenizer(sets)
-            self._check_files(sets)
-            src = SourceSamples(f"val{k}", sets, self.block_size, 0, 0, 0)
+            src = SourceSamples(f"val{k}", self._open([loc]), self.block_size, 0, 0, 0)
             self._val_extra += [(src, f, i) for f, n in enumerate(src.samples.tolist())
                                 for i in range(n)]
         if self._pending_state is not None:
             state, self._pending_state = self._pending_state, None
             self.load_state_dict(state)
 
-    def _check_files(self, sets: list[TokenShardSet]) -> None:
-        for s in sets:
-            n = len(s.manifest["shards"])
-            s.check(self.verify, only=range(self.rank, n, self.world_size))
-
-    def _check_model(self) -> None:
-        module = getattr(self.trainer, "lightning_module", None)
-        model_hash = getattr(module, "vocab_hash", None)
-        if model_hash is not None and model_hash != self.vocab_hash:
-            raise LokiError(f"the model was trained with tokenizer vocab_hash {model_hash}, the "
-                            f"data uses {self.vocab_hash}; tokenize the data with that tokenizer")
-        config = getattr(module, "config", None)
-        model_vocab = getattr(config, "vocab_size", None)
-        if model_vocab is not None and model_vocab < self.vocab_size:
-            raise LokiError(f"model vocab_size {model_vocab} < data vocab_size "
-                            f"{self.vocab_size}; link model.vocab_size to data.vocab_size")
+    def _open(self, manifests: list[str]) -> list[TokenShardSet]:
+        return open_checked(manifests, self._tokenizer_spec, self.verify, self.rank,
+                            self.world_size)
 
     # ------------------------------------------------------------------ loaders
     def train_dataloader(self) -> DataLoader:
@@ -304,14 +260,7 @@ class LokiDataModule(L.LightningDataModule):
                 ) -> dict:
         """Record that ``batch`` (the next step batch) is being trained on; returns the batch
         to use. Called by ``on_before_batch_transfer``; call it yourself outside a Trainer."""
-        cursor = self.cursor
-        state = cursor.state
-        layout, nxt = self.stream.plan(state)
-        if generation != cursor.generation or step != state["step"]:
-            # made before a reseed / state load, or out of step: rebuild from the consumed state
-            batch = self.stream.materialize(layout)
-        cursor.state = nxt
-        return batch
+        return self.cursor.advance(self.stream, batch, generation, step)
 
     @property
     def state(self) -> dict:
@@ -350,27 +299,19 @@ class LokiDataModule(L.LightningDataModule):
         if self.stream is None:  # restored before setup: apply once the sources are known
             self._pending_state = state_dict
             return
-        self.cursor.state = copy.deepcopy(state_dict["stream"])
-        self.cursor.generation += 1
+        self.cursor.load(state_dict["stream"])
 
     def reseed(self, seed: int) -> None:
         """Change the order of every sample not consumed yet (from the consumed position on);
         what was consumed stays as it was. Recorded in the state, so it survives resume."""
         if not 0 <= int(seed) < 2**63:
             raise LokiError(f"seed {seed} must be in [0, 2**63)")
-        state = self.cursor.state
-        state["reseeds"].append({"seed": int(seed), "at": dict(state["consumed"]),
-                                 "interleave_at": dict(state.get("interleave_pos", {})),
-                                 "step": state["step"]})
-        state["seed"] = int(seed)
-        self.cursor.generation += 1
+        self.cursor.reseed(seed)
 
     def skip_samples(self, ids: list[int]) -> None:
         """Never serve these global sample ids again, in this epoch or any later one (the
         samples of the steps that led to a loss spike). Recorded in the state."""
-        state = self.cursor.state
-        state["skipped"] = sorted(set(state.get("skipped", [])) | {int(i) for i in ids})
-        self.cursor.generation += 1
+        self.cursor.skip(ids)
 
     def attach_interleave(self, kind: str, every_n: int, make_step: Callable[[int], dict]) -> None:
         """Make every ``every_n``-th step batch (1-based global step index: steps n-1, 2n-1, ...

@@ -20,10 +20,44 @@ TAG = "_loki_step"
 
 
 class Cursor:
-    """Shared between the DataModule and its in-process stream: the consumed state."""
+    """Shared between the DataModule and its in-process stream: the consumed state. Every change
+    but consumption (a loaded state, a reseed, skipped samples) bumps ``generation``, so batches
+    made before it are made again from the consumed state."""
 
     def __init__(self, state: dict) -> None:
         self.state, self.generation, self.yielded = state, 0, -1
+
+    def advance(self, stream: TrainStream, batch: dict, generation: int | None,
+                step: int | None) -> dict:
+        """Consume the next step batch; returns ``batch``, or the step rebuilt when ``batch``
+        was made under another generation or for another step."""
+        state = self.state
+        layout, nxt = stream.plan(state)
+        if generation != self.generation or step != state["step"]:
+            # made before a reseed / state load, or out of step: rebuild from the consumed state
+            batch = stream.materialize(layout)
+        self.state = nxt
+        return batch
+
+    def load(self, state: dict) -> None:
+        """Continue from a saved stream state (a copy of it)."""
+        self.state = copy.deepcopy(state)
+        self.generation += 1
+
+    def reseed(self, seed: int) -> None:
+        """Record a reseed at the consumed position (for every source and interleaved kind)."""
+        state = self.state
+        state["reseeds"].append({"seed": int(seed), "at": dict(state["consumed"]),
+                                 "interleave_at": dict(state.get("interleave_pos", {})),
+                                 "step": state["step"]})
+        state["seed"] = int(seed)
+        self.generation += 1
+
+    def skip(self, ids: list[int]) -> None:
+        """Add global sample ids to those never served again."""
+        state = self.state
+        state["skipped"] = sorted(set(state.get("skipped", [])) | {int(i) for i in ids})
+        self.generation += 1
 
 
 class TrainSteps(IterableDataset):

@@ -72,6 +72,7 @@ def filter_config(tmp_path: Path, inputs: list[str], **stages):
     """A FilterConfig for tests: one task, in-process, hashing embedder, every stage off unless
     named in ``stages`` (stage name -> dict of its fields, or True)."""
     from loki.filtering import config as c
+    from loki.filtering import stage_config as sc
 
     enabled = {k: (v if isinstance(v, dict) else {}) for k, v in stages.items()}
 
@@ -84,14 +85,14 @@ def filter_config(tmp_path: Path, inputs: list[str], **stages):
         input=c.InputConfig(paths=inputs, **enabled.get("input", {})),
         output_dir=str(tmp_path / "out"), work_dir=str(tmp_path / "work"),
         executor=c.ExecutorConfig(tasks=1, workers=1),
-        clean=part(c.CleanConfig, "clean"),
-        dedup=c.DedupConfig(**({"exact": False, "minhash": False} | enabled.get("dedup", {}))),
-        embed=c.EmbedConfig(**({"model": "hashing"} | enabled.get("embed", {}))),
-        semdedup=part(c.SemDedupConfig, "semdedup"),
-        prototypes=part(c.PrototypeConfig, "prototypes"),
-        quality=part(c.QualityConfig, "quality", model_path=str(tmp_path / "quality.json")),
-        factual=part(c.FactualConfig, "factual"),
-        decontam=part(c.DecontamConfig, "decontam"),
+        clean=part(sc.CleanConfig, "clean"),
+        dedup=sc.DedupConfig(**({"exact": False, "minhash": False} | enabled.get("dedup", {}))),
+        embed=sc.EmbedConfig(**({"model": "hashing"} | enabled.get("embed", {}))),
+        semdedup=part(sc.SemDedupConfig, "semdedup"),
+        prototypes=part(sc.PrototypeConfig, "prototypes"),
+        quality=part(sc.QualityConfig, "quality", model_path=str(tmp_path / "quality.json")),
+        factual=part(sc.FactualConfig, "factual"),
+        decontam=part(sc.DecontamConfig, "decontam"),
     )
 
 

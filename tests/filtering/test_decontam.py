@@ -8,8 +8,8 @@ import pytest
 from conftest import filter_config, prose, run_filter, stage_row, write_jsonl
 
 from loki.errors import LokiError
-from loki.filtering.config import BenchmarkTask
 from loki.filtering.decontam import BenchmarkIndex, decontaminate, ngram_hash
+from loki.filtering.stage_config import BenchmarkTask
 
 QUESTION = ("Janet has three apples and buys five more at the market on Tuesday, then gives two "
             "of them to her brother. How many apples does Janet have left at the end of the day?")

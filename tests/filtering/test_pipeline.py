@@ -10,7 +10,8 @@ import pytest
 from conftest import filter_config, prose, read_output, run_filter, write_jsonl
 
 from loki.errors import LokiError
-from loki.filtering.config import BenchmarkTask, FilterConfig
+from loki.filtering.config import FilterConfig
+from loki.filtering.stage_config import BenchmarkTask
 
 REPO = Path(__file__).resolve().parents[2]
 QUESTION = ("Which planet in our solar system has the largest number of known moons orbiting "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from conftest import cli_error, filter_config, prose, write_jsonl
 
-from loki.filtering.config import BenchmarkTask
+from loki.filtering.stage_config import BenchmarkTask
 
 
 @pytest.fixture

@@ -122,7 +122,7 @@ def test_a_new_output_dir_is_published_without_redoing_a_stage(tmp_path, rng, ca
 
 
 def test_changed_benchmark_tasks_redo_the_index_and_decontam_only(tmp_path, rng, capsys):
-    from loki.filtering.config import BenchmarkTask
+    from loki.filtering.stage_config import BenchmarkTask
 
     inputs = corpus(tmp_path, rng)
     task = tmp_path / "task.jsonl"

@@ -1,0 +1,66 @@
+"""The training run folders of ``loki demo`` (``runs/demo-teacher``, ``runs/demo``): moving an
+earlier run aside, finding the current run's files (never an archived run's), and reading back
+what the fit stages report: validation losses and a sample of text from the checkpoint."""
+
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+
+# what a training run writes under its folder; a redo moves these aside
+RUN_PARTS = ("checkpoints", "csv", "wandb", "eval", "compare", "rollback", "probes", "REPORT.md",
+             "hf")
+
+
+def archive(run: Path) -> Path | None:
+    """Move a previous training run's files aside (nothing is deleted) so a redo starts afresh;
+    returns where they went."""
+    parts = [run / name for name in RUN_PARTS if (run / name).exists()]
+    if not parts:
+        return None
+    dest = run / "archive" / time.strftime("%Y%m%d-%H%M%S")
+    dest.mkdir(parents=True)
+    for part in parts:
+        part.rename(dest / part.name)
+    return dest
+
+
+def archive_unresumable(run: Path) -> Path | None:
+    """A run stopped before its first periodic checkpoint has no last.ckpt to resume from but
+    may hold checkpoints (step-0, rollback); ``loki fit`` refuses a fresh run beside them, so
+    they are moved aside like a redo's."""
+    if (run / "checkpoints" / "last.ckpt").is_file() or not current_files(run, "*.ckpt"):
+        return None
+    return archive(run)
+
+
+def current_files(run: Path, name: str) -> list[Path]:
+    """Files called ``name`` under the run folder, leaving out archived earlier runs."""
+    return sorted(p for p in run.rglob(name) if "archive" not in p.relative_to(run).parts)
+
+
+def val_losses(run: Path) -> list[tuple[int, float]]:
+    """(step, val/loss) pairs from the CSV logger's metrics files under the run folder."""
+    out: dict[int, float] = {}
+    for path in current_files(run, "metrics.csv"):
+        with path.open() as f:
+            for row in csv.DictReader(f):
+                if row.get("val/loss"):
+                    out[int(row["step"])] = float(row["val/loss"])
+    return sorted(out.items())
+
+
+def sample_text(checkpoint: Path, prompt: str, max_new_tokens: int = 40) -> str:
+    """``prompt`` and a seeded continuation of it by the checkpoint's model."""
+    import torch
+
+    from loki.module import load_model
+    from loki.tokenizer import LokiTokenizer
+
+    model, _, hparams = load_model(checkpoint)
+    tokenizer = LokiTokenizer.from_spec(hparams.get("tokenizer") or "cl100k_base")
+    idx = torch.tensor([tokenizer.encode(prompt)])
+    gen = torch.Generator().manual_seed(0)
+    out = model.generate(idx, max_new_tokens, temperature=0.8, top_k=40, generator=gen)
+    return prompt + tokenizer.decode(out[0, idx.size(1):].tolist())
