@@ -4,7 +4,6 @@ what the fit stages report: validation losses and a sample of text from the chec
 
 from __future__ import annotations
 
-import csv
 import time
 from pathlib import Path
 
@@ -41,13 +40,17 @@ def current_files(run: Path, name: str) -> list[Path]:
 
 
 def val_losses(run: Path) -> list[tuple[int, float]]:
-    """(step, val/loss) pairs from the CSV logger's metrics files under the run folder."""
+    """(step, val/loss) pairs from the training run's CSV metrics under the run folder (not those
+    of an evaluation of one of its checkpoints)."""
+    from loki.metrics_csv import is_evaluation_log, read_rows
+
     out: dict[int, float] = {}
     for path in current_files(run, "metrics.csv"):
-        with path.open() as f:
-            for row in csv.DictReader(f):
-                if row.get("val/loss"):
-                    out[int(row["step"])] = float(row["val/loss"])
+        if is_evaluation_log(path.relative_to(run)):  # `loki validate` of a checkpoint, not the run
+            continue
+        for row in read_rows(str(path))[1]:
+            if row.get("val/loss"):
+                out[int(row["step"])] = float(row["val/loss"])
     return sorted(out.items())
 
 
