@@ -17,14 +17,39 @@ executor skips finished tasks.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from typing import Any
+
+from loki.errors import LokiError
 
 SLURM_DEFAULTS = {"time": "4:00:00", "partition": "cpu"}
 
 
+
+@dataclass
+class ExecutorConfig:
+    """Which datatrove executor runs each job's tasks (the ``executor`` block of ``loki filter`` and
+    ``loki distill``); only this block changes between laptop and cluster."""
+
+    kind: str = "local"
+    """local | slurm | ray."""
+    tasks: int = 1
+    """Shards per sharded stage (global stages always run as one task)."""
+    workers: int = 1
+    """Local processes running at once (1 = in-process, no spawn)."""
+    options: dict = field(default_factory=dict)
+    """Extra keyword arguments for the executor (slurm: partition, time, cpus_per_task, ...)."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("local", "slurm", "ray"):
+            raise LokiError(f"executor.kind must be local, slurm or ray, not {self.kind!r}")
+        if self.tasks < 1 or self.workers < 1:
+            raise LokiError("executor.tasks and executor.workers must be >= 1")
+
+
 def make_executor(ex: Any, pipeline: list, tasks: int, logging_dir: str, depends=None,
                   job_name: str = "loki", slurm_defaults: dict | None = None):
-    """The datatrove executor of ``ex.kind`` (``ex``: an ExecutorConfig-like block)."""
+    """The datatrove executor of ``ex.kind`` (``ex``: an :class:`ExecutorConfig`)."""
     options = {k: v for k, v in dict(ex.options).items() if k != "address"}
     if ex.kind == "local":
         from datatrove.executor import LocalPipelineExecutor

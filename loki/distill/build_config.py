@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loki.errors import LokiError
-from loki.filtering.config import ExecutorConfig
+from loki.executors import ExecutorConfig
 
 
 @dataclass

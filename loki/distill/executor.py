@@ -21,7 +21,7 @@ from collections.abc import Callable
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
-from loki.filtering.config import ExecutorConfig
+from loki.executors import ExecutorConfig
 
 Task = Callable[[int, int], dict]
 

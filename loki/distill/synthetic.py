@@ -30,7 +30,7 @@ from typing import Any
 from loki.distill.leaks import generate_checked, load_index
 from loki.distill.teachers import Teacher
 from loki.errors import LokiError
-from loki.filtering.config import ExecutorConfig
+from loki.executors import ExecutorConfig
 
 TEMPLATES = (
     "Here is a short, simple explanation of {topic} for a curious student.\n\n",

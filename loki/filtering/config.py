@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field
 
 from loki.errors import LokiError
+from loki.executors import ExecutorConfig
 from loki.filtering.stage_config import (
     CleanConfig,
     DecontamConfig,
@@ -43,26 +44,6 @@ class InputConfig:
     """Documents larger than this (UTF-8 bytes) are skipped and counted as ``huge``."""
     hf_split: str = "train"
     """Split to read when ``format: hf`` loads a hub dataset id."""
-
-
-@dataclass
-class ExecutorConfig:
-    """Which datatrove executor runs each stage; only this block changes between laptop and cluster."""
-
-    kind: str = "local"
-    """local | slurm | ray."""
-    tasks: int = 1
-    """Shards per sharded stage (global stages always run as one task)."""
-    workers: int = 1
-    """Local processes running at once (1 = in-process, no spawn)."""
-    options: dict = field(default_factory=dict)
-    """Extra keyword arguments for the executor (slurm: partition, time, cpus_per_task, ...)."""
-
-    def __post_init__(self) -> None:
-        if self.kind not in ("local", "slurm", "ray"):
-            raise LokiError(f"executor.kind must be local, slurm or ray, not {self.kind!r}")
-        if self.tasks < 1 or self.workers < 1:
-            raise LokiError("executor.tasks and executor.workers must be >= 1")
 
 
 @dataclass
