@@ -10,6 +10,7 @@ checks its share), and the model must embed every id of the data.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -42,13 +43,30 @@ def corpus_folder(files: list[Path], vocab_hash: str, cache_dir: str) -> Path:
     return Path(cache_dir) / f"corpus-{h.hexdigest()[:16]}"
 
 
-def tokenize_corpus(files: list[Path], folder: Path, spec: str, log: Callable[[str], Any]) -> None:
-    """Tokenize the corpus into ``folder`` unless an earlier run finished it."""
-    if not (folder / "done").exists():
-        from loki.data.tokenize import tokenize_files
+def tokenize_corpus(files: list[Path], folder: Path, spec: str, log: Callable[[str], Any],
+                    wait_s: float = 3600.0, poll_s: float = 10.0) -> None:
+    """Tokenize the corpus into ``folder`` unless an earlier run finished it. When another
+    process is tokenizing the same files into it (each node's first rank, on a filesystem the
+    nodes share), wait up to ``wait_s`` for its shards instead of writing them a second time."""
+    from loki.atomic import write_text
+    from loki.data.tokenize import tokenize_files
+    from loki.data.tokenize_staging import StagingInUse
 
-        tokenize_files(files, folder, spec, log=log)
-        (folder / "done").write_text("ok\n")
+    deadline = time.monotonic() + wait_s
+    waiting = False
+    while not (folder / "done").exists():
+        try:
+            tokenize_files(files, folder, spec, log=log)
+        except StagingInUse as busy:
+            if time.monotonic() > deadline:
+                raise LokiError(f"{busy} (waited {wait_s:.0f} s for it to finish)") from None
+            if not waiting:
+                log(f"the corpus cache {folder} is being written by another process; waiting "
+                    "for it")
+                waiting = True
+            time.sleep(poll_s)
+            continue
+        write_text(folder / "done", "ok\n")
 
 
 def corpus_sources(folder: Path) -> dict[str, list[str]]:

@@ -108,6 +108,10 @@ def _in_use(staging: Path) -> str | None:
     return f"belongs to a run still going (pid {pid})"
 
 
+class StagingInUse(LokiError):
+    """A staging folder in the output that may belong to a run still going."""
+
+
 def recover_staging(output: Path, log: Callable[[str], object]) -> None:
     """Remove the staging folders killed runs left in ``output``, first putting back the
     earlier sets they hold whose place is empty; one ``log`` line per folder. A folder that may
@@ -115,7 +119,7 @@ def recover_staging(output: Path, log: Callable[[str], object]) -> None:
     folders = sorted(p for p in output.glob(f"{PREFIX}*") if p.is_dir() and not p.is_symlink())
     for folder in folders:
         if why := _in_use(folder):
-            raise LokiError(f"{folder} {why}; remove it if no loki tokenize is using it, or "
+            raise StagingInUse(f"{folder} {why}; remove it if no loki tokenize is using it, or "
                             "choose another --output (nothing was written)")
     for folder in folders:
         pid = json.loads((folder / OWNER).read_text())["pid"]

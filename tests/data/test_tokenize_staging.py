@@ -16,6 +16,7 @@ import pytest
 from loki.cli import main as loki
 from loki.data import tokenize_staging
 from loki.data.tokenize import tokenize_files
+from loki.errors import LokiError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -142,3 +143,38 @@ def test_a_staging_folder_that_may_be_in_use_is_refused_untouched(tmp_path, caps
                    "written)")
     assert _bytes(out) == before and not (out / "wiki").exists()
 
+
+
+def test_the_corpus_cache_waits_for_another_process_writing_it(tmp_path):
+    """Each node's first rank tokenizes a raw corpus into the shared cache at the same time:
+    the one that finds the other's staging folder waits for its shards instead of failing."""
+    import threading
+
+    from loki.data.sources import tokenize_corpus
+
+    files = [_inputs(tmp_path / "in.jsonl", "v1")]
+    folder = tmp_path / "cache" / "corpus-x"
+    other = folder / ".tokenize-othernode"
+    other.mkdir(parents=True)
+    (other / "owner.json").write_text(json.dumps({"pid": 1, "host": "node17"}))
+    lines: list[str] = []
+
+    def other_node_finishes() -> None:  # writes the shards, then its done marker
+        tokenize_files(files, tmp_path / "elsewhere", log=lambda m: None)
+        os.rename(tmp_path / "elsewhere" / "web", folder / "web")
+        (folder / "done").write_text("ok\n")
+
+    finish = threading.Timer(0.3, other_node_finishes)
+    finish.start()
+    tokenize_corpus(files, folder, "cl100k_base", lines.append, wait_s=30, poll_s=0.05)
+    finish.join()
+    assert lines == [f"the corpus cache {folder} is being written by another process; waiting "
+                     "for it"]
+    assert (folder / "done").exists() and other.exists()  # its staging was left to it
+    # a process that never finishes: the wait ends in one line naming its folder
+    stuck = tmp_path / "cache" / "corpus-y"
+    stuck.mkdir()
+    other.rename(stuck / other.name)
+    with pytest.raises(LokiError, match=r"othernode was made by a run on host node17; .*waited "
+                                        r"0 s for it to finish"):
+        tokenize_corpus(files, stuck, "cl100k_base", lines.append, wait_s=0, poll_s=0.01)
