@@ -95,22 +95,31 @@ class BenchmarkIndex:
         return st
 
     def add_jsonl(self, path: str, task: str, fields: list[str]) -> None:
-        """Index one custom task file; malformed lines are counted. 0 n-grams is a LokiError."""
+        """Index one custom task file. A line that is not a JSON object is a LokiError naming
+        it (an item left out of the index would not be decontaminated), and so is a file that
+        yields no n-grams."""
         keys: set[str] = set()
 
         def items():
             with open(path, "rb") as f:
-                for raw in f:
+                for number, raw in enumerate(f, 1):
                     if not raw.strip():
                         continue
                     try:
                         item = json.loads(raw.decode("utf-8"))
-                    except (UnicodeDecodeError, json.JSONDecodeError):
-                        self.stats[task]["malformed_lines"] += 1
-                        continue
-                    if isinstance(item, dict):
-                        keys.update(item)
-                        yield field_texts(item, fields)
+                    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+                        cut = "" if raw.endswith(b"\n") else " (the last line, with no newline: " \
+                            "the file may be truncated)"
+                        raise LokiError(f"{path}:{number}: decontamination task {task!r} has a "
+                                        f"line that is not JSON{cut}: {err}; fix it, since an "
+                                        "item left out of the index is not decontaminated"
+                                        ) from None
+                    if not isinstance(item, dict):
+                        raise LokiError(f"{path}:{number}: decontamination task {task!r} has a "
+                                        f"line that is a JSON {type(item).__name__}, not an "
+                                        "object with the item's fields")
+                    keys.update(item)
+                    yield field_texts(item, fields)
 
         if not self.add_items(task, items())["ngrams"]:
             raise LokiError(

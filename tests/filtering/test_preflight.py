@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from conftest import cli_error, filter_config, prose, write_jsonl
 
@@ -59,4 +61,16 @@ def test_an_output_dir_under_a_file(tmp_path, inputs, capfd):
     cfg.output_dir = str(tmp_path / "afile" / "out")
     cfg.work_dir = str(tmp_path / "work")
     assert "is a file, not a folder" in cli_error(cfg, capfd)
+    nothing_written(tmp_path)
+
+
+@pytest.mark.parametrize("line, says", [
+    ('{"question": "cut', r"task.jsonl:2: decontamination task 't' has a line that is not JSON "
+                         r"\(the last line, with no newline: the file may be truncated\)"),
+    ('["a list"]\n', r"task.jsonl:2: decontamination task 't' has a line that is a JSON list")])
+def test_a_benchmark_line_that_is_not_an_item_is_refused(tmp_path, inputs, capfd, line, says):
+    """An item that cannot be read is not in the index, so the run would let it through."""
+    task = tmp_path / "task.jsonl"
+    task.write_text(task.read_text() + line)
+    assert re.search(says, cli_error(full(tmp_path, inputs), capfd))
     nothing_written(tmp_path)
