@@ -46,7 +46,8 @@ def test_inspect_checkpoint_runs(tmp_path: Path, monkeypatch) -> None:
     pytest.importorskip("ipykernel")
     pytest.importorskip("matplotlib")
     first, second = _checkpoints(tmp_path)
-    monkeypatch.setenv("LOKI_CKPT", str(first))
+    # as a user opens it: Jupyter starts the kernel in notebooks/, the path is the repository's
+    monkeypatch.setenv("LOKI_CKPT", os.path.relpath(first, ROOT))
     monkeypatch.setenv("LOKI_CKPT_OTHER", str(second))
     monkeypatch.setenv("MPLCONFIGDIR", str(ROOT / ".cache" / "matplotlib"))
     # the kernel is a fresh interpreter: it finds `loki` through the path, like a user's would
@@ -54,7 +55,7 @@ def test_inspect_checkpoint_runs(tmp_path: Path, monkeypatch) -> None:
         [str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
     nb = nbformat.read(ROOT / "notebooks" / "inspect_checkpoint.ipynb", as_version=4)
     client = nbclient.NotebookClient(nb, timeout=60, kernel_name="python3",
-                                     resources={"metadata": {"path": str(tmp_path)}})
+                                     resources={"metadata": {"path": str(ROOT / "notebooks")}})
     client.execute()
     text = "\n".join(out.get("text", "") + json.dumps(out.get("data", {}))
                      for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs)
