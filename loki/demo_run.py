@@ -7,15 +7,16 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-# what a training run writes under its folder; a redo moves these aside
-RUN_PARTS = ("checkpoints", "csv", "wandb", "eval", "compare", "rollback", "probes", "REPORT.md",
-             "hf")
+# what belongs to the demo itself, not to the training run in its folder: a redo keeps these
+DEMO_PARTS = ("stages", "archive", "demo.log")
 
 
 def archive(run: Path) -> Path | None:
-    """Move a previous training run's files aside (nothing is deleted) so a redo starts afresh;
-    returns where they went."""
-    parts = [run / name for name in RUN_PARTS if (run / name).exists()]
+    """Move a previous training run's files aside (nothing is deleted) so a redo starts afresh:
+    everything in the run folder but the demo's own stage markers, log and archive, so that no
+    output of the earlier run (an eval's results by another tool among them) stays to be taken
+    for the new run's. Returns where they went."""
+    parts = sorted(p for p in run.iterdir() if p.name not in DEMO_PARTS) if run.is_dir() else []
     if not parts:
         return None
     dest = run / "archive" / time.strftime("%Y%m%d-%H%M%S")
