@@ -107,6 +107,13 @@ class OneShotBenchmarkEval(Callback):
             previous = read_record(self.checkpoint)
         return previous
 
+    def finished_run(self, trainer: L.Trainer) -> Path | None:
+        """Where the suite already ran for this run (so the run is finished and not resumed
+        unless forced); None when it has not run, is forced, or is off."""
+        if self.enabled and not self.force and self._previous(trainer) is not None:
+            return self._out(trainer)
+        return None
+
     def check_fit(self, trainer: L.Trainer, saved: dict[str, Any] | None = None) -> None:
         """Refuse a fit whose run already ran the suite (unless forced): fail before training,
         not after it. ``saved``: this callback's state in the checkpoint the fit resumes from,

@@ -79,15 +79,23 @@ def check_fresh(trainer: Any) -> None:
             continue
         names = ", ".join(p.name for p in found[:4]) + (", ..." if len(found) > 4 else "")
         last = folder / "last.ckpt"
-        resume = (f"resume it with --ckpt_path {last}" if last in found and _zip_ok(last)
-                  else "it has no last.ckpt to resume from")
+        evaluated = next(filter(None, (cb.finished_run(trainer) for cb in trainer.callbacks
+                                       if hasattr(cb, "finished_run"))), None)
+        elsewhere = "start the new run in another folder"
+        if evaluated is not None:  # a resume would be refused for the same reason
+            advice = (f"that run is finished (its one-shot benchmark suite ran into "
+                      f"{evaluated}), so {elsewhere}")
+        elif last in found and _zip_ok(last):
+            advice = f"resume it with --ckpt_path {last}, or {elsewhere}"
+        else:
+            advice = f"it has no last.ckpt to resume from; {elsewhere}"
         run = folder.parent
         keys = _run_keys(trainer, run)
         raise LokiError(
             f"{folder} already holds the checkpoints of a run ({names}) and this fit has no "
-            f"--ckpt_path, so the two runs would mix; {resume}, or start the new run in "
-            f"another folder (move {run} aside, or change the paths under {run} in the "
-            f"config: {', '.join(keys) if keys else 'the checkpoint folders'})")
+            f"--ckpt_path, so the two runs would mix; {advice} (move {run} aside, or change "
+            f"the paths under {run} in the config: "
+            f"{', '.join(keys) if keys else 'the checkpoint folders'})")
 
 
 def check_callbacks(trainer: Any, datamodule: Any, checkpoint: dict | None) -> None:

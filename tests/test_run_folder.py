@@ -119,6 +119,15 @@ def test_fresh_fit_into_a_run_is_refused(capsys, run):
     assert snapshot(run) == before
 
 
+def test_fresh_fit_into_a_finished_run_does_not_advise_a_resume(capsys, run):
+    """A run whose one-shot suite ran would refuse the resume too: the advice is elsewhere."""
+    _eval_done(run)
+    err = _fails(capsys, run)
+    assert (f"that run is finished (its one-shot benchmark suite ran into {run / 'run' / 'eval'})"
+            ", so start the new run in another folder (move ") in err
+    assert "resume it" not in err
+
+
 def test_fresh_fit_in_an_empty_folder_sets_an_old_history_aside(run):
     before = (run / "run" / "csv" / "metrics.csv").read_bytes()
     (run / "run" / "checkpoints").rename(run / "old-checkpoints")
