@@ -191,7 +191,7 @@ def run_folders(trainer: Any) -> list[tuple[str, str]]:
 def check_fit(trainer: Any, model: Any, datamodule: Any, ckpt_path: str | None) -> dict | None:
     """All of the above for one ``loki fit``, and the checks of ``loki.preflight_run``; returns
     the checkpoint's steps (or None)."""
-    from loki.preflight_run import check_callbacks, check_data, check_fresh
+    from loki.preflight_run import check_data, check_distillation, check_finished, check_fresh
 
     info = None
     if ckpt_path is not None and str(ckpt_path) not in SPECIAL_CKPT and "://" not in str(
@@ -203,7 +203,8 @@ def check_fit(trainer: Any, model: Any, datamodule: Any, ckpt_path: str | None) 
     if ckpt_path is None:
         check_fresh(trainer)
     checkpoint = (info or {}).get("checkpoint")
-    check_callbacks(trainer, datamodule, checkpoint)
+    check_finished(trainer, checkpoint)
     if datamodule is not None:
         check_data(trainer, datamodule, checkpoint)
+    check_distillation(trainer, datamodule)
     return info

@@ -11,6 +11,7 @@ class is built (``LokiLM.__init__`` allocates the model's weights: 5.5 GB at the
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from loki.errors import LokiError
@@ -143,6 +144,27 @@ def check_memory(config: Any) -> None:
             "model.config on CPUs (experiments/small-cpu.yaml) or run on GPUs")
 
 
+def _local_missing(path: Any) -> bool:
+    text = str(path)
+    return "://" not in text and not any(c in text for c in "*?[") and not os.path.exists(text)
+
+
+def check_data_paths(data: Any) -> None:
+    """The token shard folders and the tokenizer the data names exist (a run made before its
+    data is the usual first mistake; the other files' checks come after)."""
+    sources = _get(data, "sources") or {}
+    missing = [str(p) for paths in (sources.values() if isinstance(sources, dict) else [])
+               for p in ([paths] if isinstance(paths, str) else paths or []) if _local_missing(p)]
+    if missing:
+        raise LokiError(f"token shards not found: {', '.join(missing)} (data.sources); make them "
+                        "with loki tokenize (the demo's: make demo)")
+    tokenizer = _get(data, "tokenizer")
+    if tokenizer and str(tokenizer).removesuffix("_offline") != "cl100k_base" and _local_missing(
+            tokenizer):
+        raise LokiError(f"tokenizer not found: {tokenizer} (data.tokenizer); make it with "
+                        "loki tokenizer prune (the demo's: make demo), or use cl100k_base")
+
+
 def check_distill_cache(trainer: Any) -> None:
     for cb in _get(trainer, "callbacks", []) or []:
         if _class_path(cb).endswith("TeacherDistillation"):
@@ -160,4 +182,5 @@ def check_config(config: Any, subcommand: str) -> None:
     check_parallel_sizes(trainer)
     if subcommand == "fit":
         check_memory(config)
+        check_data_paths(_get(config, "data", {}))
         check_distill_cache(trainer)

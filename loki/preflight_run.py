@@ -98,13 +98,18 @@ def check_fresh(trainer: Any) -> None:
             f"{', '.join(keys) if keys else 'the checkpoint folders'})")
 
 
-def check_callbacks(trainer: Any, datamodule: Any, checkpoint: dict | None) -> None:
-    """The callbacks' own refusals that do not need the model: the one-shot suite already run,
-    the distillation cache missing or made for another tokenizer."""
+def check_finished(trainer: Any, checkpoint: dict | None) -> None:
+    """The run is finished: its one-shot suite already ran (OneShotBenchmarkEval)."""
     saved = (checkpoint or {}).get("callbacks", {})
     for cb in trainer.callbacks:
-        if hasattr(cb, "check_fit"):  # OneShotBenchmarkEval
+        if hasattr(cb, "check_fit"):
             cb.check_fit(trainer, saved.get(cb.state_key))
+
+
+def check_distillation(trainer: Any, datamodule: Any) -> None:
+    """The distillation cache exists and was made with the data's tokenizer (checked after the
+    data, whose absence is the first thing to fix)."""
+    for cb in trainer.callbacks:
         cache = getattr(cb, "cache_path", None)  # TeacherDistillation
         if cache is not None:
             from loki.distill.cache import CandidateCache

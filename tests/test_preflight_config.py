@@ -58,3 +58,21 @@ def test_recipe_on_a_cpu_machine_is_one_line(capsys, tmp_path, monkeypatch):
     err = _fails(capsys, folder, "--trainer.accelerator", "cpu", "--trainer.devices", "1")
     assert "data_parallel_size 8" in err
     assert not (tmp_path / "runs" / "loki-1.4b").exists()
+
+
+def test_the_data_is_checked_before_the_distillation_cache(tmp_path, monkeypatch):
+    """Before the demo's data is made, the first thing to fix is named first."""
+    monkeypatch.chdir(tmp_path)
+    trainer = {"accelerator": "cpu", "callbacks": [{
+        "class_path": "callbacks.distillation.TeacherDistillation",
+        "init_args": {"cache": "data/demo/distill/cache"}}]}
+    data = {"sources": {"web": ["data/demo/shards/web", "s3://bucket/web"],
+                        "wiki": "data/wiki/*/manifest.json"}, "tokenizer": "data/tok"}
+    with pytest.raises(LokiError, match=r"^token shards not found: data/demo/shards/web "
+                                        r"\(data.sources\); make them with loki tokenize"):
+        check_config({"trainer": trainer, "data": data}, "fit")
+    (tmp_path / "data" / "demo" / "shards" / "web").mkdir(parents=True)
+    with pytest.raises(LokiError, match=r"^tokenizer not found: data/tok \(data.tokenizer\)"):
+        check_config({"trainer": trainer, "data": data}, "fit")
+    with pytest.raises(LokiError, match="no distillation cache at data/demo/distill/cache"):
+        check_config({"trainer": trainer, "data": {**data, "tokenizer": "cl100k_base"}}, "fit")
