@@ -137,6 +137,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if command in QUIET_COMMANDS:
             verbose, rest = _pop_verbose(rest)
+        elif command == "demo" and any(a.split("=")[0] == "--verbose" for a in rest):
+            demo_verbose, rest = _pop_verbose(rest)  # its own option, in the same spellings
+            rest = [*rest, "--verbose", str(demo_verbose).lower()]
         printing = any(a.split("=")[0] in PRINTING_FLAGS for a in rest)
         if command in QUIET_COMMANDS and printing and {"-h", "--help"} & set(rest):
             try:

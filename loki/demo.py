@@ -71,10 +71,23 @@ class DemoConfig:
     """Keep libraries' logs and warnings on the console instead of ``<run_dir>/demo.log``."""
 
 
-def run_demo(cfg: DemoConfig) -> dict[str, Any]:
+# Stages that only read the trained run in run_dir.
+_READ_THE_RUN = {"compare", "export", "probe", "report"}
+
+
+def check_demo(cfg: DemoConfig) -> None:
+    """What is wrong with the command line, before the console's first line or any write."""
     unknown = [s for s in [*cfg.stages, *cfg.redo] if s not in STAGES]
     if unknown:
         raise LokiError(f"unknown demo stage(s) {', '.join(unknown)}; known: {', '.join(STAGES)}")
+    if set(cfg.stages) <= _READ_THE_RUN and not Path(cfg.run_dir).is_dir():  # a typo: no new one
+        raise LokiError(f"run folder {cfg.run_dir} not found: the stages {', '.join(cfg.stages)} "
+                        "read the demo run that the fit stage trains; fix --run_dir, or include "
+                        "fit in --stages")
+
+
+def run_demo(cfg: DemoConfig) -> dict[str, Any]:
+    check_demo(cfg)
     markers = Path(cfg.run_dir) / "stages"
     later = stages_after_redo(cfg.stages, cfg.redo)
     cfg = replace(cfg, redo=[*cfg.redo, *later])
@@ -212,6 +225,7 @@ def main(argv: list[str] | None = None) -> None:
         cfg = _to_config(_parser().parse_args(argv))
     except ArgumentError as err:
         raise LokiError(" ".join(str(err).split())) from None
+    check_demo(cfg)
     log = Path(cfg.run_dir) / "demo.log"
     with quiet_console(log, cfg.verbose, title="loki demo " + json.dumps(asdict(cfg))):
         say(f"loki demo: {len(cfg.stages)} stages; data in {cfg.root}, run in {cfg.run_dir}"

@@ -160,3 +160,28 @@ def test_ctrl_c_in_the_fit_stage_ends_the_demo_in_one_line_and_keeps_the_stages_
     monkeypatch.setitem(demo.STAGES, "fit", lambda cfg: {"line": "trained"})
     main(args)
     assert "done earlier" in capfd.readouterr().out
+
+
+def test_command_line_mistakes_are_refused_before_the_console_or_the_disk(tmp_path, capfd):
+    from loki.cli import main
+
+    for args, says in [
+        (["--redo", "[fitt]"], "unknown demo stage(s) fitt; known: corpus,"),
+        (["--stages", "[report]"], f"run folder {tmp_path / 'dmeo'} not found: the stages "
+                                   "report read the demo run")]:
+        with pytest.raises(SystemExit) as info:
+            main(["demo", "--run_dir", str(tmp_path / "dmeo"), *args])
+        assert info.value.code == 2
+        captured = capfd.readouterr()
+        assert captured.out == "" and says in captured.err, captured
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bare_verbose_is_accepted_as_by_the_other_quiet_commands(tmp_path, monkeypatch):
+    from loki.cli import main
+
+    seen = []
+    monkeypatch.setattr(demo, "run_demo", lambda cfg: seen.append(cfg.verbose))
+    main(["demo", "--run_dir", str(tmp_path / "run"), "--verbose"])
+    main(["demo", "--run_dir", str(tmp_path / "run"), "--verbose=false"])
+    assert seen == [True, False]
