@@ -137,8 +137,14 @@ class OneShotBenchmarkEval(Callback):
         model = self._full_model(trainer, pl_module) if self.checkpoint == "final" else None
         summary = None
         if trainer.is_global_zero:
+            from loki.console import say
+
+            say(f"\none-shot benchmark suite ({self.suite.preset}): evaluating the "
+                f"{'final model' if self.checkpoint == 'final' else self.checkpoint} ...")
             try:
                 summary = self._evaluate(pl_module, model, out)
+                say(f"one-shot benchmark suite: average {100 * summary['average']:.2f} in "
+                    f"{summary['seconds']:.0f} s; results in {out / 'results.md'}")
                 self._log_wandb(trainer, summary)
             except BaseException:
                 _signal(trainer, key, "failed")

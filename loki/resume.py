@@ -117,6 +117,11 @@ def newest_checkpoint(trainer: Any) -> tuple[Path, int | None] | None:
     return path, None if step < 0 else step
 
 
+def _shown(path: Path) -> Path:
+    """``path`` relative to the working folder when inside it, as a config names it."""
+    return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
+
+
 def with_ckpt_path(args: list[str], ckpt_path: str | os.PathLike) -> list[str]:
     """``args`` with its ``--ckpt_path`` (either spelling) replaced by ``ckpt_path``."""
     out, skip = [], False
@@ -140,13 +145,23 @@ def fit_was_interrupted() -> bool:
 
 
 class ResumeHint(L.Callback):
-    """After Ctrl-C (once Lightning's own shutdown has run), rank 0 says where the run stopped,
-    which checkpoint holds it and the command that resumes from there. A checkpoint is not
-    written at the interrupt: it can come in the middle of an optimizer step, so the steps since
-    the newest checkpoint are lost (``every_n_train_steps`` bounds them)."""
+    """The fit's closing line on rank 0: where the run ended and the newest checkpoint. After
+    Ctrl-C (once Lightning's own shutdown has run) it also gives the command that resumes from
+    there. A checkpoint is not written at the interrupt: it can come in the middle of an
+    optimizer step, so the steps since the newest checkpoint are lost (``every_n_train_steps``
+    bounds them)."""
 
     def __init__(self, args: list[str]) -> None:
         self.args = list(args)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: Any) -> None:
+        if not trainer.is_global_zero:
+            return
+        from loki.console import say
+
+        newest = newest_checkpoint(trainer)
+        where = "" if newest is None else f"; newest checkpoint {_shown(newest[0])}"
+        say(f"fit done at step {trainer.global_step}{where}")
 
     def on_exception(self, trainer: L.Trainer, pl_module: Any, exception: BaseException) -> None:
         global _interrupted
@@ -165,8 +180,7 @@ class ResumeHint(L.Callback):
                 "fit starts over")
             return
         path, step = newest
-        if path.is_relative_to(Path.cwd()):  # as the config names it
-            path = path.relative_to(Path.cwd())
+        path = _shown(path)
         kept = "" if step is None else f" (step {step})"
         say(f"\ninterrupted at step {trainer.global_step}; its newest checkpoint is {path}{kept}. "
             f"Resume with: {shlex.join(['loki', *with_ckpt_path(self.args, path)])}")

@@ -224,6 +224,7 @@ def test_ctrl_c_names_the_newest_checkpoint_and_the_command_that_resumes(capfd, 
     assert command[-2:] == ["--ckpt_path", str(last)] and command.count("--ckpt_path") == 1
     # the command as printed, without the test's Ctrl-C, runs the rest of the run
     main([a for a in command[1:] if "CtrlCAtStep8" not in a])
+    assert f"fit done at step 12; newest checkpoint {last}\n" in capfd.readouterr().out
     assert torch.load(last, weights_only=False, map_location="cpu")["global_step"] == 12
     # `run` is a copy of the run folder: Lightning restores no last-file name for a moved
     # folder, and would have saved the resumed branch as last-v1.ckpt beside the stale last.ckpt

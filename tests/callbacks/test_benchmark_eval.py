@@ -55,10 +55,14 @@ def _callback(demo_data, out, **kw):
     return OneShotBenchmarkEval(suite=suite, output_dir=str(out), batch_size=2, **kw)
 
 
-def test_runs_once_records_and_force_overrides(tmp_path, demo_data, tok):
+def test_runs_once_records_and_force_overrides(tmp_path, demo_data, tok, capsys):
     out = tmp_path / "eval"
     _fit(tmp_path, _callback(demo_data, out), tok)
     results = json.loads((out / "results.json").read_text())
+    said = capsys.readouterr().out  # the console says it runs, and where its results are
+    assert "one-shot benchmark suite (demo): evaluating the final model ..." in said
+    assert (f"one-shot benchmark suite: average {100 * results['average']:.2f} in "
+            f"{results['seconds']:.0f} s; results in {out / 'results.md'}") in said
     assert set(results["rows"]) == {"Demo cloze", "Demo last word", "Demo minimal pairs"}
     assert results["forced"] is False and (out / "EVAL_DONE.json").is_file()
     assert "Demo cloze (0)" in (out / "results.md").read_text()
