@@ -26,6 +26,11 @@ TEXT_SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz", ".txt", ".txt.gz", ".parquet
 TXT_DOC_CHARS = 32_768  # plain-text files are cut into documents of about this size at blank lines
 
 
+# The report `loki filter` writes beside its output shards: expected there, so not listed as a
+# file left out of a corpus that names the filter's output folder.
+_BESIDE = ("filter_report.json", "filter_report.md")
+
+
 def corpus_files(corpus: Sequence[str]) -> list[Path | str]:
     """Expand files / folders / globs into a list of readable sources (``Path`` for local ones,
     URL strings for fsspec ones such as ``s3://bucket/filtered/*.jsonl.gz``), each entry's in
@@ -66,7 +71,7 @@ def _expand(entry: str) -> list[Path | str]:
         if m.is_dir() and not _is_dataset_dir(m):
             inner = sorted(p for p in m.rglob("*") if p.is_file())
             found += [p for p in inner if _is_text(p.name)]
-            others = [p.name for p in inner if not _is_text(p.name)]
+            others = [p.name for p in inner if not _is_text(p.name) and p.name not in _BESIDE]
             if others:
                 print(f"corpus: {len(others)} file(s) in {m} not of the types read are left out: "
                       + ", ".join(others[:5]) + (", ..." if len(others) > 5 else ""))

@@ -139,8 +139,10 @@ def test_files_of_other_types_are_refused_naming_the_types_read(tmp_path, monkey
 def test_a_folder_says_which_files_it_leaves_out(tmp_path, capsys):
     (tmp_path / "c.jsonl").write_text(json.dumps({"text": "a"}) + "\n")
     (tmp_path / "notes.md").write_text("# notes")
+    for name in ("filter_report.json", "filter_report.md"):  # loki filter's, beside its shards
+        (tmp_path / name).write_text("{}")
     assert corpus.corpus_files([str(tmp_path)]) == [tmp_path / "c.jsonl"]
-    assert f"1 file(s) in {tmp_path} not of the types read are left out: notes.md" in \
+    assert f"1 file(s) in {tmp_path} not of the types read are left out: notes.md\n" in \
         capsys.readouterr().out
 
 
