@@ -96,11 +96,13 @@ def tokenizer_section(path: str | None) -> dict[str, Any]:
 
 
 def _eval_rows(results: dict[str, Any]) -> list[list[Any]]:
+    from loki.eval.table import metric_name
+
     if isinstance(results.get("rows"), dict):  # what OneShotBenchmarkEval / loki eval write
-        return [[label, r.get("metric"), r.get("value"), r.get("stderr")]
+        return [[label, metric_name(str(r.get("metric"))), r.get("value"), r.get("stderr")]
                 for label, r in results["rows"].items()]
     if isinstance(results.get("rows"), list):
-        return [[r.get("task"), r.get("metric"), r.get("value"), r.get("stderr")]
+        return [[r.get("task"), metric_name(str(r.get("metric"))), r.get("value"), r.get("stderr")]
                 for r in results["rows"]]
     out = []
     for task, metrics in sorted(results.get("results", {}).items()):

@@ -59,6 +59,12 @@ def averages(table: dict[str, dict[str, Any]]) -> dict[str, float | None]:
             "average_without_truthfulqa": mean([k for k in table if k != TRUTHFULQA])}
 
 
+def metric_name(key: str) -> str:
+    """An lm-eval metric key as a reader names it: ``acc_norm,none`` -> ``acc_norm`` (the part
+    after the comma is lm-eval's filter, ``none`` when there is none)."""
+    return key.replace(",none", "")
+
+
 def _pct(x: float | None, digits: int = 2) -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.{digits}f}"
 
@@ -70,7 +76,7 @@ def render_markdown(summary: dict[str, Any], title: str = "Loki", peers: bool = 
     head = ["benchmark (shots)", "metric", title, "± stderr", *peer_names]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, r in rows.items():
-        cells = [f"{label} ({r['num_fewshot']})", r["metric"].replace(",none", ""),
+        cells = [f"{label} ({r['num_fewshot']})", metric_name(r["metric"]),
                  _pct(r["value"]), _pct(r["stderr"])]
         cells += [f"{PAPER_TABLE1[p][label]:.2f}" if label in PAPER_TABLE1[p] else "–"
                   for p in peer_names]
