@@ -308,16 +308,10 @@ def test_reads_what_loki_eval_and_loki_probe_write(tmp_path: Path) -> None:
             {"occupations": ["lawyer", "secretary"], "pronouns": ["He", "She"],
              "prompt": "A lawyer ...", "resolved": "secretary", "stereotype_consistent": True}]}}))
     s = build_report(run, data)["sections"]
-    assert s["eval"]["table"]["rows"] == [["Demo cloze", "acc_norm,none", 0.3, 0.03, 0.25]]
+    assert s["eval"]["table"]["rows"] == [["Demo cloze", "acc_norm", 0.3, 0.03, 0.25]]
     assert s["eval"]["average"] == 0.3
     rows = s["probes"]["table"]["rows"]
     assert rows[0] == ["history", "The French Revolution", " began"]
     assert rows[1][0] == "bias: lawyer/secretary He/She" and "secretary" in rows[1][2]
     assert s["probes"]["summary"]["rows"] == [["bias: stereotype-consistent share", 0.75]]
 
-
-def test_eval_rows_name_metrics_without_lm_evals_filter_suffix() -> None:
-    from loki.report_sections import _eval_rows
-
-    rows = {"Demo cloze": {"metric": "acc_norm,none", "value": 0.3, "stderr": 0.02}}
-    assert _eval_rows({"rows": rows}) == [["Demo cloze", "acc_norm", 0.3, 0.02]]
