@@ -3,7 +3,8 @@
 Under ``loki.console.quiet_console`` the process's stdout is the run's log file, so Lightning's
 own ``TQDMProgressBar`` (which writes to ``sys.stdout``) would draw into the log. This bar is the
 same bar pointed at :func:`loki.console.stream`: the terminal when the console is quiet, stdout
-otherwise. It holds no state of its own beyond Lightning's.
+otherwise. It holds no state of its own beyond Lightning's, and leaves the logger's version (``v_num``)
+out of the bar's figures.
 """
 
 from __future__ import annotations
@@ -33,3 +34,8 @@ class ConsoleProgressBar(TQDMProgressBar):
     init_validation_tqdm = _on_console(TQDMProgressBar.init_validation_tqdm)
     init_predict_tqdm = _on_console(TQDMProgressBar.init_predict_tqdm)
     init_test_tqdm = _on_console(TQDMProgressBar.init_test_tqdm)
+
+    def get_metrics(self, trainer, pl_module) -> dict:
+        items = super().get_metrics(trainer, pl_module)
+        items.pop("v_num", None)  # the logger's version: a folder name, not a measurement
+        return items

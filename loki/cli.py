@@ -130,7 +130,9 @@ def main(argv: list[str] | None = None) -> None:
     _set_offline_defaults()
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
-        print(_usage())
+        print(_usage(), file=sys.stdout if argv else sys.stderr)
+        if not argv:  # a command was expected
+            sys.exit(2)
         return
     command, rest = argv[0], argv[1:]
     verbose = False

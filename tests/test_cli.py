@@ -25,6 +25,12 @@ def test_help_lists_every_tool(capsys):
     assert all(name in out for name in [*TOOLS, "fit", "validate"])
 
 
+def test_no_command_prints_the_usage_and_fails(capsys):
+    with pytest.raises(SystemExit) as info:
+        main([])
+    assert info.value.code == 2 and "usage: loki <command>" in capsys.readouterr().err
+
+
 def test_every_tool_module_exists():
     import importlib
 

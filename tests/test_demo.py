@@ -185,3 +185,15 @@ def test_bare_verbose_is_accepted_as_by_the_other_quiet_commands(tmp_path, monke
     main(["demo", "--run_dir", str(tmp_path / "run"), "--verbose"])
     main(["demo", "--run_dir", str(tmp_path / "run"), "--verbose=false"])
     assert seen == [True, False]
+
+
+def test_the_console_bar_leaves_the_loggers_version_out():
+    from callbacks.console_progress import ConsoleProgressBar
+
+    class Logged(L.LightningModule):
+        pass
+
+    trainer = L.Trainer(logger=True, accelerator="cpu", enable_checkpointing=False,
+                        default_root_dir="/nonexistent", callbacks=[ConsoleProgressBar()])
+    bar = trainer.progress_bar_callback
+    assert "v_num" not in bar.get_metrics(trainer, Logged())
