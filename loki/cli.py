@@ -9,7 +9,7 @@ A ``LokiError`` raised anywhere below is printed as one line and exits with stat
 is a file the user named that cannot be found, read or written, or a config that does not parse.
 ``LOKI_DEBUG=1`` shows the full traceback instead.
 
-``filter``, ``fit``, ``distill`` and ``tokenize`` run under a quiet console (``loki.console``): the
+``filter``, ``fit``, ``validate``, ``test``, ``distill`` and ``tokenize`` run under a quiet console (``loki.console``): the
 command's own lines and progress bars on the terminal, libraries' logs and warnings in
 ``runs/logs/<command>.log``;
 ``--verbose`` (anywhere on the command line) keeps everything on the terminal, and so do
@@ -27,7 +27,7 @@ from typing import Any
 from loki.errors import LokiError, one_line
 
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test")  # no predict: `loki generate` samples
-QUIET_COMMANDS = ("filter", "fit", "distill", "tokenize")
+QUIET_COMMANDS = ("filter", "fit", "validate", "test", "distill", "tokenize")
 PRINTING_FLAGS = ("-h", "--help", "--print_config")  # the output is the answer: never quiet
 # Tools that import transformers but never torchao's kernels, whose load failures (CUDA-only
 # kernels on a CPU) would otherwise open their console; the quiet commands do the same.

@@ -196,3 +196,21 @@ class LokiCLI(LightningCLI):
             self.trainer.fit_loop.epoch_loop._batches_that_stepped = self._ckpt_step
 
     before_validate = before_test = before_predict = _before_evaluation
+
+    def _after_evaluation(self) -> None:
+        """One line on rank 0 with what the evaluation measured and where it is logged (the
+        quiet console keeps Lightning's own table in the log)."""
+        if not self.trainer.is_global_zero:
+            return
+        from loki.console import say
+
+        prefix = "test/" if self.subcommand == "test" else "val/"
+        scores = {k: float(v) for k, v in self.trainer.callback_metrics.items()
+                  if k.startswith(prefix)}
+        where = next((lg.log_dir for lg in self.trainer.loggers
+                      if isinstance(lg, ResumableCSVLogger)), None)
+        say(f"{self.subcommand} {self.config_init[self.subcommand].get('ckpt_path')}: "
+            + (", ".join(f"{k} {v:.4f}" for k, v in sorted(scores.items())) or "nothing logged")
+            + ("" if where is None else f"; logged in {where}"))
+
+    after_validate = after_test = _after_evaluation

@@ -8,6 +8,7 @@ Each command runs as a user runs it (``loki.cli.main``) on a copy of a real run 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -161,14 +162,18 @@ def test_folder_of_checkpoints_refused(capsys, run):
 
 
 # ----------------------------------------------------------------- validate beside the run
-def test_validate_logs_beside_the_training_history(run):
+def test_validate_logs_beside_the_training_history(run, capfd):
     csv = run / "run" / "csv"
     before = {name: (csv / name).read_bytes() for name in ("metrics.csv", "config.yaml",
                                                             "hparams.yaml")}
-    main(["validate", "--config", str(run / "run.yaml"),
-          "--ckpt_path", str(run / "run" / "checkpoints" / "step=3.ckpt")])
+    ckpt_path = run / "run" / "checkpoints" / "step=3.ckpt"
+    main(["validate", "--config", str(run / "run.yaml"), "--ckpt_path", str(ckpt_path)])
     assert {name: (csv / name).read_bytes() for name in before} == before
     (own,) = csv.glob("validate-*")
+    said = capfd.readouterr().out  # one line of results; Lightning's table is in the log
+    assert re.search(rf"^validate {ckpt_path}: val/loss \d+\.\d{{4}}, val/ppl \d+\.\d{{4}}; "
+                     rf"logged in {own}$", said, re.M), said
+    assert "Validate metric" not in said
     rows = read_metrics(str(own / "metrics.csv"))
     ckpt = torch.load(run / "run" / "checkpoints" / "step=3.ckpt", weights_only=False)
     stepped = ckpt["loops"]["fit_loop"]["epoch_loop.state_dict"]["_batches_that_stepped"]
