@@ -27,10 +27,12 @@ restart training with a different random seed." Here that is:
    the LR and batch-size warmup), the DataModule state and the trainer's step counters
    (``callbacks/trainer_rewind.py``).
    ``global_step`` is rewound to the target's step, so ``max_steps`` counts surviving optimizer
-   steps and the LR schedule, the step counters and the tokens agree; the logger's step axis
-   keeps counting, so the discarded steps stay visible in the curves. Replayed steps checkpoint
-   and validate again (they are new training); ``ModelCheckpoint`` files of the discarded steps
-   are renamed ``*.discarded-r<count>`` so that no resume picks them up by name.
+   steps and the LR schedule, the step counters and the tokens agree; so is the loggers' step
+   axis, once the spike step has logged its row: the discarded steps keep their rows at their
+   own steps, and the replayed ones log at the steps an uninterrupted run of the same length
+   logs them (so the report, the plots and the last validation line up). Replayed steps
+   checkpoint and validate again (they are new training); ``ModelCheckpoint`` files of the
+   discarded steps are renamed ``*.discarded-r<count>`` so that no resume picks them up by name.
 4. **Reseed**: seed = hash(base seed, rollback count) goes to ``datamodule.reseed`` and to the
    torch/numpy/python RNGs. The sample ids of the steps between the target and the spike are
    logged, stored in the state and skipped: the DataModule is told they are consumed.
@@ -58,6 +60,7 @@ from callbacks.rollback_report import report_rollback
 from callbacks.rollback_restore import restore
 from callbacks.rollback_targets import discard, load_checkpoint, take_snapshot, write_checkpoint
 from callbacks.spike_detector import SpikeDetector
+from callbacks.trainer_rewind import rewind_log_step
 from loki import atomic
 from loki.data.order import key_of
 from loki.data.schedules import parse_tokens
@@ -139,6 +142,7 @@ class LossSpikeRollback(L.Callback):
         self.snapshot: dict[str, Any] | None = None  # the good one
         self.candidates: list[dict[str, Any]] = []  # {"step", "kind", "normal", ...}
         self.last_target: dict[str, Any] | None = None  # what the last rollback restored
+        self._log_rewind = 0  # steps the loggers' axis goes back once the spike step has logged
 
     # ------------------------------------------------------------------ set-up
     @property
@@ -178,6 +182,20 @@ class LossSpikeRollback(L.Callback):
             atomic.clean_stale(self.dirpath, ("rollback-*.ckpt.tmp",))
 
     # ------------------------------------------------------------------ every step
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        self._rewind_log_step(trainer)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._rewind_log_step(trainer)  # a target on a validation step validates again first
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._rewind_log_step(trainer)
+
+    def _rewind_log_step(self, trainer: L.Trainer) -> None:
+        if self._log_rewind:
+            rewind_log_step(trainer, self._log_rewind)
+            self._log_rewind = 0
+
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
                            outputs: Any, batch: dict, batch_idx: int) -> None:
         step = trainer.global_step
@@ -278,6 +296,7 @@ class LossSpikeRollback(L.Callback):
             window_ids = trainer.strategy.all_gather(window_ids.to(pl_module.device))
         window_ids = torch.unique(window_ids.reshape(-1).cpu())
         self._pending = []  # losses of the steps being discarded
+        self._log_rewind += step - target["step"]  # after this step's row (_rewind_log_step)
         restore(trainer, pl_module, target, new_seed,
                 window_ids.tolist() if self.skip_spike_samples else None,
                 f"discarded-r{self.count}")

@@ -22,7 +22,8 @@ def rewind_loops(trainer: L.Trainer, step: int) -> None:
 
     ``global_step`` under manual optimization is ``optim_step_progress.total.completed``; batch
     progress moves with it (one batch is one optimizer step). ``_batches_that_stepped`` (the
-    loggers' step axis) is left alone so that logged curves never go back in time."""
+    loggers' step axis) goes back by the same count in :func:`rewind_log_step`, once the step
+    being rolled back has logged its row."""
     loop = trainer.fit_loop.epoch_loop
     delta = trainer.global_step - step
     progress = loop.manual_optimization.optim_step_progress
@@ -33,6 +34,17 @@ def rewind_loops(trainer: L.Trainer, step: int) -> None:
                 setattr(tracker, name, max(0, getattr(tracker, name) - delta))
 
 
+def rewind_log_step(trainer: L.Trainer, steps: int) -> None:
+    """Put the loggers' step axis ``steps`` back, after :func:`rewind_loops` rewound the
+    optimizer steps by as many: rows are then logged at the steps an uninterrupted run logs
+    them (step s at s - 1, its validation too), so the replayed steps line up with a run
+    without the spike and the discarded ones keep their own steps. Call it after the rolled-back
+    step's own row (Lightning logs it after ``on_train_batch_end``, at the axis as it was) and
+    before anything else logs: the next batch's start, a validation start or the epoch end."""
+    loop = trainer.fit_loop.epoch_loop
+    loop._batches_that_stepped = max(0, loop._batches_that_stepped - steps)
+
+
 def retire_checkpoints_after(trainer: L.Trainer, step: int, suffix: str) -> None:
     """Steps replayed after a rewind are new training (restored weights, new order), so they
     checkpoint and validate again like any step. ``ModelCheckpoint``'s "this step is saved" mark
@@ -40,7 +52,7 @@ def retire_checkpoints_after(trainer: L.Trainer, step: int, suffix: str) -> None
     file as that step's checkpoint), and its files of the steps after ``step`` are renamed
     ``<name>.<suffix>``: kept for inspection, never resumed from by name, never beside a replayed
     ``-v1`` copy. Validation needs nothing: the rewound batch progress brings its checks back;
-    loggers record them at the next logger step."""
+    loggers record them at their steps (:func:`rewind_log_step`)."""
     for cb in trainer.checkpoint_callbacks:
         if getattr(cb, "_last_global_step_saved", -1) > step:
             cb._last_global_step_saved = step

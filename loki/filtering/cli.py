@@ -74,7 +74,10 @@ def main(argv: list[str] | None = None) -> None:
     if "stages" in report:
         for row in report["stages"]:
             if "docs_out" in row:
-                when = ("reused" if row["stage"] in report.get("reused", ()) else
+                # reading is the clean stage's job: its time (or reuse) is clean's
+                stage = "clean" if row["stage"] == "read" else row["stage"]
+                when = ("reused" if stage in report.get("reused", ()) else "in clean"
+                        if row["stage"] == "read" else
                         f"{row['seconds'] if row['seconds'] is not None else '-':>8} s")
                 say(f"{row['stage']:<14} {row['docs_in']:>7} -> {row['docs_out']:>7} docs "
                     f"{when:>10}")

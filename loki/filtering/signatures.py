@@ -100,18 +100,29 @@ def _read_json(folder: str, name: str) -> dict | None:
         return None  # unreadable: as if absent, so the stage is redone
 
 
-def quality_head(model_path: str, work: str) -> Any:
-    """What the quality stage scores with: the head's content hash; or, for a head this run
-    trains (absent) or trained earlier (its hash recorded by the training job), the signature of
-    that training, so the head is the same input before and after the job that writes it."""
+def trains_head(model_path: str, work: str) -> bool:
+    """Whether the quality head is this work_dir's to train: absent, or the one its
+    ``quality_train`` stage wrote (the hash that job recorded). A head found any other way is an
+    input, never overwritten."""
     if not os.path.exists(model_path):
+        return True
+    record = head_record(work)
+    return bool(stored(work, "quality_train") and record
+                and record.get("sha256") == _sha256(model_path))
+
+
+def _sha256(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def quality_head(model_path: str, work: str) -> Any:
+    """What the quality stage scores with: for a head the ``quality_train`` stage trains or
+    trained (``trains_head``), the signature of that training, so the head is the same input
+    before and after the job that writes it; else the head's content hash."""
+    if trains_head(model_path, work):
         return {"trained_by": StageRef("quality_train")}
-    with open(model_path, "rb") as f:
-        sha = hashlib.sha256(f.read()).hexdigest()
-    trained, record = stored(work, "quality_train"), head_record(work)
-    if trained and record and record.get("sha256") == sha:
-        return {"trained_by": trained["signature"]}
-    return {"sha256": sha}
+    return {"sha256": _sha256(model_path)}
 
 
 def head_record(work: str) -> dict | None:
@@ -122,10 +133,8 @@ def record_trained_head(model_path: str, work: str) -> None:
     """Called by the training job once the head is saved (see ``quality_head``)."""
     from datatrove.io import get_datafolder
 
-    with open(model_path, "rb") as f:
-        sha = hashlib.sha256(f.read()).hexdigest()
     with get_datafolder(f"{work}/logs/quality_train").open("head.json", "w") as f:
-        json.dump({"sha256": sha}, f)
+        json.dump({"sha256": _sha256(model_path)}, f)
 
 
 def signatures(stages: list[Stage]) -> dict[str, dict]:

@@ -62,7 +62,13 @@ class StagePlan:
     def stages(self) -> list[Stage]:
         """Every stage of the config, in run order; builds the steps, creates no folder."""
         from loki.filtering.readers import InputGuard, make_readers
-        from loki.filtering.signatures import StageRef, files_id, quality_head, section
+        from loki.filtering.signatures import (
+            StageRef,
+            files_id,
+            quality_head,
+            section,
+            trains_head,
+        )
         from loki.filtering.steps import LengthFilter, Tally, TextNormalizer
 
         cfg, work = self.cfg, self.work
@@ -76,7 +82,9 @@ class StagePlan:
             out.append(Stage("decontam_index", [("build", [BuildBenchmarkIndex(d, work)], 1)],
                              settings={"index": config_fingerprint(d), "files": files_id(files)},
                              writes=[f"{work}/decontam/index.npz"], chained=False))
-        if cfg.quality.enabled and not os.path.exists(cfg.quality.model_path):
+        # the head is trained when absent; once trained here it stays a stage (reused while its
+        # data and embedder are the same), so a rerun reports it as the run that trained it did
+        if cfg.quality.enabled and trains_head(cfg.quality.model_path, work):
             from loki.filtering.quality import seed_path
 
             q = cfg.quality
@@ -216,8 +224,9 @@ class StagePlan:
         def train(data, rank: int = 0, world_size: int = 1):
             from loki.filtering.quality import train_quality
 
-            # the stage exists only when the head was absent; one found now was written by an
-            # earlier attempt of this job (e.g. killed before its completion marker)
+            # the stage exists only for a head absent or trained by this work_dir: one found now
+            # was written by an earlier attempt of this job (e.g. killed before its completion
+            # marker) or by the run whose training data or embedder changed since
             train_quality(TrainQualityConfig(data=cfg.quality.train_data,
                                              output=cfg.quality.model_path,
                                              embedder=cfg.embed.model,

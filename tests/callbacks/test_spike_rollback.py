@@ -181,7 +181,7 @@ def test_injected_spike_rolls_back_once_to_an_identical_state(spiked_run):
     event = rollback.history[0]
     assert event["spike_step"] == 13 and event["target_step"] == 10, event
     assert event["target"] == "memory" and event["loss"] > 8  # ln(512) = 6.2 at the start
-    assert event["log_step"] == 12  # loggers count steps from 0 and never go back
+    assert event["log_step"] == 12  # step s logs at s - 1
     assert probe.checks == [dict.fromkeys(probe.checks[0], True)], probe.checks
     # optimizer state really is 8-bit (so the check above covered the quantized state)
     state = spiked_run["trainer"].optimizers[0].state_dict()["state"]
@@ -372,3 +372,41 @@ def test_replayed_steps_checkpoint_and_validate_again(corpus, tmp_path):
     discarded = torch.load(tmp_path / "ckpt" / "step=12.ckpt.discarded-r1", weights_only=False)
     assert replayed["callbacks"][rollback.state_key]["count"] == 1  # saved after the rollback
     assert discarded["callbacks"][rollback.state_key]["count"] == 0
+
+
+# --------------------------------------------------------------------------- logged steps
+def _logged_rows(corpus: Path, root: Path, spike: bool) -> tuple[list[tuple[int, str]], list]:
+    """16 steps logged every step, validated every 5 (validation set of 4 samples): the
+    (step, kind) of every metrics.csv row, and the rollbacks."""
+    rollback = _rollback()
+    data = LokiDataModule(sources={"web": [str(corpus)]}, block_size=16, micro_batch_size=2,
+                          seed=7, val_fraction=0.1, val_samples=4)
+    inject = [InjectLossSpike(at_steps=[13], factor=float("nan"), mode="loss")] if spike else []
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=16, log_every_n_steps=1,
+                        logger=CSVLogger(root, name="csv", version=""),
+                        enable_progress_bar=False, enable_model_summary=False,
+                        enable_checkpointing=False, default_root_dir=root,
+                        limit_val_batches=1, val_check_interval=5, check_val_every_n_epoch=None,
+                        num_sanity_val_steps=0, callbacks=[*inject, rollback])
+    trainer.fit(_module(), data)
+    with open(root / "csv" / "metrics.csv", newline="") as f:
+        rows = [(int(r["step"]), "rollback" if r.get("rollback/spike_step") else
+                 "val" if r["val/loss"] else "train" if r["train/loss"] else "other")
+                for r in csv.DictReader(f)]
+    return rows, rollback.history
+
+
+def test_rows_after_a_rollback_are_logged_at_the_steps_of_an_uninterrupted_run(corpus, tmp_path):
+    """A step s logs at s - 1, its validation too. The rollback (spike at step 13, back to step
+    10, a validation step) logs the discarded steps at their steps, then validation of step 10
+    again and the replayed steps 11..16 where a run without a spike logs them: the last
+    validation row at the last training row's step, not 3 steps later."""
+    plain, none = _logged_rows(corpus, tmp_path / "plain", spike=False)
+    rows, history = _logged_rows(corpus, tmp_path / "spiked", spike=True)
+    assert none == [] and [(e["spike_step"], e["target_step"]) for e in history] == [(13, 10)]
+    assert plain == [(s, "train") for s in range(4)] + [(4, "train"), (4, "val")] + [
+        (s, "train") for s in range(5, 9)] + [(9, "train"), (9, "val")] + [
+        (s, "train") for s in range(10, 14)] + [(14, "train"), (14, "val"), (15, "train")]
+    assert history[0]["log_step"] == 12
+    discarded = [r for r in plain if r[0] <= 11] + [(12, "rollback"), (12, "train")]  # 11..13
+    assert rows == discarded + [(9, "val")] + [r for r in plain if r[0] >= 10]

@@ -89,6 +89,52 @@ def test_a_new_threshold_redoes_quality_and_not_the_embeddings(tmp_path, rng, ca
     assert stage_row(report, "quality")["docs_out"] < stage_row(first, "quality")["docs_out"]
 
 
+def test_a_rerun_reusing_every_stage_reports_what_the_run_that_computed_them_did(
+        tmp_path, rng, capsys):
+    """The head the first run trained keeps its quality_train row (and first timing) on a rerun
+    that reuses it, so both runs write the same report apart from what they reused."""
+    from loki.filtering.cli import main
+
+    inputs = corpus(tmp_path, rng)
+    cfg = filter_config(tmp_path, inputs, quality={"threshold": 0.0}, factual=True)
+    first, _ = run_filter(cfg)
+    files = {n: (tmp_path / "out" / n).read_text() for n in ("filter_report.json",
+                                                             "filter_report.md")}
+    again, _ = run_filter(cfg)
+    stages = ["quality_train", "clean", "embed", "quality", "factual", "write", "publish"]
+    assert [r["stage"] for r in first["stages"]] == ["quality_train", "read", *stages[1:]]
+    assert first["reused"] == [] and again["reused"] == stages
+    assert ({k: v for k, v in again.items() if k not in ("reused", "path")}
+            == {k: v for k, v in first.items() if k not in ("reused", "path")})
+    assert (tmp_path / "out" / "filter_report.md").read_text() == files["filter_report.md"]
+    assert (json.loads((tmp_path / "out" / "filter_report.json").read_text())
+            == {**json.loads(files["filter_report.json"]), "reused": stages})
+    # the console: the read row is the clean stage's reading, reused with it
+    import dataclasses
+
+    import yaml
+
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(dataclasses.asdict(cfg)))
+    capsys.readouterr()
+    main(["--config", str(tmp_path / "run.yaml")])
+    lines = [line.split() for line in capsys.readouterr().out.splitlines()
+             if "docs" in line]
+    assert [(w[0], w[-1]) for w in lines] == [(s, "reused") for s in ["read", *stages[1:-1]]]
+
+
+def test_a_head_trained_here_is_trained_again_on_new_labelled_data(tmp_path, rng, capsys):
+    inputs = corpus(tmp_path, rng)
+    cfg = filter_config(tmp_path, inputs, quality={"threshold": 0.0})
+    run_filter(cfg)
+    labels = tmp_path / "labels.jsonl"
+    write_jsonl(labels, [{"text": prose(rng), "label": i % 2} for i in range(10)])
+    cfg.quality.train_data = str(labels)
+    report, _ = run_filter(cfg)
+    assert ("quality_train (train_data); redoing quality_train, quality, write, publish"
+            in capsys.readouterr().out)
+    assert report["reused"] == ["clean", "embed"]
+
+
 def test_another_quality_head_redoes_the_quality_stage(tmp_path, rng, capsys):
     from loki.filtering.config import TrainQualityConfig
     from loki.filtering.quality import train_quality
