@@ -200,6 +200,7 @@ def export_hf(checkpoint: str | Path, output: str | Path, tokenizer: str | None 
     partial = atomic.temp_dir_beside(output, "partial")
     try:
         hf_model.save_pretrained(partial, max_shard_size=shard_bytes)
+        atomic.give_usual_mode(partial.glob("*.safetensors"))
         from loki.export.hf_tokenizer import save_tokenizer
 
         save_tokenizer(tok, partial)
