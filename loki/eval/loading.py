@@ -96,9 +96,11 @@ def load_for_eval(
     dtype: str | torch.dtype | None = None,
 ) -> EvalModel:
     """Checkpoint + tokenizer (default: the spec recorded in the checkpoint), checked."""
+    from loki.checkpoint_read import resolve_checkpoint
     from loki.module import load_model
 
     target, dt = resolve_device(device), resolve_dtype(dtype)  # refused before reading weights
+    checkpoint = resolve_checkpoint(checkpoint)  # a run folder: its last checkpoint, recorded
     model, config, hparams = load_model(checkpoint)
     tok, spec = _tokenizer_for(checkpoint, tokenizer, config, hparams)
     model = model.to(device=target)
