@@ -236,3 +236,20 @@ def test_a_cuda_index_beyond_the_machine_is_refused(monkeypatch):
     with pytest.raises(LokiError, match="this machine has 1 CUDA device"):
         resolve_device("cuda:1")
 
+
+@pytest.mark.parametrize("tool", ["generate", "probe"])
+def test_the_hints_name_the_options_as_typed(tool, small_ckpt, tmp_path, capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    argv = [tool, "--checkpoint", str(small_ckpt), "--device", "cuda"]
+    argv += ["--prompt+", "Hello"] if tool == "generate" else ["--output_dir", str(tmp_path)]
+    code, _, err = _cli(argv, capsys)
+    assert code == 2 and err == (f"loki {tool}: error: device 'cuda' asked for but CUDA is not "
+                                 "available; use --device cpu")
+    ckpt = torch.load(small_ckpt, weights_only=False)
+    ckpt["hyper_parameters"].pop("tokenizer")
+    torch.save(ckpt, tmp_path / "no-tokenizer.ckpt")
+    argv[2:5] = [str(tmp_path / "no-tokenizer.ckpt"), "--device", "cpu"]
+    code, _, err = _cli(argv, capsys)
+    assert code == 2 and err.endswith("records no tokenizer; pass --tokenizer <spec>")
