@@ -18,7 +18,7 @@ import errno
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -38,6 +38,15 @@ def _umask() -> int:
 
 # mkstemp creates 0600 files; a finished output gets the mode a plain open() would give it
 _FILE_MODE = 0o666 & ~_umask()
+
+
+def give_usual_mode(paths: Iterable[str | Path]) -> None:
+    """Give files another library wrote through a temp file of its own the mode a plain
+    ``open(path, "w")`` gives under the umask (safetensors' ``save_file``, behind transformers'
+    ``save_pretrained``, leaves ``model.safetensors`` at mkstemp's 0600: unreadable to the other
+    users of shared storage)."""
+    for path in paths:
+        os.chmod(path, _FILE_MODE)
 
 
 def fsync_dir(folder: str | Path) -> None:

@@ -2,7 +2,8 @@
 
 The tools (``generate``, ``probe``, ``compare``, ``export``, ``consolidate``) and
 ``loki.module.load_model`` read Lightning checkpoints of a ``LokiLM``: a file, or a distributed
-checkpoint folder (``*.distcp`` shards and ``meta.pt``, see ``check_distributed``). Anything else
+checkpoint folder (``*.distcp`` shards and ``meta.pt``, see ``check_distributed``), or a run folder
+for its ``checkpoints/last.ckpt`` (``resolve_checkpoint``, the one place that says so). Anything else
 given in their place (a transformers export, a bare state dict, a checkpoint of another model,
 one that does not record the model's shape) is a ``LokiError`` naming the file and what it is
 not, instead of a ``KeyError`` or a size mismatch after the weights were read. Nothing here guesses a config: a checkpoint that records none is
@@ -16,6 +17,7 @@ checkpoint of both sides before it evaluates one.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +64,27 @@ def hf_export_hint(path: str | Path) -> str | None:
         hint += (f"; loki's tools read the checkpoint it was exported from (its "
                  f"loki_export.json names {source})")
     return hint
+
+
+RUN_CHECKPOINTS = ("checkpoints/last.ckpt", "last.ckpt")  # a run folder's checkpoint, in order
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """The checkpoint ``path`` stands for, the same way in every tool: a file or a distributed
+    checkpoint folder (``.metadata`` inside) as given; a run folder (``runs/demo``) as its last
+    checkpoint, ``checkpoints/last.ckpt`` (or ``last.ckpt`` in a checkpoints folder), with a line
+    on stderr saying which it took. Any other folder is a one-line LokiError."""
+    path = Path(path)
+    if not path.is_dir() or (path / ".metadata").is_file():
+        return path
+    for name in RUN_CHECKPOINTS:
+        if (path / name).exists():
+            print(f"{path} is a run folder: using its checkpoint {path / name}", file=sys.stderr)
+            return path / name
+    raise LokiError(hf_export_hint(path) or (
+        f"{path} is a folder but neither a distributed checkpoint (no .metadata inside) nor a "
+        f"run folder (no {RUN_CHECKPOINTS[0]} inside); pass a .ckpt file such as "
+        f"runs/<run>/{RUN_CHECKPOINTS[0]}"))
 
 
 def one_line_reason(err: BaseException, limit: int = 300) -> str:
@@ -175,11 +198,12 @@ def check_distributed(folder: str | Path) -> dict[str, Any]:
 
 
 def inspect_checkpoint(path: str | Path) -> tuple[LokiConfig, dict[str, Any]]:
-    """(config, hyper-parameters) of a checkpoint file or distributed checkpoint folder, checked
-    as ``load_model`` checks them, without reading the weights."""
+    """(config, hyper-parameters) of a checkpoint file, distributed checkpoint folder or run
+    folder (``resolve_checkpoint``), checked as ``load_model`` checks them, without reading the
+    weights."""
     from loki.model import Loki
 
-    path = Path(path)
+    path = resolve_checkpoint(path)
     if path.is_dir():
         meta = check_distributed(path)
         return checkpoint_config(meta, path), dict(meta.get("hyper_parameters") or {})

@@ -100,6 +100,19 @@ def tool_main(module: str, args: list[str]) -> None:
         importlib.import_module(module).main(args)
 
 
+def module_main(module: str, prog: str, argv: list[str] | None = None) -> None:
+    """``python -m <module>`` for a helper that is not a ``loki`` subcommand, with the tools'
+    one-line errors: ``<prog>: error: ...`` and exit status 2 (``LOKI_DEBUG=1``: traceback)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        tool_main(module, args)
+    except (LokiError, *_USER_ERRORS, *_argument_errors()) as err:
+        if os.environ.get("LOKI_DEBUG") == "1":
+            raise
+        print(f"{prog}: error: {_one_line(err, args)}", file=sys.stderr)
+        sys.exit(2)
+
+
 _REQUIRED = "the following arguments are required: "
 
 

@@ -36,7 +36,12 @@ import torch
 from lightning.pytorch.cli import OptimizerCallable
 from torchmetrics.text import Perplexity
 
-from loki.checkpoint_read import checkpoint_config, loki_state_dict, read_checkpoint
+from loki.checkpoint_read import (
+    checkpoint_config,
+    loki_state_dict,
+    read_checkpoint,
+    resolve_checkpoint,
+)
 from loki.config import LokiConfig
 from loki.cpu import warm_up_vector_math
 from loki.errors import LokiError
@@ -315,11 +320,12 @@ def _split_micro_batches(batch: dict[str, Any]) -> Iterator[dict[str, Any]]:
 def load_model(path: str | Path, map_location: str = "cpu") -> tuple[Loki, LokiConfig, dict]:
     """The bare ``Loki`` module from a Lightning checkpoint, for tools and notebooks.
 
-    Returns (model in eval mode, its config, the checkpoint's hyper-parameters). A distributed
-    checkpoint folder (FSDP2) is consolidated into a temporary file first. Anything that is not
+    Returns (model in eval mode, its config, the checkpoint's hyper-parameters). A run folder
+    stands for its last checkpoint (``resolve_checkpoint``); a distributed checkpoint folder
+    (FSDP2) is consolidated into a temporary file first. Anything that is not
     a checkpoint of a ``LokiLM`` is a one-line LokiError (see ``loki.checkpoint_read``)."""
     warm_up_vector_math()  # the same bits in every process (see loki.cpu)
-    path = Path(path)
+    path = resolve_checkpoint(path)
     if path.is_dir():
         import tempfile
 

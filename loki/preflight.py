@@ -54,10 +54,17 @@ def last_good_checkpoint(folder: Path, exclude: Path | None = None) -> Path | No
 
 
 def _hint(path: Path) -> str:
-    good = last_good_checkpoint(path.parent, exclude=path)
+    """Where to look instead: the last good checkpoint beside ``path``; or, where checkpoints
+    are kept there but none is complete, that; or, beside a file that no checkpoint sits next to
+    (``--ckpt_path README.md``), where a run keeps its checkpoints."""
+    folder = path.parent
+    good = last_good_checkpoint(folder, exclude=path)
     if good is not None:
-        return f"; the last good checkpoint in {path.parent} is {good}"
-    return f"; there is no other complete checkpoint in {path.parent}"
+        return f"; the last good checkpoint in {folder} is {good}"
+    if path.suffix == ".ckpt" or any(folder.glob("*.ckpt")):
+        return (f"; there is no other complete checkpoint in "
+                f"{'the current folder' if str(folder) == '.' else folder}")
+    return "; a run's checkpoints are in its checkpoints folder: runs/<run>/checkpoints/last.ckpt"
 
 
 def _load(path: Path) -> Any:

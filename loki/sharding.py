@@ -26,7 +26,12 @@ import torch
 import torch.nn as nn
 
 from loki import atomic
-from loki.checkpoint_read import check_distributed, one_line_reason
+from loki.checkpoint_read import (
+    check_distributed,
+    inspect_checkpoint,
+    one_line_reason,
+    resolve_checkpoint,
+)
 from loki.errors import LokiError
 from loki.model import Block, Loki
 from loki.output import check_writable
@@ -240,7 +245,11 @@ def consolidate(checkpoint: str | Path, output: str | Path, keep_optimizer: bool
     from torch.distributed.checkpoint.api import CheckpointException
     from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
-    src, dst = Path(checkpoint), Path(output)
+    src, dst = resolve_checkpoint(checkpoint), Path(output)
+    if src.is_file():
+        inspect_checkpoint(src)  # a file that is no checkpoint at all is refused as such
+        raise LokiError(f"{src} is already a single checkpoint file: use it as is (generate, "
+                        "probe, compare, eval and export read it); there is nothing to consolidate")
     meta = check_distributed(src)
     if dst.is_dir():
         raise LokiError(f"--output {dst} is a folder; give a file name such as last.ckpt")
@@ -288,13 +297,15 @@ def main(argv: list[str] | None = None) -> None:
         "LokiLM.load_from_checkpoint read. Runs in one process, without GPUs. The optimizer state "
         "is left out unless --keep_optimizer true; to resume training, use the folder itself."))
     parser.add_argument("--config", action=ActionConfigFile)
-    parser.add_argument("checkpoint", type=str, help="distributed checkpoint folder (*.distcp)")
+    parser.add_argument("checkpoint", type=str,
+                        help="distributed checkpoint folder (*.distcp), or a run folder whose "
+                             "checkpoints/last.ckpt is one")
     parser.add_argument("--output", type=str | None, default=None,
                         help="output file (default: <checkpoint>.consolidated.ckpt beside it)")
     parser.add_argument("--keep_optimizer", type=bool, default=False,
                         help="also keep the optimizer state (large; not needed for eval)")
     args = parser.parse_args(argv)
-    src = Path(args.checkpoint)
+    src = resolve_checkpoint(args.checkpoint)  # a run folder: its last checkpoint
     output = Path(args.output) if args.output else src.with_name(src.name + ".consolidated.ckpt")
     dst = consolidate(src, output, args.keep_optimizer)
     print(f"wrote {dst} ({dst.stat().st_size / 2**20:.1f} MiB)")

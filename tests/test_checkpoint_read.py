@@ -85,3 +85,24 @@ def test_other_files_are_refused_in_one_line(case, match, tmp_path):
     else:
         path.write_bytes(b"PK\x03\x04 not really a zip")
     _both(path, match)
+
+
+def test_a_run_folder_is_its_last_checkpoint_in_every_reader(tmp_path, capsys):
+    from loki.export.hf import resolved_checkpoint
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    last = _save(run / "checkpoints" / "last.ckpt", _lightning())
+    config = load_model(run)[1]
+    assert inspect_checkpoint(run)[0] == config
+    with resolved_checkpoint(run) as (taken, distributed):
+        assert (taken, distributed) == (last, None)
+    said = capsys.readouterr().err.splitlines()
+    assert said == [f"{run} is a run folder: using its checkpoint {last}"] * 3
+
+
+def test_a_folder_that_is_neither_checkpoint_nor_run_names_the_file_to_pass(tmp_path):
+    (tmp_path / "notes").mkdir()
+    _both(tmp_path / "notes", r"neither a distributed checkpoint \(no \.metadata inside\) nor a "
+                              r"run folder \(no checkpoints/last\.ckpt inside\); pass a \.ckpt "
+                              r"file such as runs/<run>/checkpoints/last\.ckpt")

@@ -167,7 +167,7 @@ def test_fsdp2_8bit_fit_resume_matches_one_process_and_consolidates(tmp_path):
 
 
 def test_consolidate_refuses_a_file_that_is_not_a_distributed_checkpoint(tmp_path):
-    with pytest.raises(LokiError, match="not a distributed checkpoint"):
+    with pytest.raises(LokiError, match="neither a distributed checkpoint .* nor a run folder"):
         consolidate(tmp_path, tmp_path / "x.ckpt")
 
 

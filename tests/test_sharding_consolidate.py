@@ -99,3 +99,26 @@ def test_bad_input_exits_2_in_one_line_and_writes_nothing(case, distributed, tmp
                 "output is a folder": "is a folder; give a file name",
                 "transformers folder": "Hugging Face transformers model"}[case]
     assert expected in err
+
+
+def test_a_single_checkpoint_file_needs_no_consolidation(distributed, tmp_path, capsys):
+    single = tmp_path / "step-0.ckpt"
+    consolidate(distributed, single)
+    before = _listing(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        cli_main(["consolidate", str(single)])
+    assert info.value.code == 2 and _listing(tmp_path) == before
+    assert capsys.readouterr().err.strip() == (
+        f"loki consolidate: error: {single} is already a single checkpoint file: use it as is "
+        "(generate, probe, compare, eval and export read it); there is nothing to consolidate")
+
+
+def test_a_run_folder_consolidates_its_distributed_last_checkpoint(distributed, tmp_path, capsys):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    distributed.rename(run / "checkpoints" / "last.ckpt")
+    cli_main(["consolidate", str(run)])
+    out = run / "checkpoints" / "last.ckpt.consolidated.ckpt"
+    assert load_model(out)[2]["config_overrides"] == {"n_layer": 1}
+    assert capsys.readouterr().err.strip() == (
+        f"{run} is a run folder: using its checkpoint {run / 'checkpoints' / 'last.ckpt'}")

@@ -14,6 +14,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+from loki import atomic
 from loki._optional import require
 from loki.errors import LokiError
 
@@ -72,8 +73,15 @@ def _convert(gguf: Path, out: Path) -> None:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
+    save_teacher(model, tok, out)
+
+
+def save_teacher(model, tok, out: Path) -> None:
+    """The converted model and tokenizer in ``out``, every file readable as a plain write would
+    leave it (other users of shared storage load the teacher too), then the marker."""
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
+    atomic.give_usual_mode(out.glob("*.safetensors"))
     tok.save_pretrained(out)
     (out / MARKER).write_text(json.dumps({
         "source": REQUIREMENT, "gguf": GGUF_NAME, "dtype": "bfloat16",

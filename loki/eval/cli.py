@@ -21,7 +21,7 @@ def build_parser():
 
     p = ArgumentParser(prog="loki eval", description=__doc__.split("\n")[0])
     p.add_argument("--config", action=ActionConfigFile)
-    p.add_argument("--checkpoint", type=str, required=True, help="Lightning .ckpt to evaluate")
+    p.add_argument("--checkpoint", type=str, required=True, help=".ckpt file, distributed checkpoint folder or run folder (its checkpoints/last.ckpt)")
     p.add_argument("--tokenizer", type=str | None, default=None,
                    help="tokenizer spec (default: the one recorded in the checkpoint)")
     p.add_class_arguments(SuiteConfig, "suite")
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
                     device=cfg.device, dtype=cfg.dtype, max_length=cfg.max_length)
     suite = SuiteConfig(**vars(cfg.suite)) if not isinstance(cfg.suite, SuiteConfig) else cfg.suite
     summary = run_suite(lm, suite, cfg.output_dir, force=cfg.force, force_reason=cfg.force_reason,
-                        metadata={"checkpoint": cfg.checkpoint,
+                        metadata={"checkpoint": lm.eval_model.checkpoint,
                                   "tokenizer": lm.eval_model.tokenizer_spec,
                                   "vocab_hash": lm.loki_tokenizer.vocab_hash})
     print((Path(cfg.output_dir) / "results.md").read_text())

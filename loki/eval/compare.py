@@ -146,6 +146,8 @@ def check_arguments(cfg: Any, suite: SuiteConfig) -> list[BenchmarkRow]:
 def main(argv: list[str] | None = None) -> None:
     from jsonargparse import ActionConfigFile, ArgumentParser
 
+    from loki.checkpoint_read import resolve_checkpoint
+
     p = ArgumentParser(prog="loki compare", description=DESCRIPTION)
     p.add_argument("--config", action=ActionConfigFile)
     p.add_argument("--a", type=list[str], required=True,
@@ -162,6 +164,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="folder for compare.json, compare.md and tasks/")
     cfg = p.parse_args(argv)
     suite = cfg.suite if isinstance(cfg.suite, SuiteConfig) else SuiteConfig(**vars(cfg.suite))
+    # a run folder stands for its last checkpoint: said once, and recorded as taken
+    cfg.a, cfg.b = ([str(resolve_checkpoint(c)) for c in side] for side in (cfg.a, cfg.b))
     rows = check_arguments(cfg, suite)
     from loki.eval.adapter import LokiEvalLM
     from loki.eval.local_tasks import task_manager

@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
 
     p = ArgumentParser(prog="loki generate", description=DESCRIPTION)
     p.add_argument("--config", action=ActionConfigFile)
-    p.add_argument("--checkpoint", type=str, required=True, help="Lightning .ckpt")
+    p.add_argument("--checkpoint", type=str, required=True, help=".ckpt file, distributed checkpoint folder or run folder (its checkpoints/last.ckpt)")
     p.add_argument("--tokenizer", type=str | None, default=None, help="default: from checkpoint")
     p.add_argument("--prompt", type=list[str], default=[],
                    help="prompts given inline: --prompt+ TEXT once per prompt")
@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> None:
     if cfg.output:
         try:
             atomic.write_text(cfg.output, "".join(
-                json.dumps({**r, "sampling": asdict(sampling), "checkpoint": cfg.checkpoint})
+                json.dumps({**r, "sampling": asdict(sampling), "checkpoint": em.checkpoint})
                 + "\n" for r in results))
         except OSError as err:  # a full disk: the earlier file is still there
             raise LokiError(f"cannot write {cfg.output} ({err.strerror or err}); the samples "

@@ -57,7 +57,7 @@ def resolve_device(device: str | None) -> torch.device:
     if resolved.type == "cuda":
         if not torch.cuda.is_available():
             raise LokiError(f"device {device!r} asked for but CUDA is not available; use "
-                            "device=cpu")
+                            "--device cpu")
         if resolved.index is not None and resolved.index >= torch.cuda.device_count():
             raise LokiError(f"device {device!r}: this machine has {torch.cuda.device_count()} "
                             f"CUDA device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
@@ -96,9 +96,11 @@ def load_for_eval(
     dtype: str | torch.dtype | None = None,
 ) -> EvalModel:
     """Checkpoint + tokenizer (default: the spec recorded in the checkpoint), checked."""
+    from loki.checkpoint_read import resolve_checkpoint
     from loki.module import load_model
 
     target, dt = resolve_device(device), resolve_dtype(dtype)  # refused before reading weights
+    checkpoint = resolve_checkpoint(checkpoint)  # a run folder: its last checkpoint, recorded
     model, config, hparams = load_model(checkpoint)
     tok, spec = _tokenizer_for(checkpoint, tokenizer, config, hparams)
     model = model.to(device=target)
@@ -123,7 +125,7 @@ def _tokenizer_for(checkpoint: str | Path, tokenizer: str | None, config: LokiCo
 
     spec = tokenizer or hparams.get("tokenizer")
     if not spec:
-        raise LokiError(f"checkpoint {checkpoint} records no tokenizer; pass tokenizer=<spec>")
+        raise LokiError(f"checkpoint {checkpoint} records no tokenizer; pass --tokenizer <spec>")
     tok = LokiTokenizer.from_spec(spec)
     check_tokenizer(tok, config, dict(hparams), f"checkpoint {checkpoint}")
     return tok, spec

@@ -103,5 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     print(prepare_tasks(cfg.tasks, cfg.data_dir, cfg.out))
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # one-line errors, as the loki tools print them
+    from loki.cli import module_main
+
+    module_main("loki.eval.local_tasks", "python -m loki.eval.local_tasks")

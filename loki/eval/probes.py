@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
 
     p = ArgumentParser(prog="loki probe", description=DESCRIPTION)
     p.add_argument("--config", action=ActionConfigFile)
-    p.add_argument("--checkpoint", type=str, required=True, help="Lightning .ckpt")
+    p.add_argument("--checkpoint", type=str, required=True, help=".ckpt file, distributed checkpoint folder or run folder (its checkpoints/last.ckpt)")
     p.add_argument("--tokenizer", type=str | None, default=None, help="default: from checkpoint")
     p.add_class_arguments(SamplingConfig, "sampling")
     p.add_argument("--device", type=str, default="auto", help="auto, cpu, cuda, cuda:N")
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(cfg.output_dir)
     check_writable(out, "--output_dir")  # before the checkpoint is loaded
     em = load_for_eval(cfg.checkpoint, cfg.tokenizer, cfg.device)
-    result = {"checkpoint": cfg.checkpoint, **run_probes(em, sampling)}
+    result = {"checkpoint": em.checkpoint, **run_probes(em, sampling)}
     md = render_markdown(result)
     print(md)  # first: a failed write below loses nothing
     try:  # the pair is replaced together: never a new probes.json beside an old probes.md

@@ -28,7 +28,7 @@ import torch
 
 from loki import atomic
 from loki._optional import require
-from loki.checkpoint_read import hf_export_hint
+from loki.checkpoint_read import resolve_checkpoint
 from loki.config import LokiConfig
 from loki.errors import LokiError
 from loki.output import check_writable
@@ -47,26 +47,16 @@ SIZE_UNITS = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}  # as transfo
 def resolved_checkpoint(path: str | Path) -> Iterator[tuple[Path, str | None]]:
     """(a single-file checkpoint, the distributed folder it was consolidated from or None).
 
-    A run folder resolves to ``checkpoints/last.ckpt`` inside it; a distributed checkpoint folder
-    (``.metadata`` inside, as Lightning's ModelParallelStrategy writes) is consolidated into a
-    temporary file that lives as long as the context."""
-    path = Path(path)
+    A run folder resolves to its last checkpoint (``resolve_checkpoint``, as in every tool); a
+    distributed checkpoint folder (``.metadata`` inside, as Lightning's ModelParallelStrategy
+    writes) is consolidated into a temporary file that lives as long as the context."""
+    path = resolve_checkpoint(path)
     if not path.exists():
         raise LokiError(f"checkpoint not found: {path}")
-    if path.is_dir() and not (path / ".metadata").is_file():
-        found = next((c for c in (path / "checkpoints" / "last.ckpt", path / "last.ckpt")
-                      if c.exists()), None)
-        if found is None:
-            raise LokiError(hf_export_hint(path) or (
-                f"{path} is a folder but neither a distributed checkpoint (no .metadata) nor a "
-                "run folder (no checkpoints/last.ckpt); pass a .ckpt file"))
-        path = found
     if path.is_file():
         yield path, None
         return
-    if not (path / ".metadata").is_file():
-        raise LokiError(f"{path} is a folder without .metadata: not a distributed checkpoint")
-    from loki.sharding import consolidate
+    from loki.sharding import consolidate  # a folder here has .metadata (resolve_checkpoint)
 
     with tempfile.TemporaryDirectory(prefix="loki-export-") as tmp:
         yield consolidate(path, Path(tmp) / "consolidated.ckpt"), str(path)
@@ -178,6 +168,7 @@ def export_hf(checkpoint: str | Path, output: str | Path, tokenizer: str | None 
 
     transformers_without_torchao()  # no CUDA-kernel load failures printed: the export needs none
     transformers = require("transformers", "eval")
+    checkpoint = resolve_checkpoint(checkpoint)  # recorded as taken, not as given
     with resolved_checkpoint(checkpoint) as (ckpt, distributed):
         model, config, hparams = load_model(ckpt)
         tokens_seen = _tokens_seen(ckpt)
@@ -200,6 +191,7 @@ def export_hf(checkpoint: str | Path, output: str | Path, tokenizer: str | None 
     partial = atomic.temp_dir_beside(output, "partial")
     try:
         hf_model.save_pretrained(partial, max_shard_size=shard_bytes)
+        atomic.give_usual_mode(partial.glob("*.safetensors"))
         from loki.export.hf_tokenizer import save_tokenizer
 
         save_tokenizer(tok, partial)

@@ -116,6 +116,22 @@ def test_generate_prints_then_writes_the_output_atomically(small_ckpt, tmp_path,
     assert json.loads(out.read_text()) == row and sorted(tmp_path.iterdir()) == [out]
 
 
+def test_generate_takes_a_run_folder_as_export_does_and_says_which_checkpoint(
+        small_ckpt, tmp_path, capsys):
+    import shutil
+
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    last.parent.mkdir(parents=True)
+    shutil.copy(small_ckpt, last)
+    out = tmp_path / "gen.jsonl"
+    code, printed, err = _cli(["generate", "--checkpoint", str(tmp_path / "run"), "--prompt+",
+                               "Hello", "--device", "cpu", "--sampling.max_new_tokens", "2",
+                               "--output", str(out)], capsys)
+    assert code == 0 and printed.count("--- 'Hello'") == 1
+    assert err == f"{tmp_path / 'run'} is a run folder: using its checkpoint {last}"
+    assert json.loads(out.read_text())["checkpoint"] == str(last)  # recorded as taken
+
+
 @pytest.mark.parametrize("case", ["output is the checkpoint", "output is the prompts file",
                                   "output under a file", "output is a folder", "no prompts",
                                   "prompts not UTF-8", "prompts is a folder", "bad sampling"])
@@ -219,3 +235,21 @@ def test_a_cuda_index_beyond_the_machine_is_refused(monkeypatch):
     assert resolve_device("cuda:0") == torch.device("cuda:0")
     with pytest.raises(LokiError, match="this machine has 1 CUDA device"):
         resolve_device("cuda:1")
+
+
+@pytest.mark.parametrize("tool", ["generate", "probe"])
+def test_the_hints_name_the_options_as_typed(tool, small_ckpt, tmp_path, capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    argv = [tool, "--checkpoint", str(small_ckpt), "--device", "cuda"]
+    argv += ["--prompt+", "Hello"] if tool == "generate" else ["--output_dir", str(tmp_path)]
+    code, _, err = _cli(argv, capsys)
+    assert code == 2 and err == (f"loki {tool}: error: device 'cuda' asked for but CUDA is not "
+                                 "available; use --device cpu")
+    ckpt = torch.load(small_ckpt, weights_only=False)
+    ckpt["hyper_parameters"].pop("tokenizer")
+    torch.save(ckpt, tmp_path / "no-tokenizer.ckpt")
+    argv[2:5] = [str(tmp_path / "no-tokenizer.ckpt"), "--device", "cpu"]
+    code, _, err = _cli(argv, capsys)
+    assert code == 2 and err.endswith("records no tokenizer; pass --tokenizer <spec>")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 
@@ -65,3 +67,30 @@ def test_missing_data_leaves_no_tasks_folder_behind(tmp_path, demo_data):
     assert not (tmp_path / "tasks").exists()
     prepare_tasks(["loki_demo_pairs"], demo_data, tmp_path / "tasks")
     assert [p.name for p in (tmp_path / "tasks").iterdir()] == ["loki_demo_pairs.yaml"]
+
+
+def test_run_bare_it_says_in_one_line_which_options_it_needs():
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-m", "loki.eval.local_tasks"], capture_output=True,
+                          text=True, cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == ("python -m loki.eval.local_tasks: error: the following arguments are "
+                           "required: --data_dir, --out\n")
+
+
+def test_the_readme_command_binds_the_task_it_names(tmp_path):
+    from loki.cli import module_main
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert ("python -m loki.eval.local_tasks --tasks '[loki_demo_cloze]' --data_dir "
+            "data/demo/tasks \\\n    --out runs/demo/lm_eval_tasks") in readme
+    (tmp_path / "loki_demo_cloze").mkdir()
+    for split in ("train", "test"):
+        (tmp_path / "loki_demo_cloze" / f"{split}.jsonl").write_text("{}\n")
+    module_main("loki.eval.local_tasks", "python -m loki.eval.local_tasks",
+                ["--tasks", "[loki_demo_cloze]", "--data_dir", str(tmp_path),
+                 "--out", str(tmp_path / "out")])
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["loki_demo_cloze.yaml"]

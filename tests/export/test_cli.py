@@ -135,6 +135,20 @@ def test_folders_named_like_the_old_staging_folders_are_left_alone(earlier, trai
     assert oct(out.stat().st_mode & 0o777) == oct(0o777 & ~_umask())  # not mkdtemp's 0700
 
 
+@pytest.mark.parametrize("max_shard_size", ["5GB", "100KB"])
+def test_every_exported_file_has_the_mode_a_plain_write_gives(max_shard_size, trained_ckpt,
+                                                               tmp_path):
+    from loki.export.hf import export_hf
+
+    out = tmp_path / "hf"
+    export_hf(trained_ckpt, out, max_shard_size=max_shard_size)
+    (tmp_path / "plain").write_text("x")
+    plain = oct((tmp_path / "plain").stat().st_mode & 0o777)
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in out.iterdir()}
+    assert any(n.endswith(".safetensors") for n in modes)  # safetensors writes mkstemp's 0600
+    assert modes == dict.fromkeys(modes, plain)
+
+
 def _umask() -> int:
     import os
 
