@@ -17,9 +17,13 @@ from loki.eval.suite import SuiteConfig, run_suite
 
 
 def build_parser():
-    from jsonargparse import ActionConfigFile, ArgumentParser
+    from jsonargparse import ActionConfigFile
 
-    p = ArgumentParser(prog="loki eval", description=__doc__.split("\n")[0])
+    from loki.tool_parser import tool_parser
+
+    p = tool_parser(prog="loki eval", description=__doc__.split("\n")[0],
+                    epilog="also: loki eval prepare-data (the benchmark files that --suite.offline "
+                           "true reads); it takes --help")
     p.add_argument("--config", action=ActionConfigFile)
     p.add_argument("--checkpoint", type=str, required=True, help="Lightning .ckpt to evaluate")
     p.add_argument("--tokenizer", type=str | None, default=None,

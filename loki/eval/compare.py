@@ -144,9 +144,11 @@ def check_arguments(cfg: Any, suite: SuiteConfig) -> list[BenchmarkRow]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from jsonargparse import ActionConfigFile, ArgumentParser
+    from jsonargparse import ActionConfigFile
 
-    p = ArgumentParser(prog="loki compare", description=DESCRIPTION)
+    from loki.tool_parser import tool_parser
+
+    p = tool_parser(prog="loki compare", description=DESCRIPTION)
     p.add_argument("--config", action=ActionConfigFile)
     p.add_argument("--a", type=list[str], required=True,
                    help="checkpoint(s) of side A, a list: '[a.ckpt]' or '[seed1.ckpt,seed2.ckpt]'")

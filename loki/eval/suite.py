@@ -30,7 +30,8 @@ class SuiteConfig:
     """What to evaluate and how (the eval block of loki eval and of the benchmark callback)."""
 
     preset: str = "leaderboard"
-    """leaderboard (Open LLM Leaderboard v1 shots), paper (Table 1 shots) or demo."""
+    """Benchmark set: leaderboard (Open LLM Leaderboard v1 shots), paper (Table 1 shots) or demo
+    (the small local tasks made from held-out demo text)."""
     tasks: list[str] = field(default_factory=list)
     """Only these rows of the preset (task names or labels); empty = all."""
     offline: bool = False
@@ -38,7 +39,7 @@ class SuiteConfig:
     data_dir: str = "data/eval"
     """Root of the local task data: <data_dir>/<dataset>/<split>.jsonl."""
     num_fewshot: int | None = None
-    """Override every row's shot count (None: the preset's)."""
+    """Override every row's shot count (null: the preset's)."""
     limit: int | None = None
     """Score only the first N items per task (smoke runs; results are marked)."""
     bootstrap_iters: int = 1000
