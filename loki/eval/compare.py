@@ -137,7 +137,7 @@ def check_arguments(cfg: Any, suite: SuiteConfig) -> list[BenchmarkRow]:
     resolve_device(cfg.device)
     check_writable(cfg.output_dir, "--output_dir")
     rows = preset_rows(suite.preset, suite.offline, suite.tasks, suite.num_fewshot)
-    bind_tasks([r.task for r in rows], suite.data_dir)
+    bind_tasks([r.task for r in rows], suite.data_dir, option="--suite.data_dir")
     for path in dict.fromkeys([*cfg.a, *cfg.b]):
         check_for_eval(path, cfg.tokenizer)
     return rows
