@@ -30,18 +30,19 @@ class DemoConfig:
     """What ``make demo`` runs."""
 
     root: str = "data/demo"
-    """Demo data: raw corpus, tasks, filtered text, tokenizer, shards, teacher cache."""
+    """Folder of the demo data: raw corpus, eval tasks, filtered text, tokenizer, token shards and
+    the teacher cache."""
     run_dir: str = "runs/demo"
-    """Training run, evaluation, probes and the report."""
+    """Folder of the training run, its evaluation, probes, report and demo.log."""
     stages: list[str] = field(default_factory=lambda: list(STAGES))
     """Stages to run, in order (a subset of the known stages)."""
     redo: list[str] = field(default_factory=list)
     """Stages to run again even when their marker says they are done; the stages after the
     first of them run again too."""
     filter_config: str = "experiments/data/demo.yaml"
-    """``loki filter`` config of the demo corpus."""
+    """The ``loki filter`` config that cleans the demo corpus."""
     tokenizer_config: str = "experiments/tokenizer/demo.yaml"
-    """``loki tokenizer prune`` config of the demo tokenizer."""
+    """The ``loki tokenizer prune`` config of the demo tokenizer."""
     teachers_root: str = "data/teachers"
     """Where the registry-shipped teacher (SmolLM2-135M-Instruct) is converted to."""
     synthetic_docs: int = 32
@@ -49,17 +50,17 @@ class DemoConfig:
     synthetic_tokens: int = 128
     """Teacher tokens per synthetic passage."""
     teacher_config: str = "experiments/distill/demo-teacher.yaml"
-    """``loki fit`` config of the Loki teacher (trained before the student)."""
+    """The ``loki fit`` config of the Loki teacher (trained before the student)."""
     distill_config: str = "experiments/distill/demo.yaml"
-    """``loki distill build`` config of the candidate cache."""
+    """The ``loki distill build`` config of the teacher candidate cache."""
     fit_config: str = "experiments/small-cpu.yaml"
-    """LightningCLI config of the training run."""
+    """The ``loki fit`` (LightningCLI) config of the student's training run."""
     bf16: bool | Literal["auto"] = "auto"
     """bf16 autocast for the two fits and bf16 weights for the synthetic-text teacher; auto: on
     where the CPU multiplies bf16 natively (AMX or AVX512-BF16, ~1.5x faster than fp32 there),
     off elsewhere (emulated bf16 is slower than fp32). Evaluation always runs in fp32."""
     fit_args: list[str] = field(default_factory=list)
-    """Extra ``loki fit`` arguments, e.g. ``["--trainer.max_steps", "50"]``."""
+    """Extra ``loki fit`` arguments for the student's run, e.g. ``[--trainer.max_steps=50]``."""
     inject_spike: bool = False
     """Arm the fault-injection callback: a loss spike the rollback must detect and undo."""
     spike_step: int = 202
@@ -197,10 +198,12 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def _parser():
-    from jsonargparse import ActionConfigFile, ArgumentParser
+    from jsonargparse import ActionConfigFile
 
-    parser = ArgumentParser(prog="loki demo", description=__doc__.split("\n\n")[0],
-                            exit_on_error=False)
+    from loki.tool_parser import tool_parser
+
+    parser = tool_parser(prog="loki demo", description=__doc__.split("\n\n")[0],
+                         exit_on_error=False)
     parser.add_argument("--config", action=ActionConfigFile)
     parser.add_class_arguments(DemoConfig, nested_key=None, as_group=False)
     return parser

@@ -28,16 +28,19 @@ SLURM_DEFAULTS = {"time": "4:00:00", "partition": "cpu"}
 
 @dataclass
 class ExecutorConfig:
-    """Which datatrove executor runs each job's tasks (the ``executor`` block of ``loki filter`` and
-    ``loki distill``); only this block changes between laptop and cluster."""
+    """Which datatrove executor runs each job's tasks, and how many tasks.
+
+    The ``executor`` block of ``loki filter`` and ``loki distill``: the only block that changes
+    between laptop and cluster.
+    """
 
     kind: str = "local"
-    """local | slurm | ray."""
+    """Where the tasks run: local (processes on this machine), slurm or ray."""
     tasks: int = 1
     """Shards per sharded stage (global stages always run as one task)."""
     workers: int = 1
     """Local processes running at once (1 = in-process, no spawn)."""
-    options: dict = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
     """Extra keyword arguments for the executor (slurm: partition, time, cpus_per_task, ...)."""
 
     def __post_init__(self) -> None:

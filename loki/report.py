@@ -205,11 +205,11 @@ def build_report(run_dir: str | Path = "runs/demo", data_root: str | Path | None
 
 
 def main(argv: list[str] | None = None) -> None:
-    from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
+    from jsonargparse import ActionConfigFile
 
-    set_parsing_settings(docstring_parse_attribute_docstrings=True)  # ReportConfig's --help
-    parser = ArgumentParser(prog="loki report",
-                            description=__doc__.split("\n")[0].replace("``", ""))
+    from loki.tool_parser import tool_parser
+
+    parser = tool_parser(prog="loki report", description=__doc__.split("\n")[0])
     parser.add_argument("--config", action=ActionConfigFile)
     parser.add_class_arguments(ReportConfig, as_group=False)
     args = parser.parse_args(argv)

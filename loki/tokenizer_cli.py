@@ -14,13 +14,12 @@ from loki.tokenizer_stats import stats
 
 
 def build_parser():
-    from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
+    from jsonargparse import ActionConfigFile, ArgumentParser
 
-    # PruneConfig's attribute docstrings become the --help text
-    set_parsing_settings(docstring_parse_attribute_docstrings=True)
-    summary = __doc__.split("\n")[0].replace("``", "")
-    parser = ArgumentParser(prog="loki tokenizer", description=summary)
-    prune_p = ArgumentParser(description="prune cl100k_base to vocab_size tokens on a corpus")
+    from loki.tool_parser import tool_parser
+
+    parser = tool_parser(prog="loki tokenizer", description=__doc__.split("\n")[0])
+    prune_p = tool_parser(description="prune cl100k_base to vocab_size tokens on a corpus")
     prune_p.add_argument("--config", action=ActionConfigFile)
     prune_p.add_class_arguments(PruneConfig)
     stats_p = ArgumentParser(description="bytes/token and encode MB/s of tokenizers on text")

@@ -71,7 +71,7 @@ def test_real_help_texts_are_printed(capfd, monkeypatch, tmp_path):
     out, _ = capfd.readouterr()
     assert "--prompts.num_prompts" in out and "--decontam.max_tries" in out
     cli.main(["distill", "--help"])
-    assert capfd.readouterr().out.strip() == distill_cli.USAGE + "\n" + cli.VERBOSE_HELP
+    assert capfd.readouterr().out.strip() == distill_cli.help_text() + "\n" + cli.VERBOSE_HELP
 
 
 def test_the_subcommands_results_reach_the_terminal(monkeypatch, capfd, tmp_path):
@@ -98,7 +98,7 @@ def test_the_subcommands_results_reach_the_terminal(monkeypatch, capfd, tmp_path
     out = capfd.readouterr().out
     assert '{"output": "quality.npz", "kind": "logreg", "auc": 0.9}' in out
     assert "report: filtered/filter_report.md" in out
-    assert distill_cli.USAGE in out
+    assert distill_cli.help_text() in out
     log = (tmp_path / "runs" / "logs" / "filter.log").read_text()
     assert "quality.npz" not in log and "filter_report.md" not in log
 

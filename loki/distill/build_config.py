@@ -36,7 +36,7 @@ class DecontamConfig:
     """Benchmark-copy check of teacher candidates."""
 
     index: str | None = None
-    """BenchmarkIndex file (``.npz``) from ``loki filter``'s decontamination stage; None: off."""
+    """BenchmarkIndex file (``.npz``) from ``loki filter``'s decontamination stage; null: off."""
     max_tries: int = 3
     """Generations per candidate (the first plus regenerations) before it is dropped."""
 

@@ -1,4 +1,4 @@
-"""``loki distill``: build the teacher candidate cache, and prepare the demo teacher.
+"""``loki distill``: the teacher candidate cache, the synthetic source and the demo teacher.
 
     loki distill build --config experiments/distill/demo.yaml
     loki distill finalize --config experiments/distill/demo.yaml   # after cluster jobs end
@@ -16,16 +16,39 @@ from loki.errors import LokiError
 
 USAGE = ("usage: loki distill {build,finalize,synthetic,prepare-smollm} [--config FILE] "
          "[options]")
+# name -> one-line help, listed by ``loki distill --help`` (each subcommand takes --help)
+SUBCOMMANDS = {
+    "build": "teacher candidates for distillation prompts -> a cache folder",
+    "finalize": "write the cache's manifest once a cluster build's jobs have ended (same config)",
+    "synthetic": "teacher passages about corpus topics -> the synthetic training source",
+    "prepare-smollm": "convert the demo teacher, SmolLM2-135M-Instruct, into a teacher folder",
+}
 
 
-def parse_build(argv: list[str], prog: str, cls: type | None = None):
-    """argv (``--config X.yaml`` plus dotted overrides) -> a ``BuildConfig`` (or ``cls``)."""
-    from jsonargparse import ActionConfigFile, ArgumentParser
+def help_text() -> str:
+    """``loki distill --help``: the subcommands with their help, laid out like ``loki tokenizer
+    --help`` (the subcommands themselves are dispatched by ``main``, ahead of any parser)."""
+    from loki.tool_parser import tool_parser
+
+    parser = tool_parser(prog="loki distill", description=__doc__.split("\n")[0].replace("``", ""))
+    sub = parser.add_subcommands(dest="command")
+    for name, help_ in SUBCOMMANDS.items():
+        sub.add_subcommand(name, tool_parser(), help=help_)
+    return parser.format_help().rstrip()
+
+
+def parse_build(argv: list[str], prog: str, cls: type | None = None,
+                description: str | None = None):
+    """argv (``--config X.yaml`` plus dotted overrides) -> a ``BuildConfig`` (or ``cls``);
+    ``--help`` says ``description`` (default: the class docstring)."""
+    from jsonargparse import ActionConfigFile
+
+    from loki.tool_parser import tool_parser
 
     if cls is None:
         from loki.distill.build_config import BuildConfig as cls
 
-    parser = ArgumentParser(prog=prog, description=(cls.__doc__ or "").strip())
+    parser = tool_parser(prog=prog, description=description or (cls.__doc__ or "").strip())
     parser.add_argument("--config", action=ActionConfigFile, help="YAML config file")
     parser.add_class_arguments(cls, nested_key=None, fail_untyped=False)
     init = parser.instantiate(parser.parse_args(argv))
@@ -52,16 +75,18 @@ def main(argv: list[str] | None = None) -> None:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
-        say(USAGE)
+        say(help_text())
         return
     command, rest = argv[0], argv[1:]
     if command == "prepare-smollm":
-        from jsonargparse import ArgumentParser
-
         from loki.distill.smollm import prepare_smollm
+        from loki.tool_parser import tool_parser
 
-        parser = ArgumentParser(prog="loki distill prepare-smollm")
-        parser.add_argument("--root", default="data/teachers", help="teacher folder")
+        parser = tool_parser(prog="loki distill prepare-smollm",
+                             description=SUBCOMMANDS["prepare-smollm"])
+        parser.add_argument("--root", default="data/teachers",
+                            help="teacher folder; the converted model goes in its "
+                                 "smollm2-135m-instruct/")
         say(str(prepare_smollm(parser.parse_args(rest).root)))
         return
     if command == "synthetic":
@@ -78,7 +103,8 @@ def main(argv: list[str] | None = None) -> None:
         raise LokiError(f"unknown distill command {command!r}; {USAGE}")
     from loki.distill.build import build, finalize_cache
 
-    cfg = parse_build(rest, f"loki distill {command}")
+    cfg = parse_build(rest, f"loki distill {command}", description=(
+        f"loki distill finalize: {SUBCOMMANDS['finalize']}." if command == "finalize" else None))
     manifest = build(cfg) if command == "build" else finalize_cache(cfg)
     if manifest.get("submitted"):
         say("submitted; run `loki distill finalize` with the same config when the jobs end")

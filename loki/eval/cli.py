@@ -17,9 +17,13 @@ from loki.eval.suite import SuiteConfig, run_suite
 
 
 def build_parser():
-    from jsonargparse import ActionConfigFile, ArgumentParser
+    from jsonargparse import ActionConfigFile
 
-    p = ArgumentParser(prog="loki eval", description=__doc__.split("\n")[0])
+    from loki.tool_parser import tool_parser
+
+    p = tool_parser(prog="loki eval", description=__doc__.split("\n")[0],
+                    epilog="also: loki eval prepare-data (the benchmark files that --suite.offline "
+                           "true reads); it takes --help")
     p.add_argument("--config", action=ActionConfigFile)
     p.add_argument("--checkpoint", type=str, required=True, help=".ckpt file, distributed checkpoint folder or run folder (its checkpoints/last.ckpt)")
     p.add_argument("--tokenizer", type=str | None, default=None,
@@ -50,16 +54,20 @@ def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     cfg = parser.parse_args(argv)
     from loki.eval.adapter import LokiEvalLM
+    from loki.eval.local_tasks import bind_tasks
+    from loki.eval.presets import preset_rows
     from loki.eval.suite import already_ran, check_once
 
-    # refuse before loading a large checkpoint
+    # refuse before loading a large checkpoint, the suite's missing local data too
     from loki.output import check_writable
 
     check_writable(cfg.output_dir, "--output_dir")
     check_once(already_ran(cfg.output_dir), cfg.force, cfg.force_reason, cfg.output_dir)
+    suite = SuiteConfig(**vars(cfg.suite)) if not isinstance(cfg.suite, SuiteConfig) else cfg.suite
+    rows = preset_rows(suite.preset, suite.offline, suite.tasks, suite.num_fewshot)
+    bind_tasks([r.task for r in rows], suite.data_dir, option="--suite.data_dir")
     lm = LokiEvalLM(checkpoint=cfg.checkpoint, tokenizer=cfg.tokenizer, batch_size=cfg.batch_size,
                     device=cfg.device, dtype=cfg.dtype, max_length=cfg.max_length)
-    suite = SuiteConfig(**vars(cfg.suite)) if not isinstance(cfg.suite, SuiteConfig) else cfg.suite
     summary = run_suite(lm, suite, cfg.output_dir, force=cfg.force, force_reason=cfg.force_reason,
                         metadata={"checkpoint": lm.eval_model.checkpoint,
                                   "tokenizer": lm.eval_model.tokenizer_spec,

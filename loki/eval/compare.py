@@ -137,18 +137,19 @@ def check_arguments(cfg: Any, suite: SuiteConfig) -> list[BenchmarkRow]:
     resolve_device(cfg.device)
     check_writable(cfg.output_dir, "--output_dir")
     rows = preset_rows(suite.preset, suite.offline, suite.tasks, suite.num_fewshot)
-    bind_tasks([r.task for r in rows], suite.data_dir)
+    bind_tasks([r.task for r in rows], suite.data_dir, option="--suite.data_dir")
     for path in dict.fromkeys([*cfg.a, *cfg.b]):
         check_for_eval(path, cfg.tokenizer)
     return rows
 
 
 def main(argv: list[str] | None = None) -> None:
-    from jsonargparse import ActionConfigFile, ArgumentParser
+    from jsonargparse import ActionConfigFile
 
     from loki.checkpoint_read import resolve_checkpoint
+    from loki.tool_parser import tool_parser
 
-    p = ArgumentParser(prog="loki compare", description=DESCRIPTION)
+    p = tool_parser(prog="loki compare", description=DESCRIPTION)
     p.add_argument("--config", action=ActionConfigFile)
     p.add_argument("--a", type=list[str], required=True,
                    help="checkpoint(s) of side A, a list: '[a.ckpt]' or '[seed1.ckpt,seed2.ckpt]'")

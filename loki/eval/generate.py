@@ -42,9 +42,10 @@ class SamplingConfig:
     temperature: float = 0.8
     """Softmax temperature; 0 is greedy."""
     top_k: int | None = None
-    """Keep only the k most likely tokens (None: all)."""
+    """Keep only the k most likely tokens (null: all)."""
     top_p: float | None = 0.95
-    """Nucleus sampling mass (None or 1: off)."""
+    """Nucleus sampling: keep the most likely tokens up to this probability mass (null or 1:
+    off)."""
     num_samples: int = 1
     """Samples per prompt."""
     stop: list[str] = field(default_factory=list)
@@ -165,11 +166,12 @@ def sample(eval_model, prompts: list[str], cfg: SamplingConfig) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from jsonargparse import ActionConfigFile, ArgumentParser
+    from jsonargparse import ActionConfigFile
 
     from loki.eval.loading import load_for_eval
+    from loki.tool_parser import tool_parser
 
-    p = ArgumentParser(prog="loki generate", description=DESCRIPTION)
+    p = tool_parser(prog="loki generate", description=DESCRIPTION)
     p.add_argument("--config", action=ActionConfigFile)
     p.add_argument("--checkpoint", type=str, required=True, help=".ckpt file, distributed checkpoint folder or run folder (its checkpoints/last.ckpt)")
     p.add_argument("--tokenizer", type=str | None, default=None, help="default: from checkpoint")

@@ -36,10 +36,11 @@ def data_files(task_yaml: str) -> dict[str, str]:
     return dict((cfg.get("dataset_kwargs") or {}).get("data_files") or {})
 
 
-def bind_tasks(tasks: list[str], data_dir: str | Path) -> dict[str, str]:
+def bind_tasks(tasks: list[str], data_dir: str | Path, option: str = "data_dir") -> dict[str, str]:
     """{name: YAML text} for the packaged templates among ``tasks``, bound to ``data_dir``;
-    writes nothing. Raises LokiError when a local task's data file is missing. Other names are
-    left to lm-eval."""
+    writes nothing. Raises LokiError when a local task's data file is missing, naming the
+    setting that points elsewhere as ``option`` (a command line's ``--suite.data_dir``). Other
+    names are left to lm-eval."""
     lm_eval_tasks = Path(require("lm_eval.tasks", "eval").__file__).parent
     data_dir = Path(data_dir).resolve()
     bound = {}
@@ -49,9 +50,10 @@ def bind_tasks(tasks: list[str], data_dir: str | Path) -> dict[str, str]:
             "LM_EVAL_TASKS", str(lm_eval_tasks))
         missing = [f for f in data_files(text).values() if not Path(f).is_file()]
         if missing:
-            raise LokiError(
-                f"local data for task {name!r} is missing: {', '.join(missing)} (put the "
-                f"dataset's rows there as JSON lines, or point data_dir elsewhere)")
+            how = ("loki demo writes them, in its tasks stage" if name.startswith("loki_demo_")
+                   else "put the dataset's rows there as JSON lines")
+            raise LokiError(f"local data for task {name!r} is missing: {', '.join(missing)} "
+                            f"({how}; or point {option} elsewhere)")
         bound[name] = text
     return bound
 

@@ -163,9 +163,11 @@ def prepare_data(tasks: list[str], data_dir: str | Path, from_dir: str | Path | 
 
 
 def main(argv: list[str] | None = None) -> None:
-    from jsonargparse import ActionConfigFile, ArgumentParser
+    from jsonargparse import ActionConfigFile
 
-    p = ArgumentParser(prog="loki eval prepare-data", description=__doc__.split("\n")[0])
+    from loki.tool_parser import tool_parser
+
+    p = tool_parser(prog="loki eval prepare-data", description=__doc__.split("\n")[0])
     p.add_argument("--config", action=ActionConfigFile)
     p.add_argument("--tasks", type=list[str], default=PAPER_TASKS,
                    help="lm-eval task names with a packaged local variant (default: Table 1)")

@@ -127,11 +127,12 @@ def render_markdown(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from jsonargparse import ActionConfigFile, ArgumentParser
+    from jsonargparse import ActionConfigFile
 
     from loki.eval.loading import load_for_eval
+    from loki.tool_parser import tool_parser
 
-    p = ArgumentParser(prog="loki probe", description=DESCRIPTION)
+    p = tool_parser(prog="loki probe", description=DESCRIPTION)
     p.add_argument("--config", action=ActionConfigFile)
     p.add_argument("--checkpoint", type=str, required=True, help=".ckpt file, distributed checkpoint folder or run folder (its checkpoints/last.ckpt)")
     p.add_argument("--tokenizer", type=str | None, default=None, help="default: from checkpoint")

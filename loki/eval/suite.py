@@ -23,6 +23,10 @@ from loki.eval.table import render_markdown, summarize
 
 log = logging.getLogger(__name__)
 MARKER = "EVAL_DONE.json"
+# Where a preset's local task data lies when ``data_dir`` is not set: the demo's tasks are
+# written by ``loki demo`` (its tasks stage), the benchmarks by ``loki eval prepare-data``.
+PRESET_DATA_DIRS = {"demo": "data/demo/tasks"}
+DEFAULT_DATA_DIR = "data/eval"
 
 
 @dataclass
@@ -30,21 +34,28 @@ class SuiteConfig:
     """What to evaluate and how (the eval block of loki eval and of the benchmark callback)."""
 
     preset: str = "leaderboard"
-    """leaderboard (Open LLM Leaderboard v1 shots), paper (Table 1 shots) or demo."""
+    """Benchmark set: leaderboard (Open LLM Leaderboard v1 shots), paper (Table 1 shots) or demo
+    (the small local tasks made from held-out demo text)."""
     tasks: list[str] = field(default_factory=list)
     """Only these rows of the preset (task names or labels); empty = all."""
     offline: bool = False
     """Use the packaged local-data task variants instead of downloading from the hub."""
-    data_dir: str = "data/eval"
-    """Root of the local task data: <data_dir>/<dataset>/<split>.jsonl."""
+    data_dir: str | None = None
+    """Root of the local task data, <data_dir>/<dataset>/<split>.jsonl; null: the preset's,
+    data/demo/tasks for demo (written by loki demo), data/eval for the others (written by loki
+    eval prepare-data)."""
     num_fewshot: int | None = None
-    """Override every row's shot count (None: the preset's)."""
+    """Override every row's shot count (null: the preset's)."""
     limit: int | None = None
     """Score only the first N items per task (smoke runs; results are marked)."""
     bootstrap_iters: int = 1000
     """lm-eval's bootstrap resamples for the stderr of non-mean metrics."""
     seed: int = 1234
     """Seed for few-shot sampling and generation."""
+
+    def __post_init__(self) -> None:
+        if self.data_dir is None:
+            self.data_dir = PRESET_DATA_DIRS.get(self.preset, DEFAULT_DATA_DIR)
 
 
 def already_ran(out_dir: str | Path) -> dict | None:

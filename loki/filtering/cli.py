@@ -16,14 +16,14 @@ from loki.filtering.config import FilterConfig, TrainQualityConfig
 
 
 def _parser(cls, prog: str):
-    from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
+    from jsonargparse import ActionConfigFile
 
-    # the config dataclasses' attribute docstrings become the --help text
-    set_parsing_settings(docstring_parse_attribute_docstrings=True)
+    from loki.tool_parser import tool_parser
+
     epilog = ("also: loki filter train-quality (the quality classifier), loki filter report "
               "(a Slurm run's report once its jobs ended); each takes --help"
               if prog == "loki filter" else None)
-    parser = ArgumentParser(prog=prog, description=(cls.__doc__ or "").strip(), epilog=epilog)
+    parser = tool_parser(prog=prog, description=(cls.__doc__ or "").strip(), epilog=epilog)
     parser.add_argument("--config", action=ActionConfigFile, help="YAML config file")
     parser.add_class_arguments(cls, nested_key=None, fail_untyped=False)
     return parser

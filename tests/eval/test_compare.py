@@ -74,7 +74,7 @@ def test_bootstrap_settings_are_checked():
 
 
 @pytest.mark.parametrize("case", ["confidence 95", "n_boot 0", "empty side", "typo in --b",
-                                  "typo in data_dir", "device gpu", "output under a file",
+                                  "typo in data_dir", "demo data not made", "device gpu", "output under a file",
                                   "transformers export in --b", "tokenizer that does not fit"])
 def test_bad_input_is_refused_before_any_evaluation_or_write(case, tmp_path, demo_data, capsys,
                                                              monkeypatch):
@@ -100,7 +100,11 @@ def test_bad_input_is_refused_before_any_evaluation_or_write(case, tmp_path, dem
         "typo in --b": ({"--b": f"[{ckpt},{tmp_path / 'b.ckpt'}]"},
                         f"checkpoint not found: {tmp_path / 'b.ckpt'}"),
         "typo in data_dir": ({"--suite.data_dir": str(tmp_path / "nowhere")},
-                             "local data for task 'loki_demo_cloze' is missing"),
+                             "loki demo writes them, in its tasks stage; or point "
+                             "--suite.data_dir elsewhere"),
+        # the demo preset's data_dir defaults to where `loki demo` writes its tasks
+        "demo data not made": ({"--suite.data_dir": "null"},
+                               f"{tmp_path.resolve()}/data/demo/tasks/"),
         "device gpu": ({"--device": "gpu"}, "unknown device 'gpu'"),
         "output under a file": ({"--output_dir": str(tmp_path / "afile" / "cmp")},
                                 "afile is a file, not a folder"),
@@ -113,6 +117,7 @@ def test_bad_input_is_refused_before_any_evaluation_or_write(case, tmp_path, dem
 
         save_file({"lm_head.weight": torch.zeros(2, 2)}, tmp_path / "model.safetensors")
     args.update(change)
+    monkeypatch.chdir(tmp_path)  # relative paths (the default data_dir) lead nowhere
     before = sorted(p.name for p in tmp_path.rglob("*"))
     with pytest.raises(SystemExit) as info:
         main(["compare", *[x for kv in args.items() for x in kv]])
