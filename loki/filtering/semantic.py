@@ -67,7 +67,8 @@ def semdedup_cluster(x: np.ndarray, centroid: np.ndarray, eps: float, keep: str 
     """One cluster's SemDeDup. x (m, D) unit rows, centroid (D,).
 
     Similarities are computed ``block`` rows at a time against the earlier members, so memory is
-    O(block * m), linear in the cluster size (not an m x m matrix).
+    O(block * m), linear in the cluster size (not an m x m matrix). The block size changes only the
+    BLAS summation order, so the similarities agree across block sizes to float32 rounding.
     Returns (drop mask (m,), best similarity (m,), index of the matched member (m,), -1 if none).
     """
     m = len(x)

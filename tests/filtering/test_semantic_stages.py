@@ -89,8 +89,11 @@ def test_blockwise_semdedup_equals_one_block():
         whole = semdedup_cluster(x, centroid, 0.1, "hard", compare_to, block=len(x))
         small = semdedup_cluster(x, centroid, 0.1, "hard", compare_to, block=7)
         assert whole[0].sum() >= 10
-        for a, b in zip(whole, small):
-            np.testing.assert_array_equal(a, b)
+        # The decisions are the same; the similarities agree to float32 rounding, because the
+        # block size changes the matrix shapes and so the BLAS kernel's summation order.
+        np.testing.assert_array_equal(whole[0], small[0])
+        np.testing.assert_array_equal(whole[2], small[2])
+        np.testing.assert_allclose(whole[1], small[1], rtol=0, atol=1e-6)
 
 
 def test_prototype_cutoff_is_the_exact_global_rank_with_ties(tmp_path):
