@@ -5,7 +5,7 @@ the earlier history) and writes rows every 100 steps (so a kill loses up to 100 
 logger keeps one history for the run folder instead:
 
 - on a resume, the rows logged at or after the checkpoint's step are done again and logged
-  again: they move to ``metrics.replaced-<UTC time>.csv`` beside it (never deleted), so the
+  again (the trailing ones: a rollback's discarded steps before them stay): they move to ``metrics.replaced-<UTC time>.csv`` beside it (never deleted), so the
   file has no duplicate and no missing step;
 - every ``log_metrics`` call (one per ``log_every_n_steps``) appends its rows and flushes, so a
   kill loses at most the last logging interval; a row cut short by a kill is dropped on reading;
@@ -47,6 +47,23 @@ def _step(row: dict[str, str]) -> float:
         return float(row.get("step", "nan"))
     except ValueError:
         return float("nan")
+
+
+def _split_redone(rows: list[dict[str, str]], cut: float | None
+                  ) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """(rows kept, rows the resumed run logs again): the trailing rows at or after step ``cut``.
+
+    Only the tail after the last row below ``cut`` is redone. A loss-spike rollback puts the step
+    axis back, so the rows of the discarded steps and the rollback's own row sit before the
+    replayed ones with steps at or after a later checkpoint's: they are history, not redone."""
+    if cut is None:
+        return rows, []
+    start = len(rows)
+    while start and not _step(rows[start - 1]) < cut:  # NaN (no step): part of the tail
+        start -= 1
+    tail = rows[start:]
+    return rows[:start] + [r for r in tail if not _step(r) >= cut], \
+        [r for r in tail if _step(r) >= cut]
 
 
 class _ResumableWriter(ExperimentWriter):
@@ -98,17 +115,17 @@ class _ResumableWriter(ExperimentWriter):
         cut = self.resume_step
         if cut is None:  # not told where the run continues: from the first step logged now
             cut = min((m["step"] for m in self.metrics), default=None)
-        keep = rows if cut is None else [r for r in rows if not _step(r) >= cut]
+        keep, redone = _split_redone(rows, cut)
         self.metrics_keys = header
-        if len(keep) != len(rows):
+        if redone:
             aside = self._aside()
             with atomic.atomic_write(aside, "w", newline="") as f:
                 writer = csv.DictWriter(f, fieldnames=header)
                 writer.writeheader()
-                writer.writerows(r for r in rows if _step(r) >= cut)
+                writer.writerows(redone)
             log.info("resumed at step %s: the %d rows logged from there on moved to %s",
-                     cut, len(rows) - len(keep), aside)
-        if len(keep) != len(rows) or open(path, "rb").read()[-1:] not in (b"\n", b""):
+                     cut, len(redone), aside)
+        if redone or open(path, "rb").read()[-1:] not in (b"\n", b""):
             self._rewrite(header, keep)
 
     def _aside(self) -> str:
@@ -159,8 +176,8 @@ class ResumableCSVLogger(CSVLogger):
         self._calls = 0
 
     def resume_at(self, step: int | None) -> None:
-        """The run continues at logging step ``step`` (``NEW_RUN``: a fresh run): rows at or
-        after it are dropped before the first new row is written."""
+        """The run continues at logging step ``step`` (``NEW_RUN``: a fresh run): the trailing
+        rows at or after it are set aside before the first new row is written."""
         self._resume_step = step
         if self._experiment is not None:
             self._experiment.resume_step = step

@@ -234,3 +234,26 @@ def test_ctrl_c_names_the_newest_checkpoint_and_the_command_that_resumes(capfd, 
     # `run` is a copy of the run folder: Lightning restores no last-file name for a moved
     # folder, and would have saved the resumed branch as last-v1.ckpt beside the stale last.ckpt
     assert not list(last.parent.glob("*-v1*"))
+
+
+def test_a_resume_after_a_rollback_keeps_the_discarded_steps(tmp_path):
+    """A rollback put the step axis back to 9: rows 10-12, the rollback row and the replayed 9-11
+    follow. A resume at 11 redoes only the replayed 11; the discarded steps are history."""
+    from loki.metrics_log import ResumableCSVLogger
+
+    csv = tmp_path / "csv"
+    csv.mkdir()
+    lines = [f"{s},{1.0 / (s + 1)}," for s in range(13)] + ["12,,1"]
+    lines += ["9,0.1,", "10,0.09,", "11,0.08,"]
+    (csv / "metrics.csv").write_text("step,train/loss,rollback/count\n" + "\n".join(lines) + "\n")
+    logger = ResumableCSVLogger(str(tmp_path), name="csv", version="")
+    logger.resume_at(11)
+    logger.log_metrics({"train/loss": 0.07}, step=11)
+    logger.save()
+    _, rows = read_rows(csv / "metrics.csv")
+    steps = [int(r["step"]) for r in rows]
+    assert steps == [*range(13), 12, 9, 10, 11]
+    assert rows[-1]["train/loss"] == "0.07" and rows[13]["rollback/count"] == "1"
+    (aside,) = csv.glob("metrics.replaced-*.csv")
+    _, redone = read_rows(aside)
+    assert [(r["step"], r["train/loss"]) for r in redone] == [("11", "0.08")]
