@@ -88,7 +88,8 @@ def test_the_subcommands_results_reach_the_terminal(monkeypatch, capfd, tmp_path
     monkeypatch.setattr(loki.filtering.cli, "parse", lambda *a: SimpleNamespace(
         output="quality.npz", output_dir="filtered"))
     monkeypatch.setattr(loki.filtering.quality, "train_quality",
-                        lambda cfg: SimpleNamespace(kind="logreg", metrics={"auc": 0.9}))
+                        lambda cfg: SimpleNamespace(kind="binary", embedder="hashing", metrics={
+                            "n_train": 8, "n_test": 2, "heldout_accuracy": 0.5}))
     monkeypatch.setattr(loki.filtering.pipeline, "FilterPipeline",
                         lambda cfg: SimpleNamespace(report=lambda: {
                             "path": "filtered/filter_report.md"}))
@@ -96,7 +97,8 @@ def test_the_subcommands_results_reach_the_terminal(monkeypatch, capfd, tmp_path
     cli.main(["filter", "report"])
     cli.main(["distill"])
     out = capfd.readouterr().out
-    assert '{"output": "quality.npz", "kind": "logreg", "auc": 0.9}' in out
+    assert ("quality head: quality.npz (binary, hashing embeddings; held-out accuracy 0.500 on "
+            "2 texts; the head is then fit on all 10)") in out
     assert "report: filtered/filter_report.md" in out
     assert distill_cli.help_text() in out
     log = (tmp_path / "runs" / "logs" / "filter.log").read_text()

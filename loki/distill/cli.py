@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 
 from loki.errors import LokiError
@@ -92,12 +91,13 @@ def main(argv: list[str] | None = None) -> None:
     if command == "synthetic":
         from loki.distill.synthetic import SyntheticConfig, run_synthetic
 
-        report = run_synthetic(parse_build(rest, "loki distill synthetic", SyntheticConfig))
+        cfg = parse_build(rest, "loki distill synthetic", SyntheticConfig)
+        report = run_synthetic(cfg)
         if report.get("submitted"):
             say("submitted; run `loki distill synthetic` again with the same config when the "
                 "jobs end")
             return
-        say(json.dumps(report, indent=1))
+        say(describe_synthetic(cfg.output, report))
         return
     if command not in ("build", "finalize"):
         raise LokiError(f"unknown distill command {command!r}; {USAGE}")
@@ -109,9 +109,41 @@ def main(argv: list[str] | None = None) -> None:
     if manifest.get("submitted"):
         say("submitted; run `loki distill finalize` with the same config when the jobs end")
         return
-    say(json.dumps({"output": cfg.output, "prompts": manifest["prompts"],
-                    "sources": [s["name"] for s in manifest["sources"]],
-                    "report": manifest["report"]}, indent=1))
+    say(describe_cache(cfg.output, manifest))
+
+
+def describe_cache(output: str, manifest: dict) -> str:
+    """The finished cache in a few lines: what each source gave (``report.json`` has it all)."""
+    from loki.distill.build import GROUND_TRUTH
+
+    lines = [f"candidate cache: {output} ({manifest['prompts']} prompts; counts in "
+             f"{output}/report.json)"]
+    report = manifest["report"]
+    width = max(len(name) for name in report)
+    for name, n in report.items():
+        if name == GROUND_TRUTH:
+            lines.append(f"  {name:<{width}}  {n['candidates']} windows; "
+                         f"{n['benchmark_flagged']} match a benchmark item (kept: they are "
+                         "the corpus's own text)")
+            continue
+        line = (f"  {name:<{width}}  {n['kept']} of {n['candidates']} kept; "
+                f"{n['dropped_benchmark']} benchmark copies dropped after "
+                f"{n['regenerations']} regenerations, {n['dropped_empty']} empty")
+        if n["soft_targets"] or n["soft_unaligned"]:
+            line += f"; soft targets for {n['soft_targets']}"
+            if n["soft_unaligned"]:
+                line += f" ({n['soft_unaligned']} did not align with the student's tokens)"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def describe_synthetic(output: str, report: dict) -> str:
+    """The synthetic source in one line (``synthetic_report.json`` has the teacher too)."""
+    return (f"synthetic source: {report['shards']} ({report['written']} passages from "
+            f"{report['topics']} topics; {report['too_short']} too short, "
+            f"{report['benchmark_copy']} benchmark copies dropped after "
+            f"{report['regenerations']} regenerations; counts in "
+            f"{output}/synthetic_report.json)")
 
 
 if __name__ == "__main__":

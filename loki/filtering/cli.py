@@ -8,7 +8,6 @@ Run through ``loki``: datatrove spawns workers, and the ``loki`` console script 
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 
 from loki.errors import LokiError
@@ -44,6 +43,19 @@ def parse_config(path) -> FilterConfig:
     return parse(FilterConfig, ["--config", str(path)], "loki filter")
 
 
+def describe_head(output: str, head) -> str:
+    """A trained quality head in one line: what it is and how it did on the held-out texts."""
+    m = head.metrics
+    if "heldout_accuracy" in m:
+        heldout = f"held-out accuracy {m['heldout_accuracy']:.3f} on {m['n_test']} texts"
+    elif "heldout_mae" in m:
+        heldout = f"held-out mean absolute error {m['heldout_mae']:.3f} on {m['n_test']} texts"
+    else:
+        heldout = "no held-out texts (holdout 0)"
+    return (f"quality head: {output} ({head.kind}, {head.embedder} embeddings; {heldout}; "
+            f"the head is then fit on all {m['n_train'] + m['n_test']})")
+
+
 def main(argv: list[str] | None = None) -> None:
     from loki.console import say  # the terminal, also while libraries write to the log
 
@@ -53,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
 
         cfg = parse(TrainQualityConfig, argv[1:], "loki filter train-quality")
         head = train_quality(cfg)
-        say(json.dumps({"output": cfg.output, "kind": head.kind, **head.metrics}))
+        say(describe_head(cfg.output, head))
         return
     from loki.filtering.pipeline import FilterPipeline
 

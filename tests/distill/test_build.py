@@ -104,7 +104,7 @@ def test_tasks_split_prompts_and_finalize_waits_for_all(tmp_path, student, shard
     assert sorted(cache.gather("prompt_index", np.arange(cache.num_prompts)).tolist()) == list(range(12))
 
 
-def test_cli_build_through_datatrove(tmp_path, student, shards, loki_ckpt):
+def test_cli_build_through_datatrove(tmp_path, student, shards, loki_ckpt, capsys):
     from loki.distill.cli import main
 
     tok, spec = student
@@ -116,6 +116,11 @@ def test_cli_build_through_datatrove(tmp_path, student, shards, loki_ckpt):
                       "sampling": {"max_new_tokens": 6, "temperature": 1.0}}],
         "executor": {"kind": "local", "tasks": 2, "workers": 1}})
     main(["build", "--config", str(config)])
+    said = capsys.readouterr().out.splitlines()[-3:]
+    assert said[0] == f"candidate cache: {tmp_path / 'cache'} (4 prompts; counts in " \
+                      f"{tmp_path / 'cache'}/report.json)"
+    assert said[1].startswith("  ground_truth  4 windows; ")
+    assert said[2].startswith("  lk            4 of 4 kept; 0 benchmark copies dropped after 0 ")
     cache = CandidateCache.open(tmp_path / "cache", tok.vocab_hash)
     assert cache.num_prompts == 4 and cache.sources == ["ground_truth", "lk"]
     assert (tmp_path / "cache" / "logs" / "completions").is_dir()

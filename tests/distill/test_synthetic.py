@@ -89,6 +89,12 @@ def test_production_synthetic_path_is_decontaminated_resumable_and_tokenized(
         llm.close()
     assert (report["written"], report["benchmark_copy"]) == (5, 1)
     assert report["regenerations"] == 3  # Boxing twice, Wizards once
+    from loki.distill.cli import describe_synthetic
+
+    syn = tmp_path / "syn"
+    assert describe_synthetic(str(syn), report) == (
+        f"synthetic source: {syn}/shards/synthetic (5 passages from 6 topics; 0 too short, 1 "
+        f"benchmark copies dropped after 3 regenerations; counts in {syn}/synthetic_report.json)")
     docs = []
     for path in sorted((tmp_path / "syn" / "jsonl").glob("*.jsonl.gz")):
         with gzip.open(path, "rt") as f:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -134,7 +135,9 @@ decontam: {{enabled: false}}
 """)
     main(["train-quality", "--data", "seed", "--output", str(tmp_path / "q.json"),
           "--embedder", "hashing"])
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["kind"] == "binary"
+    said = capsys.readouterr().out.strip().splitlines()[-1]
+    assert said.startswith(f"quality head: {tmp_path / 'q.json'} (binary, hashing embeddings; ")
+    assert re.search(r"held-out accuracy \d\.\d{3} on \d+ texts", said), said
     main(["--config", str(cfg)])
     assert "report:" in capsys.readouterr().out
     assert read_output(tmp_path / "out")
