@@ -57,9 +57,12 @@ def filter_section(path: str | None) -> dict[str, Any]:
             n = counts.get("contaminated_docs", 0)
             dropped = counts.get("dropped_too_many_hits", 0) + counts.get(
                 "dropped_no_fragment_left", 0)
+            cut = counts.get("replaced_by_fragments", n - dropped)
             shown = len(s.get("removed_examples") or [])
-            note = (f"{n} contaminated documents: {dropped} dropped, the rest cut around the "
-                    f"matches" + (f" ({shown} shown below)" if shown else ""))
+            note = (f"{n} contaminated documents" + (f" ({shown} shown below)" if shown else "")
+                    + f": {dropped} dropped, {cut} cut around the matches")
+            if "fragments_written" in counts:  # docs out counts each surviving fragment
+                note += f" into {counts['fragments_written']} fragments, each a document out"
             contaminated += [[ex.get("id"), ex.get("reason"), ex.get("text")]
                              for ex in s.get("removed_examples") or []]
         rows.append([s["stage"], din, dout, s.get("bytes_in"), s.get("bytes_out"), kept,

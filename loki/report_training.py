@@ -103,9 +103,13 @@ def rollback_section(events_path: str | None, rows: list[dict[str, float]] | Non
     targets = metric_series(rows, "rollback/target_step")
     table = [[i + 1, s[2], s[1], None, t[2], None, None, "from metrics.csv"]
              for i, (s, t) in enumerate(zip(spikes, targets, strict=False))]
-    return {"status": "ok", "source": "metrics.csv rollback/* columns",
-            "table": make_table(cols, table),
-            "events": [{"spike_tokens": s[1]} for s in spikes]}
+    out = {"status": "ok", "source": "metrics.csv rollback/* columns",
+           "table": make_table(cols, table), "events": [{"spike_tokens": s[1]} for s in spikes]}
+    if not spikes:
+        watched = sum("rollback/count" in r for r in rows)
+        out["note"] = (f"No rollback: LossSpikeRollback was attached (rollback/count in {watched} "
+                       "logged rows) and found no loss spike.")
+    return out
 
 
 def distill_section(rows: list[dict[str, float]] | None, path: str | None) -> dict[str, Any]:

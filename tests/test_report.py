@@ -62,6 +62,7 @@ def _fixtures(tmp_path: Path) -> tuple[Path, Path]:
              "bytes_in": 70000, "bytes_out": 50000, "reasons": {}, "removed_examples": []},
             {"stage": "decontam", "seconds": None,
              "reasons": {"contaminated_docs": 3, "dropped_too_many_hits": 1, "hits_demo_tasks": 2},
+             "counters": {"replaced_by_fragments": 2, "fragments_written": 5},
              "removed_examples": [{"id": "doc-7", "reason": "benchmark_match",
                                    "text": "the river runs past the mill"}]}]}))
     (data / "tokenizer" / "prune_report.json").write_text(json.dumps({
@@ -151,7 +152,9 @@ def test_tables_match_json_and_plots_exist(tmp_path: Path) -> None:
     assert "| clean | 100 | 80 | 100000 | 70000 | 80.0% | 1.5 s | — |" in md
     assert "| smollm | 75.0% | 1.5 | 3 |" in md  # a win rate reads as a percentage
     assert "| loki_demo_cloze | acc_norm | 55.0% | 4.0% | 25.0% |" in md
-    assert "3 contaminated documents: 1 dropped" in md and "| doc-7 | benchmark_match |" in md
+    assert ("3 contaminated documents (1 shown below): 1 dropped, 2 cut around the matches "
+            "into 5 fragments, each a document out") in md
+    assert "| doc-7 | benchmark_match |" in md
     assert ("| Demo minimal pairs | 200 | 50.0% | 50.5% | 78.0% | +27.5 | [+22.0, +33.0] | "
             "0.000 |") in md
     assert evals[("loki_demo_lastword", "acc")][3] is None  # "N/A" stderr is not a number
@@ -244,6 +247,18 @@ def test_metrics_without_distill_or_rollback(tmp_path: Path) -> None:
     assert s["distillation"]["status"] == NOT_RUN and "did not run" in s["distillation"]["reason"]
     assert s["rollbacks"]["status"] == NOT_RUN
     assert set(report["plots"]) == {"loss_vs_tokens"}
+
+
+def test_an_attached_rollback_without_a_spike_says_so(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.csv").write_text("step,trainer/tokens_seen,train/loss,rollback/count\n"
+                                     "0,64,5.0,0\n1,128,4.0,0\n2,192,3.9,0\n")
+    build_report(run, tmp_path / "run")
+    md = (run / "REPORT.md").read_text()
+    section = md.split("## Loss-spike rollbacks")[1].split("##")[0]
+    assert ("No rollback: LossSpikeRollback was attached (rollback/count in 3 logged rows) and "
+            "found no loss spike.") in section
 
 
 def test_rows_written_with_repeated_values_are_read_by_the_schedule(tmp_path: Path) -> None:
