@@ -41,10 +41,41 @@ def _list_hint(key: str, value: str) -> str:
             f"--{key} {shlex.quote('[' + json.dumps(value, ensure_ascii=False) + ']')}")
 
 
+_SIMPLE = {"bool": ["true", "false"], "NoneType": ["null"], "int": ["an integer"],
+           "float": ["a number"], "str": ["a string"], "dict": ["a mapping"],
+           "list": ["a list"]}
+
+
+def _accepted(types: str) -> list[str] | None:
+    """jsonargparse's type list (``<class 'bool'>, typing.Literal['auto']``) as the values a
+    user types (``true``, ``false``, ``auto``); None when a type is not a plain one."""
+    out = []
+    for t in re.findall(r"typing\.Literal\[[^\]]*\]|<class '[\w.]+'>|[\w.]+\[[^\]]*\]", types):
+        if t.startswith("typing.Literal"):
+            out += [v.strip().strip("'\"") for v in t[len("typing.Literal["):-1].split(",")]
+        elif t.startswith("<class"):
+            if t[8:-2] not in _SIMPLE:
+                return None
+            out += _SIMPLE[t[8:-2]]
+        elif t.split("[")[0] in _SIMPLE:
+            out += _SIMPLE[t.split("[")[0]]
+        else:
+            return None
+    return out or None
+
+
+def _choices(values: list[str]) -> str:
+    return values[0] if len(values) == 1 else ", ".join(values[:-1]) + " or " + values[-1]
+
+
 def one_line(err: BaseException, args: list[str] | None = None) -> str:
-    """``err``'s message on one line. A YAML parser names ``<unicode string>`` as the place of a
-    syntax error (jsonargparse gives it the text, not the file): name the ``--config`` file
-    from ``args`` instead."""
+    """``err``'s message on one line.
+
+    A value of none of an option's plain types says which values the option takes, as a user
+    types them (``true, false or auto``), where jsonargparse lists Python types and one error
+    per type. A YAML parser names ``<unicode string>`` as the place of a syntax error
+    (jsonargparse gives it the text, not the file): name the ``--config`` file from ``args``
+    instead."""
     text = " ".join(str(err).split())
     bare = re.search(r'Parser key "([\w.]+)": Expected a <class \'list\'>\. Got value: (.*)$', text)
     optional = re.search(r'Parser key "([\w.]+)": Does not validate against any of the Union '
@@ -56,6 +87,16 @@ def one_line(err: BaseException, args: list[str] | None = None) -> str:
         key = optional[1]
         text = (f'Parser key "{key}": expected a list (or null), got the bare value '
                 f"{optional[2]}; " + _list_hint(key, _raw_value(args, key) or optional[2]))
+    else:  # a value of none of the types: say which values the option takes, as typed
+        union = re.search(r'Parser key "([\w.]+)": Does not validate against any of the Union '
+                          r"subtypes Subtypes: \[(.*?)\] Errors: .* Given value: (.*)$", text)
+        single = re.search(r'Parser key "([\w.]+)": Expected a (<class \'\w+\'>|typing\.'
+                           r"Literal\[[^\]]*\])\. Got value: (.*)$", text)
+        found = union or single
+        accepted = _accepted(found[2]) if found else None
+        if accepted:
+            text = (f'Parser key "{found[1]}": expected {_choices(accepted)}; got '
+                    f"{_raw_value(args, found[1]) or found[3]}")
     files = _config_files(args)
     if "<unicode string>" in text and files:
         text = text.replace('"<unicode string>"', files[-1]).replace("<unicode string>", files[-1])

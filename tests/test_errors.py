@@ -2,6 +2,7 @@
 that works, i.e. that parses back to a one-item list holding exactly what was typed."""
 
 import shlex
+from typing import Literal
 
 import pytest
 from jsonargparse import ArgumentParser
@@ -43,3 +44,19 @@ def test_an_optional_list_given_a_bare_value_gets_the_same_hint():
     text = one_line(exc.value, args)
     assert "Union subtypes" not in text, text
     assert text.endswith("a list goes in brackets: --val_sources '[data/shards/web]'"), text
+
+
+@pytest.mark.parametrize(("type_", "value", "says"), [
+    (bool | Literal["auto"], "maybe", "expected true, false or auto; got maybe"),
+    (int | None, "ten", "expected an integer or null; got ten"),
+    (Literal["hard", "easy"] | None, "soft", "expected hard, easy or null; got soft"),
+    (Literal["kept", "all"], "some", "expected kept or all; got some"),
+    (bool, "yes please", "expected true or false; got yes please"),
+])
+def test_a_value_of_none_of_the_types_names_the_values_taken(type_, value, says):
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_argument("--opt", type=type_)
+    args = ["--opt", value]
+    with pytest.raises(Exception) as exc:  # noqa: PT011
+        parser.parse_args(args)
+    assert one_line(exc.value, args) == f'Parser key "opt": {says}'
