@@ -5,8 +5,9 @@ the earlier history) and writes rows every 100 steps (so a kill loses up to 100 
 logger keeps one history for the run folder instead:
 
 - on a resume, the rows logged at or after the checkpoint's step are done again and logged
-  again (the trailing ones: a rollback's discarded steps before them stay): they move to ``metrics.replaced-<UTC time>.csv`` beside it (never deleted), so the
-  file has no duplicate and no missing step;
+  again: they move to ``metrics.replaced-<UTC time>.csv`` beside it (never deleted), so the
+  file has no duplicate and no missing step (only the trailing ones move: the discarded steps
+  of a rollback before them are history);
 - every ``log_metrics`` call (one per ``log_every_n_steps``) appends its rows and flushes, so a
   kill loses at most the last logging interval; a row cut short by a kill is dropped on reading;
 - a change of columns rewrites the file atomically (``loki.atomic``), never in place;
