@@ -32,7 +32,7 @@ class PromptConfig:
 
 
 @dataclass
-class DecontamConfig:
+class CandidateDecontam:
     """Benchmark-copy check of teacher candidates."""
 
     index: str | None = None
@@ -53,7 +53,7 @@ class BuildConfig:
     """Prompt sampling."""
     teachers: list[dict[str, Any]] = field(default_factory=list)
     """Teachers: dicts with ``kind`` (hf, openai, loki) and that class's fields."""
-    decontam: DecontamConfig = field(default_factory=DecontamConfig)
+    decontam: CandidateDecontam = field(default_factory=CandidateDecontam)
     """Benchmark-copy regeneration."""
     soft_top_k: int = 0
     """Keep top-k soft targets for teachers whose tokens map onto the student's (0: none)."""
@@ -66,7 +66,7 @@ class BuildConfig:
         if isinstance(self.prompts, dict):
             self.prompts = PromptConfig(**self.prompts)
         if isinstance(self.decontam, dict):
-            self.decontam = DecontamConfig(**self.decontam)
+            self.decontam = CandidateDecontam(**self.decontam)
         if isinstance(self.executor, dict):
             self.executor = ExecutorConfig(**self.executor)
         if not self.teachers:
