@@ -84,7 +84,7 @@ def test_a_parquet_file_that_is_not_one_is_named(tmp_path):
 
 def test_a_text_file_must_be_utf8_like_jsonl(tmp_path):
     path = tmp_path / "notes.txt"
-    path.write_bytes("first line\nsecond: caf".encode() + b"\xe9 au lait\n")
+    path.write_bytes(b"first line\nsecond: caf\xe9 au lait\n")
     with pytest.raises(LokiError, match=r"notes.txt:2: not UTF-8 text \(byte 0xe9 at column 12\)"):
         _read(path)
     path.write_bytes("caf\u00e9\r\nau lait\r".encode())
