@@ -3,7 +3,8 @@
 A run builds its shard sets in ``<output>/.tokenize-<id>/``. Shard sets always sit in a
 ``sources/`` folder of their own, so that no source tag can meet the staging's other files::
 
-    owner.json                             the run's pid and host, written when it is made
+    owner.json                             the run's pid, host and process start, written when it
+                                           is made
     parts/<rank>/summary.json, error.txt   one task's counts, or its input error
     parts/<rank>/sources/<source>/         one task's shards and partial manifest
     sources/<source>/                      the merged set, swapped into <output>/<source>
@@ -36,8 +37,22 @@ OWNER = "owner.json"
 def make_staging(output: Path) -> Path:
     """A new staging folder in ``output``, owned by this process (``owner.json``)."""
     staging = Path(tempfile.mkdtemp(prefix=PREFIX, dir=output))
-    write_text(staging / OWNER, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+    owner = {"pid": os.getpid(), "host": socket.gethostname(), "started": process_start(os.getpid())}
+    write_text(staging / OWNER, json.dumps(owner))
     return staging
+
+
+def process_start(pid: int) -> str | None:
+    """When process ``pid`` started, as ``<boot id>/<clock ticks after boot>``: with the pid it
+    names one process for good, where the pid alone is handed to another process once its own
+    has ended (or after a reboot). None where ``/proc`` does not say (not Linux, process gone)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # the command name (field 2) is in parentheses and may hold spaces; start time is field 22
+    return f"{boot}/{stat.rsplit(')', 1)[1].split()[19]}"
 
 
 def _shard_file(name: str) -> bool:
@@ -95,6 +110,8 @@ def _in_use(staging: Path) -> str | None:
         pid, host = owner["pid"], owner["host"]
         if type(pid) is not int or pid < 1:  # os.kill(0 or -1) would ask about others
             raise ValueError(pid)
+        if not isinstance(owner.get("started"), (str, type(None))):
+            raise ValueError(owner["started"])
     except (OSError, ValueError, KeyError, TypeError):
         return f"has no readable {OWNER} saying which run made it"
     if host != socket.gethostname():
@@ -105,6 +122,9 @@ def _in_use(staging: Path) -> str | None:
         return None
     except PermissionError:  # alive, another user's process
         pass
+    started = owner.get("started")
+    if started is not None and process_start(pid) not in (started, None):
+        return None  # the pid now names another process: the run that made the folder is gone
     return f"belongs to a run still going (pid {pid})"
 
 

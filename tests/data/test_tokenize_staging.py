@@ -117,12 +117,35 @@ def test_a_stale_staging_folder_is_removed_with_one_line(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["web", "wiki"]
 
 
+def test_a_staging_folder_whose_pid_now_names_another_process_is_removed(tmp_path):
+    """The pid in owner.json was handed to a new process after the run that made the folder was
+    killed: its start time tells the two apart, so the folder is not taken for a run still going."""
+    from loki.data.tokenize_staging import process_start
+
+    if process_start(os.getpid()) is None:
+        pytest.skip("no /proc to read a process's start time from")
+    out = tmp_path / "shards"
+    tokenize_files([_inputs(tmp_path / "v1.jsonl", "first")], out, log=lambda m: None)
+    reused = out / ".tokenize-reused"
+    reused.mkdir()
+    boot, ticks = process_start(os.getpid()).split("/")
+    (reused / "owner.json").write_text(json.dumps({  # this pid, started a tick earlier
+        "pid": os.getpid(), "host": socket.gethostname(), "started": f"{boot}/{int(ticks) - 1}"}))
+    lines = []
+    tokenize_files([_inputs(tmp_path / "v2.jsonl", "second")], out, log=lines.append)
+    assert lines[0] == (f"loki tokenize: found {reused}, left by a run that was stopped "
+                        f"(pid {os.getpid()}), and removed it")
+    assert not reused.exists()
+
+
 @pytest.mark.parametrize("owner, why", [
     ("live", "belongs to a run still going (pid {pid})"),
     ("other host", "was made by a run on host elsewhere"),
     (None, "has no readable owner.json saying which run made it"),
     ("pid 0", "has no readable owner.json saying which run made it")])
 def test_a_staging_folder_that_may_be_in_use_is_refused_untouched(tmp_path, capsys, owner, why):
+    from loki.data.tokenize_staging import process_start
+
     out = tmp_path / "shards"
     tokenize_files([_inputs(tmp_path / "v1.jsonl", "first")], out, log=lambda m: None)
     staging = out / ".tokenize-inuse"
@@ -132,7 +155,9 @@ def test_a_staging_folder_that_may_be_in_use_is_refused_untouched(tmp_path, caps
         pid, host = {"live": (os.getpid(), socket.gethostname()),
                      "other host": (_dead_pid(), "elsewhere"),
                      "pid 0": (0, socket.gethostname())}[owner]
-        (staging / "owner.json").write_text(json.dumps({"pid": pid, "host": host}))
+        started = process_start(pid) if owner == "live" else None  # as make_staging writes it
+        (staging / "owner.json").write_text(json.dumps({"pid": pid, "host": host,
+                                                        "started": started}))
     before = _bytes(out)
     capsys.readouterr()
     with pytest.raises(SystemExit):
