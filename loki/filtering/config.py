@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Literal
 
 from loki.errors import LokiError
 from loki.executors import ExecutorConfig
@@ -22,7 +23,10 @@ from loki.filtering.stage_config import (
     PrototypeConfig,
     QualityConfig,
     SemDedupConfig,
+    check_choice,
 )
+
+InputFormat = Literal["jsonl", "parquet", "text", "hf"]
 
 
 @dataclass
@@ -32,7 +36,7 @@ class InputConfig:
     paths: list[str] = field(default_factory=list)
     """Folders, files, globs (``data/raw/*.jsonl``), fsspec URLs, or (format hf) a dataset id or a
     local ``datasets.save_to_disk`` directory."""
-    format: str = "jsonl"
+    format: InputFormat = "jsonl"
     """jsonl | parquet | text (one document per file) | hf."""
     text_key: str = "text"
     """Field holding the document text."""
@@ -44,6 +48,9 @@ class InputConfig:
     """Documents larger than this (UTF-8 bytes) are skipped and counted as ``huge``."""
     hf_split: str = "train"
     """Split to read when ``format: hf`` loads a hub dataset id."""
+
+    def __post_init__(self) -> None:
+        check_choice("input.format", self.format, InputFormat)
 
 
 @dataclass
@@ -86,24 +93,6 @@ class FilterConfig:
                             "readers of output_dir (loki tokenize, loki tokenizer prune) would "
                             "take its intermediate stages and removed documents for filtered "
                             "text; put it beside output_dir (the default is <output_dir>.work)")
-        if self.input.format not in ("jsonl", "parquet", "text", "hf"):
-            raise LokiError(f"input.format must be jsonl, parquet, text or hf, not {self.input.format!r}")
-        if not 0.0 <= self.factual.strength <= 1.0:
-            raise LokiError("factual.strength must be in [0, 1]")
-        if not 0.0 < self.prototypes.keep_fraction <= 1.0:
-            raise LokiError("prototypes.keep_fraction must be in (0, 1]")
-        for name, value in (("semdedup.keep", self.semdedup.keep), ("prototypes.keep",
-                                                                      self.prototypes.keep)):
-            if value not in ("hard", "easy"):
-                raise LokiError(f"{name} must be hard or easy, not {value!r}")
-        if self.semdedup.compare_to not in ("kept", "all"):
-            raise LokiError("semdedup.compare_to must be kept or all")
-        if self.semdedup.kmeans not in ("faiss", "sklearn"):
-            raise LokiError(f"semdedup.kmeans must be faiss or sklearn, not {self.semdedup.kmeans!r}")
-        if self.embed.dtype not in ("float32", "float16"):
-            raise LokiError(f"embed.dtype must be float32 or float16, not {self.embed.dtype!r}")
-        if self.embed.device not in ("auto", "cpu", "cuda"):
-            raise LokiError(f"embed.device must be auto, cpu or cuda, not {self.embed.device!r}")
 
     @property
     def needs_embeddings(self) -> bool:

@@ -7,8 +7,32 @@ docstrings are the ``--help`` text of ``loki filter``. Nothing heavy is imported
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 from loki.errors import LokiError
+
+# The settings that take one of a few words: jsonargparse checks a YAML value against these, and
+# ``check_choice`` a value set in Python.
+EmbedDtype = Literal["float32", "float16"]
+EmbedDevice = Literal["auto", "cpu", "cuda"]
+Keep = Literal["hard", "easy"]
+CompareTo = Literal["kept", "all"]
+KMeans = Literal["faiss", "sklearn"]
+
+
+def check_choice(name: str, value: object, choices: object) -> None:
+    """``value`` must be one of the ``Literal`` type ``choices``: a config built in Python is not
+    checked by jsonargparse, which gives the same one line for a YAML key."""
+    allowed = get_args(choices)
+    if value not in allowed:
+        raise LokiError(f"{name} must be {', '.join(allowed[:-1])} or {allowed[-1]}, "
+                        f"not {value!r}")
+
+
+def check_fraction(name: str, value: float, low_open: bool = False) -> None:
+    """``value`` in [0, 1], or in (0, 1] with ``low_open``."""
+    if not (0.0 < value <= 1.0 if low_open else 0.0 <= value <= 1.0):
+        raise LokiError(f"{name} must be in {'(' if low_open else '['}0, 1], not {value}")
 
 
 @dataclass
@@ -67,10 +91,14 @@ class EmbedConfig:
     """Documents per encode call."""
     max_chars: int = 2000
     """Only the head of each document is embedded (MiniLM truncates at 256 tokens anyway)."""
-    dtype: str = "float32"
+    dtype: EmbedDtype = "float32"
     """Storage of the embedding shards: float32 | float16 (half the disk; math stays float32)."""
-    device: str = "auto"
+    device: EmbedDevice = "auto"
     """auto (cuda when available) | cpu | cuda; on cuda the model runs in fp16."""
+
+    def __post_init__(self) -> None:
+        check_choice("embed.dtype", self.dtype, EmbedDtype)
+        check_choice("embed.device", self.device, EmbedDevice)
 
 
 @dataclass
@@ -85,19 +113,24 @@ class SemDedupConfig:
     """k = max(1, N // docs_per_cluster); pairwise cost is O(N * docs_per_cluster)."""
     n_clusters: int = 0
     """Fixed k (overrides docs_per_cluster when > 0)."""
-    keep: str = "hard"
+    keep: Keep = "hard"
     """hard: visit members farthest from the centroid first (they are kept); easy: nearest first."""
-    compare_to: str = "kept"
+    compare_to: CompareTo = "kept"
     """kept: compare with earlier kept members; all: with every earlier member (reference code)."""
     seed: int = 0
     """k-means seed."""
     fit_sample: int = 100_000
     """k-means is fitted on a uniform sample of at most this many vectors, then all are assigned."""
-    kmeans: str = "faiss"
+    kmeans: KMeans = "faiss"
     """faiss (scales: multithreaded spherical k-means) | sklearn (the original in-memory fit)."""
     max_cluster_size: int = 50_000
     """Clusters larger than this are split by a k-means on their members before SemDeDup (memory
     per task is linear in this bound; 0 = never split)."""
+
+    def __post_init__(self) -> None:
+        check_choice("semdedup.keep", self.keep, Keep)
+        check_choice("semdedup.compare_to", self.compare_to, CompareTo)
+        check_choice("semdedup.kmeans", self.kmeans, KMeans)
 
 
 @dataclass
@@ -108,8 +141,12 @@ class PrototypeConfig:
     """Run this stage."""
     keep_fraction: float = 0.9
     """Fraction of documents kept."""
-    keep: str = "hard"
+    keep: Keep = "hard"
     """hard: keep the farthest from their centroid (plenty of data); easy: the nearest (scarce)."""
+
+    def __post_init__(self) -> None:
+        check_fraction("prototypes.keep_fraction", self.keep_fraction, low_open=True)
+        check_choice("prototypes.keep", self.keep, Keep)
 
 
 @dataclass
@@ -136,6 +173,9 @@ class FactualConfig:
     """0 = off, 1 = paper-like; see loki/filtering/factual.py for the rule tiers."""
     min_chars: int = 200
     """Documents shorter than this after pruning are dropped."""
+
+    def __post_init__(self) -> None:
+        check_fraction("factual.strength", self.strength)
 
 
 @dataclass
@@ -191,8 +231,7 @@ class DecontamConfig:
     def __post_init__(self) -> None:
         if self.n < 1 or self.window < 0 or self.min_fragment < 0 or self.max_hits < 0:
             raise LokiError("decontam.n must be >= 1 and window, min_fragment, max_hits >= 0")
-        if not 0.0 <= self.frequent_fraction <= 1.0:
-            raise LokiError("decontam.frequent_fraction must be in [0, 1]")
+        check_fraction("decontam.frequent_fraction", self.frequent_fraction)
         if self.enabled and self.offline and self.lm_eval_tasks and not self.data_dir:
             raise LokiError("decontam.offline needs decontam.data_dir "
                             "(<data_dir>/<dataset>/<split>.jsonl)")

@@ -183,3 +183,28 @@ def test_work_dir_defaults_beside_output_dir_and_is_never_inside_it(tmp_path):
                   "loki filter")
     assert parse(FilterConfig, ["--output_dir", str(out), "--work_dir", f"{out}-work"],
                  "loki filter").work_dir == f"{out}-work"
+
+
+@pytest.mark.parametrize("section, changes, message", [
+    ("input", {"format": "csv"}, "input.format must be jsonl, parquet, text or hf, not 'csv'"),
+    ("embed", {"dtype": "bfloat16"}, "embed.dtype must be float32 or float16, not 'bfloat16'"),
+    ("embed", {"device": "tpu"}, "embed.device must be auto, cpu or cuda, not 'tpu'"),
+    ("semdedup", {"keep": "medium"}, "semdedup.keep must be hard or easy, not 'medium'"),
+    ("semdedup", {"compare_to": "none"}, "semdedup.compare_to must be kept or all, not 'none'"),
+    ("semdedup", {"kmeans": "torch"}, "semdedup.kmeans must be faiss or sklearn, not 'torch'"),
+    ("prototypes", {"keep_fraction": 0.0}, "prototypes.keep_fraction must be in (0, 1], not 0.0"),
+    ("prototypes", {"keep": "soft"}, "prototypes.keep must be hard or easy, not 'soft'"),
+    ("factual", {"strength": 1.5}, "factual.strength must be in [0, 1], not 1.5"),
+    ("decontam", {"frequent_fraction": -0.1},
+     "decontam.frequent_fraction must be in [0, 1], not -0.1"),
+])
+def test_each_stage_checks_its_settings_when_built_in_python(section, changes, message):
+    """A config built in a notebook or script gets the one line a YAML value gets, naming the
+    key: each stage's settings check themselves, whoever builds them."""
+    import dataclasses
+
+    kind = type(getattr(FilterConfig(), section))
+    fine = kind()
+    with pytest.raises(LokiError) as err:
+        dataclasses.replace(fine, **changes)
+    assert str(err.value) == message
