@@ -27,9 +27,14 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 demo: $(STAMP)
 	$(BIN)/loki demo --config experiments/demo.yaml $(DEMO_ARGS)
 
+# Two pytest workers (pytest-xdist), each test file on one: most tests are single-threaded Python
+# (imports, small tensors, subprocesses), so two take a third less time than one process.
+# `make test WORKERS=0` runs them in this process.
+WORKERS ?= 2
+
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/pytest -q $(PYTEST_ARGS)
+	$(BIN)/pytest -q -n $(WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The 1.4B recipe rehearsed on 2 CPU processes with its console shown (tests/test_rehearsal.py
 # runs the same in `make test`): fit, a kill, the resume, a rollback, the Table-1 eval.

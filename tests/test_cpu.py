@@ -66,7 +66,9 @@ def test_demo_fits_and_sampling_follow_the_bf16_choice(capabilities):
 
 
 # A fresh process's first log against its second, after the warm-up. Without it, on two threads,
-# they differ in about one process in three (loki.cpu): 16 processes all equal by chance ~0.3%.
+# they differ in about one process in three on a quiet machine (loki.cpu): 16 processes all equal
+# by chance ~0.3%. A busy machine races less (under `make test` the other pytest worker runs
+# beside this test), and an AVX2-only AMD host never showed the race at all.
 _FIRST_CALL = """
 import torch
 from loki.cpu import warm_up_vector_math

@@ -88,7 +88,7 @@ def test_offline_run_holds_defined_metrics(tmp_path: Path, monkeypatch) -> None:
         logger.experiment.finish()
     runs = list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(runs) == 1, runs
-    for _ in range(100):  # wandb-core writes the file in the background; wait for its end
+    for _ in range(300):  # wandb-core writes the file in the background; wait for its end
         kinds = [r.WhichOneof("record_type") for r in wandb_records(runs[0])]
         if "exit" in kinds:
             break
