@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -47,7 +47,8 @@ def step_tokens(batch: dict[str, Any]) -> int:
 
 class TokenThroughput(ThroughputMonitor):
     def __init__(
-        self, compute: str = "bf16", peak_flops: float | None = None, window_size: int = 50
+        self, compute: Literal["bf16", "fp8"] = "bf16", peak_flops: float | None = None,
+        window_size: int = 50,
     ) -> None:
         """
         Args:

@@ -73,7 +73,8 @@ def one_line(err: BaseException, args: list[str] | None = None) -> str:
 
     A value of none of an option's plain types says which values the option takes, as a user
     types them (``true, false or auto``), where jsonargparse lists Python types and one error
-    per type. A YAML parser names ``<unicode string>`` as the place of a syntax error
+    per type; a setting of a class given by ``class_path`` (a callback, ``model.sharding``) names
+    that class and the option holding it. A YAML parser names ``<unicode string>`` as the place of a syntax error
     (jsonargparse gives it the text, not the file): name the ``--config`` file from ``args``
     instead."""
     text = " ".join(str(err).split())
@@ -87,6 +88,16 @@ def one_line(err: BaseException, args: list[str] | None = None) -> str:
         key = optional[1]
         text = (f'Parser key "{key}": expected a list (or null), got the bare value '
                 f"{optional[2]}; " + _list_hint(key, _raw_value(args, key) or optional[2]))
+    elif nested := re.search(
+            r"Problem with given class_path '([\w.]+)': Parser key \"([\w.]+)\": Expected a "
+            r"(<class '\w+'>|typing\.Literal\[[^\]]*\])\. Got value: (.*?)(?: - |$)", text):
+        # a setting of a class given by class_path (a callback, model.sharding): jsonargparse
+        # wraps its one error in the outer option's every subtype
+        outer = re.search(r'Parser key "([\w.]+)": ', text)
+        accepted = _accepted(nested[3])
+        if accepted and outer:
+            text = (f'Parser key "{nested[2]}" of {nested[1]} in {outer[1]}: expected '
+                    f"{_choices(accepted)}; got {nested[4]}")
     else:  # a value of none of the types: say which values the option takes, as typed
         union = re.search(r'Parser key "([\w.]+)": Does not validate against any of the Union '
                           r"subtypes Subtypes: \[(.*?)\] Errors: .* Given value: (.*)$", text)

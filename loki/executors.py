@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from loki.errors import LokiError
 
@@ -34,7 +34,7 @@ class ExecutorConfig:
     between laptop and cluster.
     """
 
-    kind: str = "local"
+    kind: Literal["local", "slurm", "ray"] = "local"
     """Where the tasks run: local (processes on this machine), slurm or ray."""
     tasks: int = 1
     """Shards per sharded stage (global stages always run as one task)."""

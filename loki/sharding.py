@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn as nn
@@ -59,7 +59,7 @@ class ShardingConfig:
     """Recompute each block's activations in backward instead of storing them."""
     compile: bool = False
     """``torch.compile`` the model, in place (see ``compile_scope``)."""
-    compile_scope: str = "blocks"
+    compile_scope: Literal["blocks", "model"] = "blocks"
     """What one compiled graph covers: ``blocks`` (each block; compiles once, since all blocks
     share their code) or ``model`` (the whole forward with the chunked LM-head loss; graphs
     break at FSDP2's hooks). ``benchmarks/gpu_step.py`` measures both."""
@@ -69,7 +69,7 @@ class ShardingConfig:
     with CUDA graphs are refused: they do not compose with FSDP2's hooks."""
     float8: bool = False
     """Train the blocks' linear layers in FP8 with torchao (H100/H200); refuses other devices."""
-    float8_recipe: str = "tensorwise"
+    float8_recipe: Literal["tensorwise", "rowwise"] = "tensorwise"
     """torchao FP8 scaling: ``tensorwise`` (one scale per tensor; allows the FP8 all-gather)
     or ``rowwise`` (one scale per row; more accurate, its gathers stay bf16)."""
     float8_all_gather: bool = True

@@ -60,3 +60,33 @@ def test_a_value_of_none_of_the_types_names_the_values_taken(type_, value, says)
     with pytest.raises(Exception) as exc:  # noqa: PT011
         parser.parse_args(args)
     assert one_line(exc.value, args) == f'Parser key "opt": {says}'
+
+
+def _nested_error(option: str, type_: object, args: list[str]) -> str:
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_argument(f"--{option}", type=type_, default=None)
+    with pytest.raises(Exception) as exc:  # noqa: PT011
+        parser.parse_args(args)
+    return one_line(exc.value, args)
+
+
+def test_a_setting_of_a_nested_config_names_its_class_and_the_values_taken():
+    from loki.sharding import ShardingConfig
+
+    text = _nested_error("sharding", ShardingConfig | None,
+                         ["--sharding.compile_scope", "everything"])
+    assert text == ('Parser key "compile_scope" of loki.sharding.ShardingConfig in sharding: '
+                    "expected blocks or model; got everything")
+
+
+def test_a_setting_of_a_callback_names_the_callback_and_the_values_taken():
+    import json
+
+    from lightning.pytorch.callbacks import Callback
+
+    callbacks = [{"class_path": "callbacks.throughput.TokenThroughput",
+                  "init_args": {"compute": "fp16"}}]
+    text = _nested_error("callbacks", list[Callback] | Callback | None,
+                         ["--callbacks", json.dumps(callbacks)])
+    assert text == ('Parser key "compute" of callbacks.throughput.TokenThroughput in callbacks: '
+                    "expected bf16 or fp8; got fp16")
