@@ -74,9 +74,9 @@ def one_line(err: BaseException, args: list[str] | None = None) -> str:
     A value of none of an option's plain types says which values the option takes, as a user
     types them (``true, false or auto``), where jsonargparse lists Python types and one error
     per type; a setting of a class given by ``class_path`` (a callback, ``model.sharding``) names
-    that class and the option holding it. A YAML parser names ``<unicode string>`` as the place of a syntax error
-    (jsonargparse gives it the text, not the file): name the ``--config`` file from ``args``
-    instead."""
+    that class and the option holding it. A YAML parser names ``<unicode string>`` as the place
+    of a syntax error (jsonargparse gives it the text, not the file): name the ``--config`` file
+    from ``args`` instead."""
     text = " ".join(str(err).split())
     bare = re.search(r'Parser key "([\w.]+)": Expected a <class \'list\'>\. Got value: (.*)$', text)
     optional = re.search(r'Parser key "([\w.]+)": Does not validate against any of the Union '

@@ -37,7 +37,8 @@ OWNER = "owner.json"
 def make_staging(output: Path) -> Path:
     """A new staging folder in ``output``, owned by this process (``owner.json``)."""
     staging = Path(tempfile.mkdtemp(prefix=PREFIX, dir=output))
-    owner = {"pid": os.getpid(), "host": socket.gethostname(), "started": process_start(os.getpid())}
+    pid = os.getpid()
+    owner = {"pid": pid, "host": socket.gethostname(), "started": process_start(pid)}
     write_text(staging / OWNER, json.dumps(owner))
     return staging
 
