@@ -1,4 +1,4 @@
-"""Memory stays flat while streaming a corpus 10x larger than another (RSS sampled throughout)."""
+"""Memory stays flat while streaming a corpus 20x larger than another (RSS sampled throughout)."""
 
 from __future__ import annotations
 
@@ -43,8 +43,10 @@ def _stream_epoch(folder) -> tuple[int, float]:
 
 def test_rss_does_not_grow_with_the_corpus(tmp_path):
     small = _stream_epoch(_corpus(tmp_path / "x1", 600_000))
-    large = _stream_epoch(_corpus(tmp_path / "x10", 6_000_000))
-    assert large[0] >= 9 * small[0]
-    # the 10x corpus is 12 MB of uint16 tokens (48 MB as the int64 the loader makes): a loader
-    # that kept what it read, or a memory map of it, would grow by at least that much
-    assert large[1] - small[1] < 6, (small, large)
+    large = _stream_epoch(_corpus(tmp_path / "x20", 12_000_000))
+    assert large[0] >= 19 * small[0]
+    # the 20x corpus is 24 MB of uint16 tokens (96 MB as the int64 the loader makes): a loader
+    # that kept what it read, or a memory map of it, would grow by at least that much. The
+    # allocator itself grows by up to ~7 MB over the longer epoch (more in a process that ran
+    # other tests first), and levels off there whatever the corpus size.
+    assert large[1] - small[1] < 12, (small, large)
