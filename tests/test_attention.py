@@ -105,6 +105,35 @@ def test_bias_cached_under_inference_mode_serves_training():
     assert not mask.kv_num_blocks.is_inference()
 
 
+def test_traced_bias_is_recomputed_for_backward_not_kept_per_layer():
+    # Under torch.compile the sdpa bias is built in the graph (no cache lock to break it);
+    # with Inductor's partitioner (min-cut) it must be recomputed in backward, not saved by
+    # every layer until then (268 MB a layer at 1.4B). The saved tensors are read off the
+    # forward graph's outputs.
+    from functorch.compile import make_boxed_func, min_cut_rematerialization_partition
+    from torch._dynamo.backends.common import aot_autograd
+
+    graphs = {}
+
+    def keep(name):
+        def compiler(gm, example_inputs):
+            graphs[name] = gm
+            return make_boxed_func(gm.forward)
+        return compiler
+
+    backend = aot_autograd(fw_compiler=keep("forward"), bw_compiler=keep("backward"),
+                           partition_fn=min_cut_rematerialization_partition)
+    torch._dynamo.reset()
+    block = Loki(LokiConfig.from_name("tiny", attention_backend="sdpa")).blocks[0]
+    n_head, T = block.attn.n_head, 48
+    x = torch.randn(2, T, block.attn.qkv.in_features, requires_grad=True)
+    torch.compile(block, backend=backend, fullgraph=True)(x).sum().backward()
+    (output,) = [n for n in graphs["forward"].graph.nodes if n.op == "output"]
+    saved = [tuple(n.meta["val"].shape) for n in output.args[0] if "val" in getattr(n, "meta", {})]
+    assert saved and (1, n_head, T, T) not in saved and (n_head, T, T) not in saved
+    assert any("arange" in str(n.target) for n in graphs["backward"].graph.nodes)
+
+
 def test_bias_cache_is_bounded_in_bytes_and_entries(monkeypatch):
     clear_caches()
     monkeypatch.setattr(attention, "BIAS_CACHE_BYTES", 4 * 64 * 64 * 4 * 2)  # two 64x64 biases
