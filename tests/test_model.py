@@ -68,29 +68,26 @@ def test_backends_agree_on_the_whole_model(backend):
 @pytest.mark.parametrize("scope", ["block", "model"])
 def test_compiled_training_step_traces_as_one_graph(backend, scope):
     # A graph break inside a compiled block costs every layer on every step, and nothing else
-    # reports it. Dynamo's trace only (eager backend): the training loss through the chunked
-    # head, forward and backward, as one graph with fullgraph=True, equal to the uncompiled
-    # model. The CPU has no FlexAttention backward, so flex is traced without autograd there
+    # reports it. Dynamo's trace only (eager backend): one block, and the whole model's training
+    # loss through the chunked head, forward and backward, as one graph with fullgraph=True and
+    # equal to the uncompiled module. The CPU has no FlexAttention backward, so flex is traced without autograd there
     # (its fallback to sdpa is traced under autograd too).
     torch.manual_seed(0)
     torch._dynamo.reset()
     model = Loki(LokiConfig.from_name("tiny", attention_backend=backend))
-    idx = torch.randint(0, 512, (2, 40))
-    loss_of = lambda m: m(idx, idx, return_logits=False)[1]  # noqa: E731
-    ref = loss_of(model)
     if scope == "block":
         x = torch.randn(2, 40, model.config.n_embd, requires_grad=True)
-        traced = torch.compile(model.blocks[0], backend="eager", fullgraph=True)
-        torch.testing.assert_close(traced(x), model.blocks[0](x))
-        with torch.no_grad():
-            traced(x)
-        return
-    traced = torch.compile(loss_of, backend="eager", fullgraph=True)
-    loss = traced(model)
-    torch.testing.assert_close(loss, ref)
-    loss.backward()
+        run = lambda: model.blocks[0](x).sum()  # noqa: E731
+    else:
+        idx = torch.randint(0, 512, (2, 40))
+        run = lambda: model(idx, idx, return_logits=False)[1]  # noqa: E731
+    ref = run()
+    traced = torch.compile(run, backend="eager", fullgraph=True)
+    out = traced()
+    torch.testing.assert_close(out, ref)
+    out.backward()
     with torch.no_grad():
-        torch.testing.assert_close(traced(model), ref.detach())
+        torch.testing.assert_close(traced(), ref.detach())
 
 
 def test_kv_cache_generation_equals_full_recomputation(tiny):
