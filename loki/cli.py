@@ -47,7 +47,7 @@ TOOLS: dict[str, tuple[str, str]] = {
     "generate": ("loki.eval.generate", "sample continuations from a checkpoint"),
     "probe": ("loki.eval.probes", "the paper's qualitative, truthfulness and bias probes"),
     "compare": ("loki.eval.compare", "paired comparison of two checkpoints with bootstrap CIs"),
-    "consolidate": ("loki.sharding", "merge a distributed checkpoint into one file"),
+    "consolidate": ("loki.consolidate", "merge a distributed checkpoint into one file"),
     "export": ("loki.export.cli", "export a checkpoint for other toolkits (hf: transformers)"),
     "report": ("loki.report", "build the run report (Markdown + plots)"),
     "demo": ("loki.demo", "the end-to-end demo pipeline (what `make demo` runs)"),

@@ -329,7 +329,7 @@ def load_model(path: str | Path, map_location: str = "cpu") -> tuple[Loki, LokiC
     if path.is_dir():
         import tempfile
 
-        from loki.sharding import consolidate
+        from loki.consolidate import consolidate
 
         with tempfile.TemporaryDirectory() as tmp:
             return load_model(consolidate(path, Path(tmp) / "consolidated.ckpt"), map_location)

@@ -23,11 +23,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
 
+from loki.consolidate import consolidate, main  # noqa: E402
 from loki.errors import LokiError  # noqa: E402
 from loki.module import LokiLM, load_model  # noqa: E402
 from loki.precision import adamw_8bit  # noqa: E402
 from loki.schedule import TokenCosineSchedule  # noqa: E402
-from loki.sharding import ShardingConfig, consolidate, main, shard_model  # noqa: E402
+from loki.sharding import ShardingConfig, shard_model  # noqa: E402
 
 RANKS, STEPS, RESUME_AT, ACCUM, MICRO, SEQ = 2, 6, 3, 2, 2, 16
 # fp32 compute so that the comparison with one process measures sharding, not bf16 rounding

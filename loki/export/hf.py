@@ -56,7 +56,7 @@ def resolved_checkpoint(path: str | Path) -> Iterator[tuple[Path, str | None]]:
     if path.is_file():
         yield path, None
         return
-    from loki.sharding import consolidate  # a folder here has .metadata (resolve_checkpoint)
+    from loki.consolidate import consolidate  # a folder here has .metadata (resolve_checkpoint)
 
     with tempfile.TemporaryDirectory(prefix="loki-export-") as tmp:
         yield consolidate(path, Path(tmp) / "consolidated.ckpt"), str(path)

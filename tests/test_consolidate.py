@@ -9,9 +9,9 @@ import torch
 
 from loki.checkpoint_read import inspect_checkpoint
 from loki.cli import main as cli_main
+from loki.consolidate import consolidate
 from loki.errors import LokiError
 from loki.module import LokiLM, load_model
-from loki.sharding import consolidate
 
 
 @pytest.fixture
