@@ -1,0 +1,147 @@
+"""``ConsoleLogger``: a cluster run's progress as one line per logging interval on the console.
+
+A long ``loki fit`` on a cluster is watched through its scheduler's output file as much as through
+wandb (and only through it on nodes without internet). There a tqdm bar is noise (every refresh a
+carriage return in a file), and inside the quiet console (``loki.console``) Lightning's bar goes to
+the library log anyway. This logger receives what every other logger receives, already turned into
+numbers by Lightning once per ``log_every_n_steps`` (so it adds no read from the GPU), and writes on
+rank 0, through :func:`loki.console.say`:
+
+    step 1,200 | 2.52B tokens | loss 2.8741 | lr 2.95e-04 | grad 0.314 | batch 512 | 54.9K tok/s/GPU | MFU 47.8% | 1h36m, ETA 13d02h
+
+and a line for each validation and each loss-spike rollback. The time is since this process
+started (a resumed run counts anew); the ETA is the tokens still to go
+(``data.max_tokens``, which ``LokiCLI`` hands over) at the token rate of the last few lines.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from typing import Any
+
+from lightning.pytorch.loggers.logger import Logger
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+from loki.console import say
+
+RATE_LINES = 10  # the ETA's token rate spans this many logged lines
+
+
+def count(n: float) -> str:
+    """A token count the way it is read: 950, 12.3K, 2.52B, 1.00T."""
+    for unit, size in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.3g}{unit}" if n / size < 100 else f"{n / size:.0f}{unit}"
+    return f"{n:.0f}"
+
+
+def duration(seconds: float) -> str:
+    """``45s``, ``12m05s``, ``3h12m``, ``11d04h``."""
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def _number(value: Any) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value
+
+
+class ConsoleLogger(Logger):
+    """One console line per logged training step, validation and rollback (rank 0 only)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.total_tokens: int | None = None  # set by LokiCLI from data.max_tokens (the ETA)
+        self._start = time.monotonic()
+        self._rate: deque[tuple[float, float]] = deque(maxlen=RATE_LINES)  # (time, tokens)
+        self._throughput: dict[str, float] = {}
+
+    @property
+    def name(self) -> str:
+        return "console"
+
+    @property
+    def version(self) -> str:
+        return ""
+
+    @rank_zero_only
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        pass  # the run's config is in config.yaml and on wandb
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        line = self.line(metrics, step)
+        if line is not None:
+            say(line)
+
+    def line(self, metrics: dict[str, float], step: int | None) -> str | None:
+        """The console line for one ``log_metrics`` call, or None for metrics shown later (the
+        throughput callback logs just before the step's own metrics) or not at all."""
+        m = {k: v for k, v in ((k, _number(v)) for k, v in metrics.items()) if v is not None}
+        # Steps count the optimizer steps done, as checkpoint names, rollback events and
+        # ``trainer.global_step`` do; Lightning logs a step's metrics at that count minus one.
+        at = "step ?" if step is None else f"step {step + 1:,}"
+        if "rollback/spike_step" in m:
+            loss = m.get("rollback/spike_loss", math.nan)
+            self._rate.clear()  # the token clock goes back with the weights
+            return (f"rollback {m.get('rollback/count', 0):.0f}: loss spike at step "
+                    f"{m['rollback/spike_step']:,.0f} (loss {loss:.4g}), back to step "
+                    f"{m.get('rollback/target_step', math.nan):,.0f} and reseeded")
+        val = {k: v for k, v in m.items() if k.startswith("val/")}  # LokiLM's (throughput's
+        # own validation figures are "validate/...")
+        if val:
+            return f"{at} | " + " | ".join(f"{k.replace('/', ' ')} {v:.4g}"
+                                           for k, v in sorted(val.items()))
+        if any(k.startswith("train/device/") for k in m):
+            self._throughput = {k: v for k, v in m.items() if k.startswith("train/device/")}
+        losses = {k: v for k, v in m.items()
+                  if k.startswith("train/") and k.endswith("loss") and "/device/" not in k}
+        if not losses:
+            return None
+        parts = [at]
+        tokens = m.get("trainer/tokens_seen")
+        if tokens is not None:
+            parts.append(f"{count(tokens)} tokens")
+        for key, value in sorted(losses.items(), key=lambda kv: kv[0] != "train/loss"):
+            label = key[len("train/"):].replace("_", " ")
+            parts.append(f"{label} {value:.4f}" if math.isfinite(value) else f"{label} {value}")
+        if "train/lr" in m:
+            parts.append(f"lr {m['train/lr']:.2e}")
+        if "train/grad_norm" in m:
+            parts.append(f"grad {m['train/grad_norm']:.3g}")
+        if "batch/sequences" in m:
+            parts.append(f"batch {m['batch/sequences']:,.0f}")
+        per_device = self._throughput.get("train/device/items_per_sec")
+        if per_device is not None:
+            parts.append(f"{count(per_device)} tok/s/GPU")
+        mfu = self._throughput.get("train/device/mfu")
+        if mfu is not None:
+            parts.append(f"MFU {100 * mfu:.1f}%")
+        parts.append(self._clock(tokens))
+        return " | ".join(parts)
+
+    def _clock(self, tokens: float | None) -> str:
+        """Time since the logger started, and the ETA where the token budget and rate are known."""
+        now = time.monotonic()
+        text = duration(now - self._start)
+        if tokens is None:
+            return text
+        if self._rate and tokens < self._rate[-1][1]:
+            self._rate.clear()
+        self._rate.append((now, tokens))
+        (t0, n0), (t1, n1) = self._rate[0], self._rate[-1]
+        if self.total_tokens and t1 > t0 and n1 > n0 and tokens < self.total_tokens:
+            eta = (self.total_tokens - tokens) * (t1 - t0) / (n1 - n0)
+            text += f", ETA {duration(eta)}"
+        return text
