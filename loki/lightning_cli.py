@@ -190,10 +190,14 @@ class LokiCLI(LightningCLI):
     def _before_evaluation(self) -> None:
         """validate/test/predict log into their own folder beside the training run's metrics
         (``<csv>/<subcommand>-<UTC time>/``), at the checkpoint's step, so they neither add a
-        row to the training history nor replace its ``config.yaml``."""
+        row to the training history nor replace its ``config.yaml``; a fit's console lines are
+        left out."""
         for logger in self.trainer.loggers:
             if isinstance(logger, ResumableCSVLogger) and logger._experiment is None:
                 logger._version = evaluation_log_folder(self.subcommand)
+        # the closing line (``_after_evaluation``) says what a ConsoleLogger would, once
+        self.trainer.loggers = [lg for lg in self.trainer.loggers
+                                if not isinstance(lg, ConsoleLogger)]
         if self._ckpt_step is not None:
             # what Lightning logs validation metrics at; the checkpoint's own rows used it
             self.trainer.fit_loop.epoch_loop._batches_that_stepped = self._ckpt_step

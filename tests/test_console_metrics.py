@@ -73,7 +73,7 @@ def test_what_is_not_a_number_is_left_out(clock):
 
 def test_loki_fit_prints_a_line_per_logging_step_with_the_eta(tmp_path, monkeypatch, capfd):
     """A real ``loki fit`` with the logger added: its lines reach the terminal (the quiet
-    console's), and LokiCLI hands it data.max_tokens for the ETA."""
+    console's), and LokiCLI hands it data.max_tokens for the ETA; ``loki validate`` drops it."""
     from loki import cli
     from tests.helpers.fit_run import write_run
 
@@ -91,3 +91,9 @@ def test_loki_fit_prints_a_line_per_logging_step_with_the_eta(tmp_path, monkeypa
     assert len(val) == 2 and all(re.fullmatch(rf"step {n} \| val loss [\d.]+ \| val ppl [\d.]+", s)
                                  for n, s in zip((4, 8), val, strict=True)), val
     assert "library logs and warnings: runs/logs/fit.log" in out
+    # loki validate says its scores in its own closing line, not again as a fit's console line
+    cli.main(["validate", "--config", str(run), "--ckpt_path", "run/checkpoints/last.ckpt",
+              "--trainer.logger+=loki.console_metrics.ConsoleLogger"])
+    out, _ = capfd.readouterr()
+    assert not re.search(r"^step ", out, re.M) and "validate run/checkpoints/last.ckpt: val/loss" \
+        in out
