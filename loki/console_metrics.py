@@ -66,6 +66,7 @@ class ConsoleLogger(Logger):
         self._start = time.monotonic()
         self._rate: deque[tuple[float, float]] = deque(maxlen=RATE_LINES)  # (time, tokens)
         self._throughput: dict[str, float] = {}
+        self._held: tuple[int | None, str] | None = None  # a rollback's line (see ``lines``)
 
     @property
     def name(self) -> str:
@@ -81,9 +82,29 @@ class ConsoleLogger(Logger):
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        line = self.line(metrics, step)
-        if line is not None:
+        for line in self.lines(metrics, step):
             say(line)
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        if self._held is not None:
+            say(self._held[1])
+            self._held = None
+
+    def lines(self, metrics: dict[str, float], step: int | None) -> list[str]:
+        """The console lines of one ``log_metrics`` call. A rollback's line is held for the next
+        line: the rolled-back step's own metrics are logged after it, at the same step, and read
+        better before it."""
+        line = self.line(metrics, step)
+        if line is None:
+            return []
+        if line.startswith("rollback "):
+            self._held = (step, line)
+            return []
+        held, self._held = self._held, None
+        if held is None:
+            return [line]
+        return [line, held[1]] if held[0] == step and " | val " not in line else [held[1], line]
 
     def line(self, metrics: dict[str, float], step: int | None) -> str | None:
         """The console line for one ``log_metrics`` call, or None for metrics shown later (the

@@ -97,3 +97,27 @@ def test_loki_fit_prints_a_line_per_logging_step_with_the_eta(tmp_path, monkeypa
     out, _ = capfd.readouterr()
     assert not re.search(r"^step ", out, re.M) and "validate run/checkpoints/last.ckpt: val/loss" \
         in out
+
+
+def test_a_rollback_line_follows_the_rolled_back_steps_own_line(clock, monkeypatch):
+    """The rollback logs at once, before Lightning logs the step's metrics at the same step:
+    the console shows the step, then the rollback; a rollback on a step that logs nothing
+    comes before the next line, and the end of the run prints one still held."""
+    shown = []
+    monkeypatch.setattr(console_metrics, "say", shown.append)
+    logger = ConsoleLogger()
+    rollback = {"rollback/count": 1.0, "rollback/spike_step": 14.0, "rollback/target_step": 10.0,
+                "rollback/spike_loss": 7.9}
+    logger.log_metrics(rollback, 13)
+    assert shown == []
+    logger.log_metrics({**STEP, "train/loss": 7.9}, 13)
+    logger.log_metrics({**STEP, "train/loss": 2.9}, 11)
+    assert [s[:8] for s in shown] == ["step 14 ", "rollback", "step 12 "]
+    shown.clear()
+    logger.log_metrics({**rollback, "rollback/count": 2.0, "rollback/spike_step": 15.0}, 14)
+    logger.log_metrics({**STEP, "train/loss": 2.9}, 11)
+    assert [s[:10] for s in shown] == ["rollback 2", "step 12 | "]
+    shown.clear()
+    logger.log_metrics({**rollback, "rollback/count": 3.0}, 13)
+    logger.finalize("failed")
+    assert [s[:10] for s in shown] == ["rollback 3"]

@@ -134,11 +134,21 @@ def _checkpoint(root: Path, step: int) -> Path | None:
     return None
 
 
+def _phase(stream: bool, title: str) -> None:
+    if stream:  # the runs' own lines follow on the same console
+        print(f"\n== {title} ==", flush=True)
+
+
 def rehearse(root: Path, stream: bool = False) -> dict:
     """Prepare, fit, kill, resume; returns the summary (see ``summarize``)."""
+    from loki.console import quiet_console
+
     start = time.time()
-    prepare(root)
+    with quiet_console(root / "prepare.log"):  # datatrove's and datasets' output: in the log
+        prepare(root)
     prepared = time.time()
+    _phase(stream, f"first fit: killed (every rank) once its step-{KILL_AFTER} checkpoint is "
+                   "complete")
     first = _fit(root, "first", [], stream)
     deadline = time.time() + TIMEOUT
     while (ckpt := _checkpoint(root, KILL_AFTER)) is None:
@@ -150,6 +160,8 @@ def rehearse(root: Path, stream: bool = False) -> dict:
     os.killpg(first.pid, signal.SIGKILL)  # every rank: they share the session
     first.wait()
     killed = time.time()
+    _phase(stream, f"resume from {ckpt.name}: a NaN loss at step {SPIKE_STEP}, rolled back; "
+                   "then the one-shot eval")
     second = _fit(root, "resume", ["--ckpt_path", str(ckpt)], stream)
     try:
         rc = second.wait(timeout=TIMEOUT)
