@@ -21,6 +21,7 @@ import time
 from collections import deque
 from typing import Any
 
+import torch
 from lightning.pytorch.loggers.logger import Logger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
@@ -67,6 +68,7 @@ class ConsoleLogger(Logger):
         self._rate: deque[tuple[float, float]] = deque(maxlen=RATE_LINES)  # (time, tokens)
         self._throughput: dict[str, float] = {}
         self._held: tuple[int | None, str] | None = None  # a rollback's line (see ``lines``)
+        self._device = "GPU" if torch.cuda.is_available() else "device"  # tok/s per what
 
     @property
     def name(self) -> str:
@@ -145,7 +147,7 @@ class ConsoleLogger(Logger):
             parts.append(f"batch {m['batch/sequences']:,.0f}")
         per_device = self._throughput.get("train/device/items_per_sec")
         if per_device is not None:
-            parts.append(f"{count(per_device)} tok/s/GPU")
+            parts.append(f"{count(per_device)} tok/s/{self._device}")
         mfu = self._throughput.get("train/device/mfu")
         if mfu is not None:
             parts.append(f"MFU {100 * mfu:.1f}%")

@@ -32,6 +32,7 @@ def test_number_formats():
 
 def test_a_training_line_carries_the_step_throughput_and_eta(clock):
     logger = ConsoleLogger()
+    logger._device = "GPU"  # as on a CUDA machine ("device" elsewhere)
     logger.total_tokens = 500_000_000_000
     assert logger.line(THROUGHPUT, 1199) is None  # the throughput callback logs first
     clock[0] += 3 * 3600 + 12 * 60
