@@ -95,18 +95,19 @@ class ConsoleLogger(Logger):
 
     def lines(self, metrics: dict[str, float], step: int | None) -> list[str]:
         """The console lines of one ``log_metrics`` call. A rollback's line is held for the next
-        line: the rolled-back step's own metrics are logged after it, at the same step, and read
-        better before it."""
+        line (at most one logging interval): the rolled-back step's own metrics are logged after
+        it, at the same step, and read better before it."""
         line = self.line(metrics, step)
         if line is None:
             return []
-        if line.startswith("rollback "):
+        if "rollback/spike_step" in metrics:
             self._held = (step, line)
             return []
         held, self._held = self._held, None
         if held is None:
             return [line]
-        return [line, held[1]] if held[0] == step and " | val " not in line else [held[1], line]
+        same_step = held[0] == step and not any(k.startswith("val/") for k in metrics)
+        return [line, held[1]] if same_step else [held[1], line]
 
     def line(self, metrics: dict[str, float], step: int | None) -> str | None:
         """The console line for one ``log_metrics`` call, or None for metrics shown later (the
