@@ -50,6 +50,21 @@ def duration(seconds: float) -> str:
     return f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
+def start_line(name: str, config: Any, world_size: int, device: str, strategy: str,
+               max_tokens: int | None, resumed_step: int | None) -> str:
+    """The fit's first console line on rank 0, said before the data check, the sharding and the
+    compilation (minutes at scale) so that the wait has a context: the model, the processes,
+    the token budget and where the run starts. ``config`` is the ``LokiConfig``."""
+    unit = "GPU" if device == "cuda" else f"{device.upper()} process"
+    plural = "" if world_size == 1 else "es" if unit.endswith("process") else "s"
+    line = (f"fit: {name} ({config.n_layer} layers x {config.n_embd}, "
+            f"{count(config.num_params())} parameters) on {world_size} {unit}{plural}"
+            + (f" ({strategy})" if strategy else ""))
+    if max_tokens:
+        line += f"; until {count(max_tokens)} tokens"
+    return line + ("; a new run" if resumed_step is None else f"; from step {resumed_step:,}")
+
+
 def _number(value: Any) -> float | None:
     try:
         value = float(value)

@@ -29,7 +29,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 
 from loki import atomic
 from loki.checkpoint_io import AtomicCheckpointIO
-from loki.console_metrics import ConsoleLogger
+from loki.console_metrics import ConsoleLogger, start_line
 from loki.data import LokiDataModule
 from loki.errors import LokiError, one_line
 from loki.metrics_csv import evaluation_log_folder
@@ -180,12 +180,26 @@ class LokiCLI(LightningCLI):
                     atomic.clean_stale(cb.dirpath)
         from loki.resume import ReplaceLastCheckpoint, ResumeHint, SetAsideReplacedCheckpoints
 
+        if self.trainer.is_global_zero:
+            self._say_start((info or {}).get("global_step") if ckpt_path is not None else None)
         self.trainer.callbacks.append(ResumeHint(self._args))
         if ckpt_path is not None:
             self.trainer.callbacks.append(ReplaceLastCheckpoint())
         step = (info or {}).get("global_step")
         if ckpt_path is not None and step is not None and ckpt_path not in SPECIAL_CKPT:
             self.trainer.callbacks.append(SetAsideReplacedCheckpoints(step, ckpt_path))
+
+    def _say_start(self, step: int | None) -> None:
+        from loki.console import say
+
+        strategy = type(self.trainer.strategy).__name__
+        strategy = {"ModelParallelStrategy": "FSDP2", "DDPStrategy": "DDP", "FSDPStrategy": "FSDP",
+                    "SingleDeviceStrategy": ""}.get(strategy, strategy.removesuffix("Strategy"))
+        config = self.model.hparams.get("config")
+        dm = self.datamodule
+        say(start_line(config if isinstance(config, str) else "Loki", self.model.config,
+                       self.trainer.world_size, self.trainer.strategy.root_device.type, strategy,
+                       dm.max_tokens if isinstance(dm, LokiDataModule) else None, step))
 
     def _before_evaluation(self) -> None:
         """validate/test/predict log into their own folder beside the training run's metrics

@@ -7,7 +7,8 @@ import re
 import pytest
 
 from loki import console_metrics
-from loki.console_metrics import ConsoleLogger, count, duration
+from loki.config import LokiConfig
+from loki.console_metrics import ConsoleLogger, count, duration, start_line
 
 THROUGHPUT = {"train/time": 12.0, "train/device/items_per_sec": 54_912.0,
               "train/device/mfu": 0.4781, "train/items_per_sec": 439_296.0}
@@ -21,6 +22,17 @@ def clock(monkeypatch):
     now = [1000.0]
     monkeypatch.setattr(console_metrics.time, "monotonic", lambda: now[0])
     return now
+
+
+def test_the_start_line_names_model_processes_budget_and_start():
+    config = LokiConfig.from_name("loki-1.4b", vocab_size=32_000)
+    assert start_line("loki-1.4b", config, 32, "cuda", "FSDP2", 500 * 10**9, None) == \
+        "fit: loki-1.4b (24 layers x 2048, 1.4B parameters) on 32 GPUs (FSDP2); until 500B " \
+        "tokens; a new run"
+    assert start_line("Loki", config, 1, "cuda", "", None, 12_000) == \
+        "fit: Loki (24 layers x 2048, 1.4B parameters) on 1 GPU; from step 12,000"
+    assert start_line("Loki", config, 2, "cpu", "DDP", None, 0).startswith(
+        "fit: Loki (24 layers x 2048, 1.4B parameters) on 2 CPU processes (DDP); from step 0")
 
 
 def test_number_formats():
@@ -84,6 +96,8 @@ def test_loki_fit_prints_a_line_per_logging_step_with_the_eta(tmp_path, monkeypa
               "--trainer.logger+=loki.console_metrics.ConsoleLogger"])
     out, err = capfd.readouterr()
     lines = out.splitlines()
+    assert lines[0] == ("fit: tiny (2 layers x 64, 140K parameters) on 1 CPU process; until 1M "
+                        "tokens; a new run")
     training = [s for s in lines if re.match(r"step \d+ \| [\d.]+K? tokens \| loss ", s)]
     assert [s.split(" |")[0] for s in training] == ["step 2", "step 4", "step 6", "step 8"]
     assert all(" | lr " in s and " | grad " in s for s in training)
@@ -92,6 +106,10 @@ def test_loki_fit_prints_a_line_per_logging_step_with_the_eta(tmp_path, monkeypa
     assert len(val) == 2 and all(re.fullmatch(rf"step {n} \| val loss [\d.]+ \| val ppl [\d.]+", s)
                                  for n, s in zip((4, 8), val, strict=True)), val
     assert "library logs and warnings: runs/logs/fit.log" in out
+    cli.main(["fit", "--config", str(run), "--trainer.max_steps", "10",
+              "--ckpt_path", "run/checkpoints/last.ckpt"])
+    # last.ckpt is the step-6 checkpoint (every 3 steps)
+    assert capfd.readouterr().out.splitlines()[0].endswith("; until 1M tokens; from step 6")
     # loki validate says its scores in its own closing line, not again as a fit's console line
     cli.main(["validate", "--config", str(run), "--ckpt_path", "run/checkpoints/last.ckpt",
               "--trainer.logger+=loki.console_metrics.ConsoleLogger"])
