@@ -1,7 +1,8 @@
 """The training hot loop on a GPU: no host synchronization on steps that do not log.
 
 Runs 20 steps of a small LokiLM (flex attention, chunked loss) through ``Trainer.fit`` with the
-recipe's loss-spike rollback, token throughput and dashboard callbacks and a progress bar, with
+recipe's loss-spike rollback, token throughput and dashboard callbacks, a progress bar and the
+console logger, with
 ``torch.cuda.set_sync_debug_mode("warn")`` armed from step 6 (after the first compilations) and
 every synchronizing CUDA call counted per step, from one step's batch start to the next. Steps
 that do not log must have none; logging steps (every 5th) may read their metrics back. A failure
@@ -25,6 +26,7 @@ from lightning.pytorch.loggers import CSVLogger
 from callbacks.spike_rollback import LossSpikeRollback
 from callbacks.throughput import TokenThroughput
 from callbacks.wandb_dashboard import WandbDashboard
+from loki.console_metrics import ConsoleLogger
 from loki.data.datamodule import LokiDataModule
 from loki.data.shards import ShardWriter
 from loki.module import LokiLM
@@ -95,7 +97,7 @@ def test_no_host_sync_on_steps_that_do_not_log(tmp_path):
     counter = SyncCounter()
     trainer = L.Trainer(
         accelerator="gpu", devices=1, precision="bf16-mixed", max_steps=STEPS,
-        log_every_n_steps=LOG_EVERY, logger=CSVLogger(tmp_path, name="csv"),
+        log_every_n_steps=LOG_EVERY, logger=[CSVLogger(tmp_path, name="csv"), ConsoleLogger()],
         enable_progress_bar=True, enable_model_summary=False, enable_checkpointing=False,
         limit_val_batches=0, default_root_dir=tmp_path,
         callbacks=[TokenThroughput(window_size=5), WandbDashboard(),
