@@ -2,11 +2,10 @@
 
 Runs 20 steps of a small LokiLM (flex attention, chunked loss) through ``Trainer.fit`` with the
 recipe's loss-spike rollback, token throughput and dashboard callbacks, a progress bar and the
-console logger, with
-``torch.cuda.set_sync_debug_mode("warn")`` armed from step 6 (after the first compilations) and
-every synchronizing CUDA call counted per step, from one step's batch start to the next. Steps
-that do not log must have none; logging steps (every 5th) may read their metrics back. A failure
-lists each sync with its thread and Python stack.
+console logger, with ``torch.cuda.set_sync_debug_mode("warn")`` armed from step 6 (after the first
+compilations) and every synchronizing CUDA call counted per step, from one step's batch start to
+the next. Steps that do not log must have none; logging steps (every 5th) may read their metrics
+back. A failure lists each sync with its thread and Python stack.
 """
 
 from __future__ import annotations
