@@ -162,12 +162,12 @@ def main(argv: list[str] | None = None) -> None:
             finally:  # the option is the console's, so the tool's own help cannot list it
                 print(VERBOSE_HELP)
         elif command in QUIET_COMMANDS and not printing:
-            from loki.console import quiet_console, say
+            from loki.console import is_rank_zero, quiet_console, say
 
             log = os.path.join(LOG_DIR, f"{command}.log")
             with quiet_console(log, verbose, title=" ".join(["loki", command, *rest])):
                 _run(command, rest)
-            if not verbose:
+            if not verbose and is_rank_zero():  # once for a distributed run, not once per rank
                 say(f"library logs and warnings: {log} (--verbose shows them here)")
         else:
             _run(command, rest)

@@ -145,3 +145,29 @@ def test_a_stage_of_a_verbose_demo_keeps_the_terminal(tmp_path, capfd):
         os.write(2, b"a C-level message\n")
     assert "a C-level message" in capfd.readouterr().err
     assert not (tmp_path / "inner.log").exists()
+
+
+def test_rank_zero_from_lightning_or_else_the_launcher(monkeypatch):
+    """The closing log line is said once per distributed run: by the process Lightning calls
+    rank 0, or (before Lightning is loaded) the one torchrun or SLURM calls rank 0."""
+    import sys
+    from types import SimpleNamespace
+
+    from loki.console import is_rank_zero
+
+    name = "lightning.fabric.utilities.rank_zero"
+    for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setitem(sys.modules, name, SimpleNamespace(rank_zero_only=SimpleNamespace(rank=1)))
+    monkeypatch.setenv("RANK", "0")
+    assert not is_rank_zero()  # Lightning's rank (e.g. set by a spawning strategy) decides
+    monkeypatch.setitem(sys.modules, name, SimpleNamespace(rank_zero_only=SimpleNamespace(rank=0)))
+    assert is_rank_zero()
+    monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setenv("RANK", "3")
+    assert not is_rank_zero()
+    monkeypatch.delenv("RANK")
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    assert is_rank_zero()
+    monkeypatch.delenv("SLURM_PROCID")
+    assert is_rank_zero()  # not distributed
