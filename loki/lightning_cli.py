@@ -121,9 +121,9 @@ class LokiCLI(LightningCLI):
         after = _leaves(self.config[sub].get("model")) if sub else {}
         changed = [f"{k} {before[k]!r} -> {after[k]!r}" for k in sorted(before)
                    if k in after and before[k] != after[k]]
-        if changed:  # Lightning's rule; say so, since the config asked for something else
-            from loki.console import say
+        from loki.console import is_rank_zero, say
 
+        if changed and is_rank_zero():  # Lightning's rule; say so: the config asked otherwise
             say(f"--ckpt_path {ckpt_path}: the model settings saved in the checkpoint replace the "
                 f"config's: {', '.join(changed)}")
 
