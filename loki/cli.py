@@ -11,7 +11,8 @@ is a file the user named that cannot be found, read or written, or a config that
 
 ``filter``, ``fit``, ``validate``, ``test``, ``distill`` and ``tokenize`` run under a quiet console (``loki.console``): the
 command's own lines and progress bars on the terminal, libraries' logs and warnings in
-``runs/logs/<command>.log``;
+``runs/logs/<command>.log`` (``$LOKI_LOG_DIR/<command>.log`` where that is set, e.g. one folder per
+cluster job);
 ``--verbose`` (anywhere on the command line) keeps everything on the terminal, and so do
 ``--help`` and ``--print_config``, whose output is the answer. ``loki demo`` has its own log,
 ``<run_dir>/demo.log``.
@@ -32,7 +33,7 @@ PRINTING_FLAGS = ("-h", "--help", "--print_config")  # the output is the answer:
 # Tools that import transformers but never torchao's kernels, whose load failures (CUDA-only
 # kernels on a CPU) would otherwise open their console; the quiet commands do the same.
 TRANSFORMERS_TOOLS = ("export", "eval", "compare", "probe", "generate")
-LOG_DIR = "runs/logs"
+LOG_DIR = "runs/logs"  # the default of $LOKI_LOG_DIR (see log_path)
 # Tools whose rerun after an interrupt keeps the finished part of the work (datatrove completion
 # markers; the demo's finished stages). `loki fit` says how to resume itself (loki.resume).
 RESUMABLE = ("filter", "distill", "demo")
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
         elif command in QUIET_COMMANDS and not printing:
             from loki.console import is_rank_zero, quiet_console, say
 
-            log = os.path.join(LOG_DIR, f"{command}.log")
+            log = log_path(command)
             with quiet_console(log, verbose, title=" ".join(["loki", command, *rest])):
                 _run(command, rest)
             if not verbose and is_rank_zero():  # once for a distributed run, not once per rank
@@ -183,14 +184,20 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except Exception:
         if command in QUIET_COMMANDS and not verbose:  # the traceback follows; the context is there
-            print(f"(library logs and warnings: {os.path.join(LOG_DIR, f'{command}.log')})",
+            print(f"(library logs and warnings: {log_path(command)})",
                   file=sys.stderr, flush=True)
         raise
 
 
 _TRUE, _FALSE = ("true", "yes", "1"), ("false", "no", "0")
 VERBOSE_HELP = ("\n--verbose [true|false]  keep libraries' logs and warnings on the terminal "
-                f"(by default they go to {LOG_DIR}/<command>.log)")
+                f"(by default they go to {LOG_DIR}/<command>.log, or $LOKI_LOG_DIR/<command>.log)")
+
+
+def log_path(command: str) -> str:
+    """Where a quiet command's library logs go: ``runs/logs/<command>.log``, or under
+    ``$LOKI_LOG_DIR`` (one folder per cluster job keeps concurrent jobs' logs apart)."""
+    return os.path.join(os.environ.get("LOKI_LOG_DIR") or LOG_DIR, f"{command}.log")
 
 
 def _pop_verbose(rest: list[str]) -> tuple[bool, list[str]]:

@@ -27,6 +27,14 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _library_logs(tmp_path_factory) -> None:
+    """Quiet commands run by the tests keep their library logs in the session's temp folder,
+    not in the checkout's runs/logs beside a developer's own; the tests of that default
+    location unset it."""
+    os.environ["LOKI_LOG_DIR"] = str(tmp_path_factory.mktemp("logs"))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if torch.cuda.is_available():
         return

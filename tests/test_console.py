@@ -25,6 +25,7 @@ def noisy(monkeypatch, tmp_path):
 
     monkeypatch.setattr(loki.filtering.cli, "main", _noisy_filter)
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LOKI_LOG_DIR")  # the default place, runs/logs
     return tmp_path / "runs" / "logs" / "filter.log"
 
 
@@ -85,6 +86,7 @@ def test_the_subcommands_results_reach_the_terminal(monkeypatch, capfd, tmp_path
     from loki.distill import cli as distill_cli
 
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LOKI_LOG_DIR")  # the default place, runs/logs
     monkeypatch.setattr(loki.filtering.cli, "parse", lambda *a: SimpleNamespace(
         output="quality.npz", output_dir="filtered"))
     monkeypatch.setattr(loki.filtering.quality, "train_quality",
@@ -171,3 +173,13 @@ def test_rank_zero_from_lightning_or_else_the_launcher(monkeypatch):
     assert is_rank_zero()
     monkeypatch.delenv("SLURM_PROCID")
     assert is_rank_zero()  # not distributed
+
+
+def test_loki_log_dir_moves_the_library_logs(noisy, capfd, monkeypatch, tmp_path):
+    monkeypatch.setenv("LOKI_LOG_DIR", str(tmp_path / "job-42"))
+    cli.main(["filter", "--config", "x.yaml"])
+    out, _ = capfd.readouterr()
+    assert out.splitlines()[-1] == (f"library logs and warnings: {tmp_path}/job-42/filter.log "
+                                    "(--verbose shows them here)")
+    assert "a C-level message" in (tmp_path / "job-42" / "filter.log").read_text()
+    assert not noisy.exists()

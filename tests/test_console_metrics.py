@@ -91,6 +91,7 @@ def test_loki_fit_prints_a_line_per_logging_step_with_the_eta(tmp_path, monkeypa
     from tests.helpers.fit_run import write_run
 
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LOKI_LOG_DIR")  # the default place, runs/logs
     run = write_run(tmp_path, max_steps=8, data_extra="  max_tokens: 1M\n")
     cli.main(["fit", "--config", str(run),
               "--trainer.logger+=loki.console_metrics.ConsoleLogger"])

@@ -23,6 +23,7 @@ DOCS = [("web", "The quick brown fox jumps over the lazy dog. " * 3),
 @pytest.fixture(autouse=True)
 def _in_tmp_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # runs/logs/tokenize.log goes here
+    monkeypatch.delenv("LOKI_LOG_DIR")  # (the tests' own place for library logs)
 
 
 def _filter_output(folder):
