@@ -10,8 +10,9 @@ rank 0, through :func:`loki.console.say`:
     step 1,200 | 2.52B tokens | loss 2.8741 | lr 2.95e-04 | grad 0.314 | batch 512 | 54.9K tok/s/GPU | MFU 47.8% | 1h36m, ETA 13d02h
 
 and a line for each validation and each loss-spike rollback. The time is since this process
-started (a resumed run counts anew); the ETA is the tokens still to go
-(``data.max_tokens``, which ``LokiCLI`` hands over) at the token rate of the last few lines.
+started (a resumed run counts anew). The ETA is the time left until the token or the step budget
+runs out, whichever comes first, at the rate of the last few lines (``LokiCLI`` hands over
+``data.max_tokens`` and ``trainer.max_steps``).
 """
 
 from __future__ import annotations
@@ -78,9 +79,11 @@ class ConsoleLogger(Logger):
 
     def __init__(self) -> None:
         super().__init__()
-        self.total_tokens: int | None = None  # set by LokiCLI from data.max_tokens (the ETA)
+        # the run's budgets, for the ETA: set by LokiCLI from data.max_tokens, trainer.max_steps
+        self.total_tokens: int | None = None
+        self.total_steps: int | None = None
         self._start = time.monotonic()
-        self._rate: deque[tuple[float, float]] = deque(maxlen=RATE_LINES)  # (time, tokens)
+        self._rate: deque[tuple[float, float, int]] = deque(maxlen=RATE_LINES)  # time, tokens, step
         self._throughput: dict[str, float] = {}
         self._held: tuple[int | None, str] | None = None  # a rollback's line (see ``lines``)
         self._device = "GPU" if torch.cuda.is_available() else "device"  # tok/s per what
@@ -167,20 +170,24 @@ class ConsoleLogger(Logger):
         mfu = self._throughput.get("train/device/mfu")
         if mfu is not None:
             parts.append(f"MFU {100 * mfu:.1f}%")
-        parts.append(self._clock(tokens))
+        parts.append(self._clock(tokens, step))
         return " | ".join(parts)
 
-    def _clock(self, tokens: float | None) -> str:
-        """Time since the logger started, and the ETA where the token budget and rate are known."""
+    def _clock(self, tokens: float | None, step: int | None) -> str:
+        """Time since the logger started, and the ETA: the remaining tokens or steps, whichever
+        budget ends the run first, at the rate of the last ``RATE_LINES`` lines."""
         now = time.monotonic()
         text = duration(now - self._start)
-        if tokens is None:
+        done = -1 if step is None else step + 1
+        if self._rate and (done < self._rate[-1][2] or (tokens or 0) < self._rate[-1][1]):
+            self._rate.clear()  # a rollback: the clocks went back
+        self._rate.append((now, tokens or 0.0, done))
+        (t0, n0, s0), (t1, n1, s1) = self._rate[0], self._rate[-1]
+        if t1 <= t0:
             return text
-        if self._rate and tokens < self._rate[-1][1]:
-            self._rate.clear()
-        self._rate.append((now, tokens))
-        (t0, n0), (t1, n1) = self._rate[0], self._rate[-1]
-        if self.total_tokens and t1 > t0 and n1 > n0 and tokens < self.total_tokens:
-            eta = (self.total_tokens - tokens) * (t1 - t0) / (n1 - n0)
-            text += f", ETA {duration(eta)}"
-        return text
+        etas = []
+        if self.total_tokens and n1 > n0:
+            etas.append(max(0.0, self.total_tokens - n1) * (t1 - t0) / (n1 - n0))
+        if self.total_steps and s1 > s0 >= 0:
+            etas.append(max(0, self.total_steps - s1) * (t1 - t0) / (s1 - s0))
+        return text + (f", ETA {duration(min(etas))}" if etas else "")

@@ -9,7 +9,7 @@ On top of Lightning's CLI, every run gets what makes a failed command lose nothi
   (``loki.preflight``, ``loki.preflight_run``), and every subcommand checks its config against
   this machine before the model is built (``loki.preflight_config``);
 - a ``ResumableCSVLogger`` told where a resumed run continues, so ``metrics.csv`` stays one
-  history, and a ``ConsoleLogger`` told the token budget, for its ETA;
+  history, and a ``ConsoleLogger`` told the token and step budgets, for its ETA;
 - ``config.yaml`` in the log folder written with secrets redacted, once training starts;
 - validate, test and predict log into their own folder, never into the training run's.
 """
@@ -171,8 +171,10 @@ class LokiCLI(LightningCLI):
         for logger in self.trainer.loggers:
             if isinstance(logger, ResumableCSVLogger):
                 logger.resume_at(resume)
-            if isinstance(logger, ConsoleLogger) and isinstance(self.datamodule, LokiDataModule):
-                logger.total_tokens = self.datamodule.max_tokens  # the console's ETA
+            if isinstance(logger, ConsoleLogger):  # the budgets of the console's ETA
+                if isinstance(self.datamodule, LokiDataModule):
+                    logger.total_tokens = self.datamodule.max_tokens
+                logger.total_steps = self.trainer.max_steps if self.trainer.max_steps > 0 else None
         if self.trainer.is_global_zero:
             for cb in self.trainer.callbacks:
                 if isinstance(cb, ModelCheckpoint) and cb.dirpath and "://" not in str(

@@ -59,6 +59,22 @@ def test_a_training_line_carries_the_step_throughput_and_eta(clock):
     assert duration(remaining / 1e5) == "57d13h"
 
 
+def test_the_eta_is_the_budget_that_ends_the_run_first(clock):
+    logger = ConsoleLogger()
+    logger.total_steps = 260
+    line = {"train/loss": 3.0, "trainer/tokens_seen": 20_480.0}
+    assert logger.line(line, 9).endswith("| 0s")
+    clock[0] += 10.0  # 10 steps and 20,480 tokens in 10 s
+    assert logger.line({**line, "trainer/tokens_seen": 40_960.0}, 19).endswith(
+        "| 10s, ETA 4m00s")  # 240 steps left at 1 step/s
+    logger.total_tokens = 100_000  # 59,040 tokens left at 2,048 tokens/s: sooner
+    clock[0] += 10.0
+    assert logger.line({**line, "trainer/tokens_seen": 61_440.0}, 29).endswith(
+        f"| 20s, ETA {duration((100_000 - 61_440) / 2048)}")
+    clock[0] += 10.0
+    assert logger.line({**line, "trainer/tokens_seen": 40_960.0}, 19).endswith("| 30s")  # went back
+
+
 def test_distillation_validation_and_rollback_lines(clock):
     logger = ConsoleLogger()
     distill = {k: v for k, v in STEP.items() if k != "train/loss"}
