@@ -28,11 +28,11 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from loki.console import say
 
-RATE_LINES = 10  # the ETA's token rate spans this many logged lines
+RATE_LINES = 10  # the ETA's rate spans this many logged lines
 
 
 def count(n: float) -> str:
-    """A token count the way it is read: 950, 12.3K, 2.52B, 1.00T."""
+    """A count the way it is read: 950, 12.3K, 2.52B, 1T."""
     for unit, size in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
         if abs(n) >= size:
             return f"{n / size:.3g}{unit}" if n / size < 100 else f"{n / size:.0f}{unit}"
