@@ -165,7 +165,7 @@ class LokiCLI(LightningCLI):
         return super().instantiate_trainer(**{**kwargs, "plugins": plugins})
 
     def before_fit(self) -> None:
-        ckpt_path = self.config_init[self.subcommand].get("ckpt_path")
+        ckpt_path = self._resolve_last(self.config_init[self.subcommand].get("ckpt_path"))
         info = check_fit(self.trainer, self.model, self.datamodule, ckpt_path)
         resume = NEW_RUN if ckpt_path is None else (info or {}).get("log_step")
         for logger in self.trainer.loggers:
@@ -190,6 +190,18 @@ class LokiCLI(LightningCLI):
         step = (info or {}).get("global_step")
         if ckpt_path is not None and step is not None and ckpt_path not in SPECIAL_CKPT:
             self.trainer.callbacks.append(SetAsideReplacedCheckpoints(step, ckpt_path))
+
+    def _resolve_last(self, ckpt_path: str | None) -> str | None:
+        """``--ckpt_path last`` (what a requeued cluster job passes): the run's newest checkpoint,
+        then checked and resumed as if named, or a new run where its folders hold none."""
+        if ckpt_path != "last":
+            return ckpt_path
+        from loki.resume import newest_checkpoint
+
+        found = newest_checkpoint(self.trainer)
+        resolved = None if found is None else str(found[0])
+        self.config_init[self.subcommand]["ckpt_path"] = resolved  # what trainer.fit gets
+        return resolved
 
     def _say_start(self, step: int | None) -> None:
         from loki.console import say

@@ -109,6 +109,25 @@ def test_accepted_resume_sets_the_replaced_rows_aside(run):
     assert last["global_step"] == max(steps) > 3
 
 
+def test_ckpt_path_last_resumes_the_newest_checkpoint_or_starts_a_new_run(run, capfd):
+    """``--ckpt_path last``, what a requeued cluster job passes: the newest checkpoint (step 6 of
+    the base run) is resumed as if named, metrics.csv continues it; with no checkpoint in the
+    run's folders it is a new run, not a refusal."""
+    csv = run / "run" / "csv"
+    _, rows = read_rows(str(csv / "metrics.csv"))
+    capfd.readouterr()
+    _fit(run, "--trainer.max_steps", "8", "--ckpt_path", "last")
+    assert capfd.readouterr().out.splitlines()[0].endswith("; from step 6")
+    now = read_rows(str(csv / "metrics.csv"))[1]
+    assert now[:len(rows)] == rows and {r["step"] for r in now[len(rows):]} == {"7"}  # one history
+    assert not list(csv.glob("metrics.replaced-*.csv"))  # nothing was redone
+    (run / "run" / "checkpoints").rename(run / "old-checkpoints")
+    (run / "run" / "csv").rename(run / "old-csv")
+    _fit(run, "--trainer.max_steps", "2", "--ckpt_path", "last")
+    assert capfd.readouterr().out.splitlines()[0].endswith("; a new run")
+    assert [r["step"] for r in read_rows(str(csv / "metrics.csv"))[1]] == ["1"]
+
+
 # ----------------------------------------------------------------- a fresh fit into a run
 def test_fresh_fit_into_a_run_is_refused(capsys, run):
     before = snapshot(run)
