@@ -74,3 +74,34 @@ def test_demo_preset_comments_name_every_demo_task():
     for line in lines:
         comment = line.partition("#")[2]
         assert all(task in comment for task in tasks), (line, tasks)
+
+
+@pytest.mark.parametrize("restarts", ["0", "2"])
+def test_the_sbatch_script_resumes_a_requeued_job_from_the_newest_checkpoint(tmp_path,
+                                                                               restarts):
+    """``experiments/slurm/loki-1.4b.sbatch`` under stand-ins for srun and scontrol: the first
+    run gets the user's arguments; a requeued one (SLURM_RESTART_COUNT > 0) ends with
+    ``--ckpt_path last``, which wins over a --ckpt_path the first run was given."""
+    import os
+    import subprocess
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in (("srun", f'printf "%s\\n" "$@" > {tmp_path}/srun.args'),
+                       ("scontrol", "echo node1; echo node2")):
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}",
+           "SLURM_JOB_NODELIST": "node[1-2]", "SLURM_JOB_NUM_NODES": "2",
+           "SLURM_NTASKS_PER_NODE": "8", "SLURM_NTASKS": "16", "SLURM_JOB_NAME": "loki-1.4b",
+           "SLURM_JOB_ID": "77", "SLURM_RESTART_COUNT": restarts}
+    env.pop("LOKI_LOG_DIR", None)
+    subprocess.run(["bash", str(ROOT / "experiments" / "slurm" / "loki-1.4b.sbatch"),
+                    "--ckpt_path", "runs/first.ckpt"], cwd=tmp_path, env=env, check=True)
+    args = (tmp_path / "srun.args").read_text().splitlines()
+    assert args[:4] == ["--kill-on-bad-exit=1", "loki", "fit", "--config"]
+    tail = ["--ckpt_path", "runs/first.ckpt"] + (["--ckpt_path", "last"] if restarts != "0" else [])
+    assert args[-len(tail):] == tail and "--ckpt_path" not in args[:-len(tail)]
+    assert args[-len(tail) - 2:-len(tail)] == ["--trainer.strategy.init_args.data_parallel_size",
+                                               "16"]
+    assert (tmp_path / "runs" / "slurm").is_dir()

@@ -77,3 +77,15 @@ class CtrlCAtStep8(Callback):
     def on_train_batch_start(self, trainer, *args) -> None:
         if trainer.global_step == 8:
             raise KeyboardInterrupt
+
+
+class RequeueSignalAtStep5(Callback):
+    """``--trainer.callbacks+=tests.helpers.fit_run.RequeueSignalAtStep5``: SLURM's warning
+    before the time limit (SIGUSR1) arrives as step 6 begins."""
+
+    def on_train_batch_start(self, trainer, *args) -> None:
+        if trainer.global_step == 5:
+            import os
+            import signal
+
+            os.kill(os.getpid(), signal.SIGUSR1)

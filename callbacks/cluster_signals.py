@@ -1,0 +1,146 @@
+"""``ClusterSignals``: a cluster's stop signals, acted on at step boundaries that every rank shares.
+
+Two things Lightning does with signals do not suit a sharded run of many hours:
+
+- **The SLURM requeue signal.** With ``#SBATCH --signal=USR1@300`` SLURM warns the job before its
+  time limit. Lightning's handler saves a checkpoint inside the signal handler, wherever each
+  rank happens to be in its step. Under FSDP2 a checkpoint is collective, so ranks that enter it
+  at different points of the step mismatch their collectives, and the state it saves sits halfway
+  through a step. Here the handler only notes the signal. At the next check step the ranks agree
+  (one all-reduce), save ``requeue-step=<N>.ckpt`` into the checkpoint folder, and rank 0 runs
+  ``scontrol requeue``. The process then exits with status 0, before the final evaluation. The
+  requeued job passes ``--ckpt_path last`` (``experiments/slurm/loki-1.4b.sbatch``), which resumes
+  from that checkpoint.
+- **The SIGTERM broadcast.** In a run of more than one process, Lightning broadcasts rank 0's
+  SIGTERM flag at the start of every step and reads it back: one host synchronization per step
+  (Lightning-AI/pytorch-lightning#21487). Here the broadcast runs on check steps only. A SIGTERM
+  is then noticed up to ``check_every_n_steps - 1`` steps later; SLURM's grace before SIGKILL is
+  30 s or more.
+
+Check steps are every ``check_every_n_steps`` optimizer steps, by default the trainer's
+``log_every_n_steps``, when the logging reads values back anyway. Outside SLURM (no
+``SLURM_JOB_ID``) the requeue signal is left to Lightning.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from loki.errors import LokiError
+
+
+def slurm_job_id() -> str | None:
+    """The id ``scontrol requeue`` takes: ``<array job>_<task>`` in a job array, else the job's."""
+    array = os.environ.get("SLURM_ARRAY_JOB_ID")
+    if array is not None and os.environ.get("SLURM_ARRAY_TASK_ID") is not None:
+        return f"{array}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    return os.environ.get("SLURM_JOB_ID")
+
+
+class ClusterSignals(L.Callback):
+    def __init__(self, requeue_signal: str = "SIGUSR1", check_every_n_steps: int | None = None
+                 ) -> None:
+        """
+        Args:
+            requeue_signal: the signal of ``#SBATCH --signal`` (without ``B:``: every rank
+                must get it).
+            check_every_n_steps: optimizer steps between checks (default: log_every_n_steps).
+        """
+        try:
+            self.signum = signal.Signals[requeue_signal]
+        except KeyError:
+            raise LokiError(f"ClusterSignals requeue_signal {requeue_signal!r} is not a signal "
+                            "name; write e.g. SIGUSR1") from None
+        if check_every_n_steps is not None and check_every_n_steps < 1:
+            raise LokiError(f"ClusterSignals check_every_n_steps must be >= 1, got "
+                            f"{check_every_n_steps}")
+        self.check_every = check_every_n_steps
+        self.requested = False  # set by the signal handler; nothing else happens there
+        self._previous_handler: Any = None
+
+    # ------------------------------------------------------------------ setup
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # after Lightning registered its own handlers (at the end of its setup), before step 1
+        self.every = self.check_every or max(1, int(trainer.log_every_n_steps or 1))
+        loop = trainer.fit_loop.epoch_loop
+        broadcast = getattr(loop, "_broadcast_sigterm_tensor", None)
+        if broadcast is not None and not getattr(broadcast, "throttled", False):
+            loop._broadcast_sigterm_tensor = self._throttled(trainer, broadcast)
+        if slurm_job_id() is not None:
+            self._previous_handler = signal.signal(self.signum, self._note)
+
+    def _throttled(self, trainer: L.Trainer, broadcast: Any) -> Any:
+        def on_check_steps() -> None:  # called at the start of each step with global_step done
+            if trainer.global_step % self.every == 0:
+                broadcast()
+
+        on_check_steps.throttled = True  # type: ignore[attr-defined]
+        return on_check_steps
+
+    def _note(self, signum: int, frame: Any) -> None:
+        self.requested = True
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self._previous_handler is not None:
+            signal.signal(self.signum, self._previous_handler)
+            self._previous_handler = None
+
+    # ------------------------------------------------------------------ the check
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                           outputs: Any, batch: Any, batch_idx: int) -> None:
+        if trainer.global_step % self.every or not self._agreed(trainer):
+            return
+        self._save_and_requeue(trainer)
+
+    def _agreed(self, trainer: L.Trainer) -> bool:
+        """Whether any rank got the requeue signal: one all-reduce on check steps."""
+        if trainer.world_size == 1 or not torch.distributed.is_initialized():
+            return self.requested
+        flag = torch.tensor([int(self.requested)], device=trainer.strategy.root_device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return bool(flag.item())
+
+    def _save_and_requeue(self, trainer: L.Trainer) -> None:
+        from loki.console import say
+
+        step = trainer.global_step
+        folder = getattr(trainer.checkpoint_callback, "dirpath", None)
+        path = Path(folder or Path(trainer.default_root_dir) / "checkpoints")
+        path = path / f"requeue-step={step}.ckpt"
+        trainer.save_checkpoint(path)  # collective under FSDP2: every rank is here
+        trainer.strategy.barrier("cluster-signals-saved")
+        job = slurm_job_id() or ""
+        error = None
+        if trainer.is_global_zero:
+            error = _requeue(job)
+        error = trainer.strategy.broadcast(error, src=0)
+        if error is not None:
+            raise LokiError(f"SLURM's {self.signum.name} came before the time limit: saved {path} "
+                            f"at step {step}, but `scontrol requeue {job}` failed ({error}); "
+                            f"resume with --ckpt_path {path}")
+        if trainer.is_global_zero:
+            say(f"SLURM's time limit is near ({self.signum.name}): saved {path} at step {step}; "
+                f"job {job} is requeued and resumes from it (--ckpt_path last)")
+        raise SystemExit(0)  # before the final evaluation: the run is not finished
+
+
+def _requeue(job: str) -> str | None:
+    """``scontrol requeue <job>``; None when it worked, else why not."""
+    if not re.fullmatch(r"[0-9_]+", job):
+        return f"no SLURM job id to requeue (SLURM_JOB_ID={job!r})"
+    try:
+        done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True,
+                              timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return str(err)
+    if done.returncode != 0:
+        return (done.stderr or done.stdout).strip() or f"exit status {done.returncode}"
+    return None
