@@ -19,6 +19,10 @@ What it does when one is:
   ``rollback/``, ``eval/``.
 - The run config: model/datamodule hyper-parameters and the LightningCLI config, with secrets
   (API keys, tokens, passwords) replaced by ``"[redacted]"``, also over what Lightning logged.
+- One wandb run per training run: the run's id is kept in every checkpoint (this callback's
+  state), and a fit resumed from one continues that run (``resume_from``, called by ``loki fit``
+  before the run starts; Lightning's WandbLogger asks wandb with ``resume="allow"``) rather than
+  starting a new one at every resume or requeue. An ``id`` set in the YAML wins.
 """
 
 from __future__ import annotations
@@ -73,6 +77,7 @@ class WandbDashboard(L.Callback):
         self.log_batch_size = log_batch_size
         self.log_lr_groups = log_lr_groups
         self.extra_config = extra_config or {}
+        self.run_ids: list[str] = []  # of the attached WandbLoggers, in order (rank 0)
 
     @staticmethod
     def wandb_runs(trainer: L.Trainer) -> list[Any]:
@@ -84,14 +89,33 @@ class WandbDashboard(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if not trainer.is_global_zero:
             return
+        self.run_ids = []
         for logger in trainer.loggers:
             if type(logger).__name__ != "WandbLogger":
                 continue
             self.define_metrics(logger.experiment)
+            self.run_ids.append(str(logger.experiment.id))
             # Lightning logs the module/datamodule hparams after every on_fit_start hook, through
             # this method: redact there, so secrets in init args never reach the run.
             if not getattr(logger.log_hyperparams, "_loki_redacts", False):
                 logger.log_hyperparams = _redacting(logger.log_hyperparams)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"run_ids": list(self.run_ids)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        pass  # the ids are read before the fit starts (resume_from), when they still matter
+
+    @staticmethod
+    def resume_from(trainer: L.Trainer, saved: dict[str, Any] | None) -> None:
+        """Before a fit resumed from a checkpoint starts: point each WandbLogger that has no id
+        of its own at the run the checkpoint's fit logged to (``saved``: this callback's state
+        in that checkpoint; older checkpoints without it start a new run, as before)."""
+        ids = (saved or {}).get("run_ids") or []
+        loggers = [lg for lg in trainer.loggers if type(lg).__name__ == "WandbLogger"]
+        for logger, run_id in zip(loggers, ids, strict=False):
+            if getattr(logger, "_experiment", None) is None and not logger._wandb_init.get("id"):
+                logger._wandb_init["id"] = logger._id = run_id  # with resume="allow" (Lightning)
 
     @staticmethod
     def define_metrics(run: Any) -> None:

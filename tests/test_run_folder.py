@@ -276,3 +276,24 @@ def test_a_resume_after_a_rollback_keeps_the_discarded_steps(tmp_path):
     (aside,) = csv.glob("metrics.replaced-*.csv")
     _, redone = read_rows(aside)
     assert [(r["step"], r["train/loss"]) for r in redone] == [("11", "0.08")]
+
+
+def test_a_resumed_fit_continues_the_checkpoints_wandb_run(tmp_path, monkeypatch):
+    """One wandb run per training run: the id is in every checkpoint, and a resume (here the
+    requeue's --ckpt_path last) logs to the same run instead of starting another."""
+    import wandb
+
+    run = tmp_path / "r"
+    write_run(run, max_steps=4, extra_callbacks="    - class_path: "
+              "callbacks.wandb_dashboard.WandbDashboard\n")
+    _with_wandb(run, monkeypatch, tmp_path)
+    _fit(run)
+    wandb.finish()  # a resume is a new process; here the same one, so end the first run
+    (first,) = (run / "run" / "wandb").glob("offline-run-*")
+    run_id = first.name.rsplit("-", 1)[1]
+    last = torch.load(run / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["callbacks"]["WandbDashboard"] == {"run_ids": [run_id]}
+    _fit(run, "--trainer.max_steps", "6", "--ckpt_path", "last")
+    wandb.finish()
+    assert sorted(p.name.rsplit("-", 1)[1] for p in (run / "run" / "wandb").glob(
+        "offline-run-*")) == [run_id, run_id]
