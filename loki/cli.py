@@ -20,9 +20,11 @@ cluster job);
 
 from __future__ import annotations
 
+import glob
 import importlib
 import os
 import sys
+import time
 from typing import Any
 
 from loki.errors import LokiError, one_line
@@ -165,11 +167,12 @@ def main(argv: list[str] | None = None) -> None:
         elif command in QUIET_COMMANDS and not printing:
             from loki.console import is_rank_zero, quiet_console, say
 
-            log = log_path(command)
+            log, started = log_path(command), time.time()
             with quiet_console(log, verbose, title=" ".join(["loki", command, *rest])):
                 _run(command, rest)
             if not verbose and is_rank_zero():  # once for a distributed run, not once per rank
-                say(f"library logs and warnings: {log} (--verbose shows them here)")
+                others = _other_rank_logs(command, started)
+                say(f"library logs and warnings: {log}{others} (--verbose shows them here)")
         else:
             _run(command, rest)
     except (LokiError, *_USER_ERRORS, *_argument_errors()) as err:
@@ -194,10 +197,24 @@ VERBOSE_HELP = ("\n--verbose [true|false]  keep libraries' logs and warnings on 
                 f"(by default they go to {LOG_DIR}/<command>.log, or $LOKI_LOG_DIR/<command>.log)")
 
 
-def log_path(command: str) -> str:
+def log_path(command: str, rank: int | None = None) -> str:
     """Where a quiet command's library logs go: ``runs/logs/<command>.log``, or under
-    ``$LOKI_LOG_DIR`` (one folder per cluster job keeps concurrent jobs' logs apart)."""
-    return os.path.join(os.environ.get("LOKI_LOG_DIR") or LOG_DIR, f"{command}.log")
+    ``$LOKI_LOG_DIR`` (one folder per cluster job keeps concurrent jobs' logs apart). The other
+    ranks of a distributed run write ``<command>.rank<N>.log`` beside it, so that one rank's
+    messages (a NCCL timeout, a traceback) read in order."""
+    from loki.console import process_rank
+
+    rank = process_rank() if rank is None else rank
+    name = f"{command}.log" if rank == 0 else f"{command}.rank{rank}.log"
+    return os.path.join(os.environ.get("LOKI_LOG_DIR") or LOG_DIR, name)
+
+
+def _other_rank_logs(command: str, since: float) -> str:
+    """"; other ranks: <command>.rank<N>.log" when other ranks of this run wrote theirs."""
+    pattern = os.path.basename(log_path(command, 1)).replace(".rank1.", ".rank*.")
+    folder = os.path.dirname(log_path(command, 1))
+    written = [p for p in glob.glob(os.path.join(folder, pattern)) if os.path.getmtime(p) >= since]
+    return f"; other ranks: {os.path.join(folder, pattern.replace('*', '<N>'))}" if written else ""
 
 
 def _pop_verbose(rest: list[str]) -> tuple[bool, list[str]]:

@@ -39,15 +39,21 @@ def say(line: str = "") -> None:
     print(line, file=sys.stdout if _muted else stream(), flush=True)
 
 
-def is_rank_zero() -> bool:
-    """Whether this process is rank 0 of a distributed run, or not part of one: the rank
-    Lightning has set once it runs, else the launcher's variables (torchrun, SLURM)."""
+def process_rank() -> int:
+    """This process's rank in a distributed run (0 outside one): the rank Lightning has set once
+    it runs, else the launcher's variables (torchrun's RANK, SLURM's SLURM_PROCID, LOCAL_RANK of
+    the ranks Lightning starts itself)."""
     lightning_ranks = sys.modules.get("lightning.fabric.utilities.rank_zero")
     rank = getattr(getattr(lightning_ranks, "rank_zero_only", None), "rank", None)
     if rank is None:
         keys = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
         rank = next((int(os.environ[k]) for k in keys if os.environ.get(k, "").isdigit()), 0)
-    return rank == 0
+    return int(rank)
+
+
+def is_rank_zero() -> bool:
+    """Whether this process is rank 0 of a distributed run, or not part of one."""
+    return process_rank() == 0
 
 
 @contextmanager

@@ -183,3 +183,37 @@ def test_loki_log_dir_moves_the_library_logs(noisy, capfd, monkeypatch, tmp_path
                                     "(--verbose shows them here)")
     assert "a C-level message" in (tmp_path / "job-42" / "filter.log").read_text()
     assert not noisy.exists()
+
+
+def test_each_rank_of_a_distributed_run_has_its_own_log(noisy, capfd, monkeypatch, tmp_path):
+    """Rank 0 keeps runs/logs/<command>.log; the others write <command>.rank<N>.log beside it,
+    and rank 0's closing line names them when this run wrote any."""
+    import os
+    import time
+
+    for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    import loki.console
+
+    monkeypatch.setattr(loki.console, "process_rank", lambda: 3)
+    cli.main(["filter", "--config", "x.yaml"])
+    assert "a C-level message" in (tmp_path / "runs" / "logs" / "filter.rank3.log").read_text()
+    assert "library logs and warnings" not in capfd.readouterr().out  # rank 0 says where
+    monkeypatch.setattr(loki.console, "process_rank", lambda: 0)
+    import loki.filtering.cli
+
+    def with_a_second_rank(argv):  # rank 3 of the same run writes its log meanwhile
+        (tmp_path / "runs" / "logs" / "filter.rank3.log").touch()
+        _noisy_filter(argv)
+
+    monkeypatch.setattr(loki.filtering.cli, "main", with_a_second_rank)
+    cli.main(["filter", "--config", "x.yaml"])
+    assert capfd.readouterr().out.splitlines()[-1] == (
+        "library logs and warnings: runs/logs/filter.log; other ranks: "
+        "runs/logs/filter.rank<N>.log (--verbose shows them here)")
+    old = time.time() - 3600  # a rank log of an earlier run is not named
+    os.utime(tmp_path / "runs" / "logs" / "filter.rank3.log", (old, old))
+    monkeypatch.setattr(loki.filtering.cli, "main", _noisy_filter)
+    cli.main(["filter", "--config", "x.yaml"])
+    assert capfd.readouterr().out.splitlines()[-1] == (
+        "library logs and warnings: runs/logs/filter.log (--verbose shows them here)")
