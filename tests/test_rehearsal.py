@@ -104,9 +104,12 @@ def _fit(root: Path, phase: str, extra: list[str], stream: bool) -> subprocess.P
     exits.mkdir(parents=True)
     # A launcher's variables left in this process by in-process runs of other tests (LOCAL_RANK,
     # NODE_RANK, ...) would tell Lightning that the ranks are started externally: rank 0 would
-    # then wait for a rank 1 nobody starts. `loki fit` must start its own ranks here.
+    # then wait for a rank 1 nobody starts. `loki fit` must start its own ranks here. Likewise
+    # WANDB_SERVICE, set by another test's wandb run in this process: the fits would share that
+    # service (and its working folder), where the killed fit's run stays open and the resume,
+    # which continues the same wandb run, would be refused as "in use".
     env = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARIABLES and
-           not k.startswith(("PL_", "TORCHELASTIC_"))}
+           k != "WANDB_SERVICE" and not k.startswith(("PL_", "TORCHELASTIC_"))}
     env = {**env, "PYTHONPATH": str(ROOT), "LOKI_EXIT_DIR": str(exits),
            "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "MASTER_PORT": "29531",
            # torchao compiles its 8-bit AdamW step: minutes of inductor on 2 CPU cores
