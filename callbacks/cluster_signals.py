@@ -67,6 +67,12 @@ class ClusterSignals(L.Callback):
         self._previous_handler: Any = None
 
     # ------------------------------------------------------------------ setup
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit" and slurm_job_id() is not None and trainer.checkpoint_callback is None:
+            raise LokiError("ClusterSignals saves the requeued job's checkpoint where a "
+                            "ModelCheckpoint keeps the run's, and the config has none: add one "
+                            "(with dirpath), or remove ClusterSignals")
+
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # after Lightning registered its own handlers (at the end of its setup), before step 1
         self.every = self.check_every or max(1, int(trainer.log_every_n_steps or 1))
@@ -112,9 +118,7 @@ class ClusterSignals(L.Callback):
         from loki.console import say
 
         step = trainer.global_step
-        folder = getattr(trainer.checkpoint_callback, "dirpath", None)
-        path = Path(folder or Path(trainer.default_root_dir) / "checkpoints")
-        path = path / f"requeue-step={step}.ckpt"
+        path = Path(trainer.checkpoint_callback.dirpath) / f"requeue-step={step}.ckpt"
         trainer.save_checkpoint(path)  # collective under FSDP2: every rank is here
         trainer.strategy.barrier("cluster-signals-saved")
         job = slurm_job_id() or ""

@@ -202,6 +202,12 @@ class LokiCLI(LightningCLI):
             return ckpt_path
         from loki.resume import newest_checkpoint
 
+        folders = [getattr(cb, "dirpath", None) for cb in self.trainer.checkpoint_callbacks]
+        if not folders or None in folders:
+            raise LokiError("--ckpt_path last looks for the run's checkpoints in its "
+                            "ModelCheckpoint folders: give the config a ModelCheckpoint with "
+                            "dirpath set (Lightning picks a default folder only once training "
+                            "has started)")
         found = newest_checkpoint(self.trainer)
         resolved = None if found is None else str(found[0])
         self.config_init[self.subcommand]["ckpt_path"] = resolved  # what trainer.fit gets

@@ -103,3 +103,28 @@ def test_a_failed_requeue_names_the_checkpoint_to_resume_from(tmp_path, slurm, c
         f"loki fit: error: SLURM's SIGUSR1 came before the time limit: saved {saved} at step 6, "
         "but `scontrol requeue 4242` failed (scontrol: error: Invalid job id specified); resume "
         f"with --ckpt_path {saved}")
+
+
+def test_without_a_checkpoint_folder_nothing_could_resume(tmp_path, slurm, capsys):
+    """A requeue needs the run's ModelCheckpoint folder: to save into, and for --ckpt_path last
+    to find the checkpoint in (Lightning resolves a folder left unset only once training runs)."""
+    import yaml
+
+    config = yaml.safe_load(write_run(tmp_path, extra_callbacks=CALLBACKS.splitlines(
+        keepends=True)[0]).read_text())
+    callbacks = config["trainer"]["callbacks"]
+    without = {**config, "trainer": {**config["trainer"], "enable_checkpointing": False,
+                                     "callbacks": callbacks[1:]}}
+    (tmp_path / "none.yaml").write_text(yaml.safe_dump(without))
+    with pytest.raises(SystemExit) as exited:
+        main(["fit", "--config", str(tmp_path / "none.yaml"), "--trainer.max_steps", "2"])
+    assert exited.value.code == 2
+    assert "ClusterSignals saves the requeued job's checkpoint where a ModelCheckpoint" in \
+        capsys.readouterr().err
+    del callbacks[0]["init_args"]["dirpath"]
+    (tmp_path / "unset.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(SystemExit) as exited:
+        main(["fit", "--config", str(tmp_path / "unset.yaml"), "--ckpt_path", "last"])
+    assert exited.value.code == 2
+    assert "--ckpt_path last looks for the run's checkpoints in its ModelCheckpoint folders" in \
+        capsys.readouterr().err
