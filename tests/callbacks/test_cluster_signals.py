@@ -113,18 +113,16 @@ def test_without_a_checkpoint_folder_nothing_could_resume(tmp_path, slurm, capsy
     config = yaml.safe_load(write_run(tmp_path, extra_callbacks=CALLBACKS.splitlines(
         keepends=True)[0]).read_text())
     callbacks = config["trainer"]["callbacks"]
-    without = {**config, "trainer": {**config["trainer"], "enable_checkpointing": False,
-                                     "callbacks": callbacks[1:]}}
-    (tmp_path / "none.yaml").write_text(yaml.safe_dump(without))
-    with pytest.raises(SystemExit) as exited:
-        main(["fit", "--config", str(tmp_path / "none.yaml"), "--trainer.max_steps", "2"])
-    assert exited.value.code == 2
-    assert "ClusterSignals saves the requeued job's checkpoint where a ModelCheckpoint" in \
-        capsys.readouterr().err
+
+    def refused(trainer: dict, *args: str) -> str:
+        (tmp_path / "changed.yaml").write_text(yaml.safe_dump({**config, "trainer": trainer}))
+        with pytest.raises(SystemExit) as exited:
+            main(["fit", "--config", str(tmp_path / "changed.yaml"), *args])
+        assert exited.value.code == 2
+        return capsys.readouterr().err
+
+    assert "ClusterSignals saves the requeued job's checkpoint where a ModelCheckpoint" in refused(
+        {**config["trainer"], "enable_checkpointing": False, "callbacks": callbacks[1:]})
     del callbacks[0]["init_args"]["dirpath"]
-    (tmp_path / "unset.yaml").write_text(yaml.safe_dump(config))
-    with pytest.raises(SystemExit) as exited:
-        main(["fit", "--config", str(tmp_path / "unset.yaml"), "--ckpt_path", "last"])
-    assert exited.value.code == 2
     assert "--ckpt_path last looks for the run's checkpoints in its ModelCheckpoint folders" in \
-        capsys.readouterr().err
+        refused(config["trainer"], "--ckpt_path", "last")
