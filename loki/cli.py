@@ -211,8 +211,8 @@ def log_path(command: str, rank: int | None = None) -> str:
 
 def _other_rank_logs(command: str, since: float) -> str:
     """"; other ranks: <command>.rank<N>.log" when other ranks of this run wrote theirs."""
-    pattern = os.path.basename(log_path(command, 1)).replace(".rank1.", ".rank*.")
-    folder = os.path.dirname(log_path(command, 1))
+    folder, name = os.path.split(log_path(command, 1))
+    pattern = name.replace(".rank1.", ".rank*.")
     written = [p for p in glob.glob(os.path.join(folder, pattern)) if os.path.getmtime(p) >= since]
     return f"; other ranks: {os.path.join(folder, pattern.replace('*', '<N>'))}" if written else ""
 

@@ -168,10 +168,11 @@ class LokiCLI(LightningCLI):
         ckpt_path = self._resolve_last(self.config_init[self.subcommand].get("ckpt_path"))
         info = check_fit(self.trainer, self.model, self.datamodule, ckpt_path)
         resume = NEW_RUN if ckpt_path is None else (info or {}).get("log_step")
-        saved = ((info or {}).get("checkpoint") or {}).get("callbacks") or {}
-        for cb in self.trainer.callbacks:
-            if hasattr(cb, "resume_from") and ckpt_path is not None:  # e.g. the same wandb run
-                cb.resume_from(self.trainer, saved.get(cb.state_key))
+        if ckpt_path is not None:  # callbacks that continue what the checkpoint's fit began
+            saved = ((info or {}).get("checkpoint") or {}).get("callbacks") or {}
+            for cb in self.trainer.callbacks:
+                if hasattr(cb, "resume_from"):  # e.g. WandbDashboard: the same wandb run
+                    cb.resume_from(self.trainer, saved.get(cb.state_key))
         for logger in self.trainer.loggers:
             if isinstance(logger, ResumableCSVLogger):
                 logger.resume_at(resume)
