@@ -167,10 +167,12 @@ class LossSpikeRollback(L.Callback):
             raise LokiError(f"{type(dm).__name__}.state_dict() has no stream.consumed counters, "
                             "so the spike window cannot be skipped; set "
                             "skip_spike_samples: false to only reseed")
-        strategy = type(trainer.strategy).__name__
-        if self.checkpoint_every and strategy in ("FSDPStrategy", "ModelParallelStrategy"):
+        from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
+
+        if self.checkpoint_every and isinstance(trainer.strategy,
+                                                (FSDPStrategy, ModelParallelStrategy)):
             raise LokiError(f"LossSpikeRollback: on-disk rollback checkpoints are read as one "
-                            f"file, but {strategy} writes sharded ones; set "
+                            f"file, but {type(trainer.strategy).__name__} writes sharded ones; set "
                             "checkpoint_every_n_steps: null and use snapshot_every_n_steps")
         if self.seed is None:
             self.seed = int(os.environ.get("PL_GLOBAL_SEED", 0))

@@ -17,6 +17,7 @@ import contextlib
 import errno
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -167,8 +168,8 @@ def is_temp(name: str) -> bool:
 
 
 def clean_stale(folder: str | Path, patterns: tuple[str, ...] = ()) -> list[Path]:
-    """Remove the temp files an earlier killed writer left in ``folder`` (and files matching
-    ``patterns``, e.g. ``rollback-*.ckpt.tmp``); returns what was removed.
+    """Remove the temp files (and staged folders) an earlier killed writer left in ``folder``,
+    and files matching ``patterns`` (e.g. ``rollback-*.ckpt.tmp``); returns what was removed.
 
     Only call it where no other process is writing into ``folder`` at the same time (at the
     start of a run, on rank 0)."""
@@ -181,7 +182,10 @@ def clean_stale(folder: str | Path, patterns: tuple[str, ...] = ()) -> list[Path
     removed = []
     for p in stale:
         try:
-            p.unlink()
+            if p.is_dir() and not p.is_symlink():  # a staged checkpoint folder
+                shutil.rmtree(p)
+            else:
+                p.unlink()
             removed.append(p)
         except OSError:
             continue

@@ -2,8 +2,8 @@
 
 On top of Lightning's CLI, every run gets what makes a failed command lose nothing:
 
-- checkpoints written atomically in their own folder (``AtomicCheckpointIO``), stale temp files
-  of killed writes removed at start;
+- checkpoints written atomically in their own folder (``AtomicCheckpointIO``; FSDP2's checkpoint
+  folders through ``loki.checkpoint_sharded``), stale temp files of killed writes removed at start;
 - ``loki fit`` checks ``--ckpt_path``, the folders it will write, the run already in them, the
   callbacks' inputs and the data before any logger or callback touches the run folder
   (``loki.preflight``, ``loki.preflight_run``), and every subcommand checks its config against
@@ -29,6 +29,8 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 
 from loki import atomic
 from loki.checkpoint_io import AtomicCheckpointIO
+from loki.checkpoint_sharded import adopt, finish_interrupted_swaps
+from loki.console import say
 from loki.console_metrics import ConsoleLogger, start_line
 from loki.data import LokiDataModule
 from loki.errors import LokiError, one_line
@@ -121,7 +123,7 @@ class LokiCLI(LightningCLI):
         after = _leaves(self.config[sub].get("model")) if sub else {}
         changed = [f"{k} {before[k]!r} -> {after[k]!r}" for k in sorted(before)
                    if k in after and before[k] != after[k]]
-        from loki.console import is_rank_zero, say
+        from loki.console import is_rank_zero
 
         if changed and is_rank_zero():  # Lightning's rule; say so: the config asked otherwise
             say(f"--ckpt_path {ckpt_path}: the model settings saved in the checkpoint replace the "
@@ -162,9 +164,16 @@ class LokiCLI(LightningCLI):
         if not any(isinstance(p, CheckpointIO) for p in plugins) and "deepspeed" not in str(
                 strategy).lower():
             plugins.append(AtomicCheckpointIO())
-        return super().instantiate_trainer(**{**kwargs, "plugins": plugins})
+        trainer = super().instantiate_trainer(**{**kwargs, "plugins": plugins})
+        adopt(trainer.strategy)  # FSDP2's checkpoint folders, written whole or not at all
+        return trainer
 
     def before_fit(self) -> None:
+        for folder in self._checkpoint_folders():  # every rank, before any looks for a checkpoint
+            for path in finish_interrupted_swaps(folder):
+                if self.trainer.is_global_zero:
+                    say(f"{path}: a save killed while moving into place left it aside; "
+                        "put back in place")
         ckpt_path = self._resolve_last(self.config_init[self.subcommand].get("ckpt_path"))
         info = check_fit(self.trainer, self.model, self.datamodule, ckpt_path)
         resume = NEW_RUN if ckpt_path is None else (info or {}).get("log_step")
@@ -181,10 +190,8 @@ class LokiCLI(LightningCLI):
                     logger.total_tokens = self.datamodule.max_tokens
                 logger.total_steps = self.trainer.max_steps if self.trainer.max_steps > 0 else None
         if self.trainer.is_global_zero:
-            for cb in self.trainer.callbacks:
-                if isinstance(cb, ModelCheckpoint) and cb.dirpath and "://" not in str(
-                        cb.dirpath):
-                    atomic.clean_stale(cb.dirpath)
+            for folder in self._checkpoint_folders():
+                atomic.clean_stale(folder)
         from loki.resume import ReplaceLastCheckpoint, ResumeHint, SetAsideReplacedCheckpoints
 
         if self.trainer.is_global_zero:
@@ -196,12 +203,17 @@ class LokiCLI(LightningCLI):
         if ckpt_path is not None and step is not None and ckpt_path not in SPECIAL_CKPT:
             self.trainer.callbacks.append(SetAsideReplacedCheckpoints(step, ckpt_path))
 
+    def _checkpoint_folders(self) -> list[str]:
+        """The local folders of the trainer's ModelCheckpoints."""
+        return [cb.dirpath for cb in self.trainer.callbacks if isinstance(cb, ModelCheckpoint)
+                and cb.dirpath and "://" not in str(cb.dirpath)]
+
     def _resolve_last(self, ckpt_path: str | None) -> str | None:
         """``--ckpt_path last`` (what a requeued cluster job passes): the run's newest checkpoint,
         then checked and resumed as if named, or a new run where its folders hold none."""
         if ckpt_path != "last":
             return ckpt_path
-        from loki.resume import newest_checkpoint
+        from loki.resume import checkpoints_newest_first, is_complete
 
         folders = [getattr(cb, "dirpath", None) for cb in self.trainer.checkpoint_callbacks]
         if not folders or None in folders:
@@ -209,15 +221,19 @@ class LokiCLI(LightningCLI):
                             "ModelCheckpoint folders: give the config a ModelCheckpoint with "
                             "dirpath set (Lightning picks a default folder only once training "
                             "has started)")
-        found = newest_checkpoint(self.trainer)
-        resolved = None if found is None else str(found[0])
+        resolved = None
+        for path, _ in checkpoints_newest_first(self.trainer):
+            if is_complete(path):
+                resolved = str(path)
+                break
+            if self.trainer.is_global_zero:  # e.g. a save killed by a run without checkpoint_sharded
+                say(f"--ckpt_path last: {path} is incomplete (its save was cut short), so the "
+                    "newest complete checkpoint is taken instead")
         self.config_init[self.subcommand]["ckpt_path"] = resolved  # what trainer.fit gets
         return resolved
 
     def _say_start(self, step: int | None) -> None:
-        from loki.console import say
-
-        strategy = type(self.trainer.strategy).__name__
+        strategy = type(self.trainer.strategy).__name__.removeprefix("Atomic")
         strategy = {"ModelParallelStrategy": "FSDP2", "DDPStrategy": "DDP", "FSDPStrategy": "FSDP",
                     "SingleDeviceStrategy": ""}.get(strategy, strategy.removesuffix("Strategy"))
         config = self.model.hparams.get("config")
@@ -248,8 +264,6 @@ class LokiCLI(LightningCLI):
         quiet console keeps Lightning's own table in the log)."""
         if not self.trainer.is_global_zero:
             return
-        from loki.console import say
-
         prefix = "test/" if self.subcommand == "test" else "val/"
         scores = {k: float(v) for k, v in self.trainer.callback_metrics.items()
                   if k.startswith(prefix)}

@@ -100,9 +100,18 @@ class ReplaceLastCheckpoint(L.Callback):
                 cb.last_model_path = last
 
 
-def newest_checkpoint(trainer: Any) -> tuple[Path, int | None] | None:
-    """The checkpoint a resume would take up now: the one of the highest step in the trainer's
-    ModelCheckpoint folders (``last.ckpt`` on a tie), with its step; None when there is none."""
+def is_complete(path: Path) -> bool:
+    """Whether a resume can take up ``path``: a distributed checkpoint folder with its index and
+    ``meta.pt``, or a complete ``torch.save`` archive (cheap: neither reads a tensor)."""
+    from loki.checkpoint_sharded import is_complete_folder
+    from loki.preflight import _zip_ok
+
+    return is_complete_folder(path) if path.is_dir() else _zip_ok(path)
+
+
+def checkpoints_newest_first(trainer: Any) -> list[tuple[Path, int | None]]:
+    """Every checkpoint in the trainer's ModelCheckpoint folders with its step, the highest step
+    first (``last.ckpt`` first on a tie); those whose step cannot be read come last."""
     found: list[tuple[int, int, Path]] = []
     for cb in trainer.checkpoint_callbacks:
         folder = Path(cb.dirpath) if getattr(cb, "dirpath", None) else None
@@ -111,10 +120,14 @@ def newest_checkpoint(trainer: Any) -> tuple[Path, int | None] | None:
         for path in folder.glob("*.ckpt"):
             step = _step_of(path)
             found.append((-1 if step is None else step, path.name.startswith("last"), path))
-    if not found:
-        return None
-    step, _, path = max(found)
-    return path, None if step < 0 else step
+    return [(path, None if step < 0 else step) for step, _, path in sorted(found, reverse=True)]
+
+
+def newest_checkpoint(trainer: Any) -> tuple[Path, int | None] | None:
+    """The checkpoint a resume would take up now: the complete one of the highest step in the
+    trainer's ModelCheckpoint folders (``last.ckpt`` on a tie), with its step; None when there
+    is none."""
+    return next(((p, s) for p, s in checkpoints_newest_first(trainer) if is_complete(p)), None)
 
 
 def _shown(path: Path) -> Path:

@@ -26,7 +26,7 @@ def test_kills_during_checkpoint_writes_leave_a_loadable_last_ckpt(tmp_path):
     uninterrupted run."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run([sys.executable, "-m", "tests.helpers.kill_fit", str(tmp_path), "20",
-                          "0"], cwd=ROOT, env=env, capture_output=True, text=True)
+                          "0", "1"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["mid_write"] >= 20, result

@@ -38,8 +38,6 @@ ENTRY = ROOT / "tests" / "helpers" / "loki_entry.py"
 RUN = Path("runs/loki-1.4b")  # the recipe's run folder, relative to the rehearsal folder
 KILL_AFTER = 8  # the first fit is killed once this step's checkpoint is complete
 SPIKE_STEP = 14  # experiments/rehearsal.yaml InjectLossSpike.at_steps
-LAUNCHER_VARIABLES = {"LOCAL_RANK", "RANK", "GLOBAL_RANK", "NODE_RANK", "GROUP_RANK", "WORLD_SIZE",
-                      "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"}
 TIMEOUT = 900  # per phase: generous for a loaded CI machine; a hang still ends
 
 
@@ -100,6 +98,8 @@ def prepare(root: Path) -> None:
 
 # ------------------------------------------------------------------ runs
 def _fit(root: Path, phase: str, extra: list[str], stream: bool) -> subprocess.Popen:
+    from tests.helpers.fit_run import launch_env
+
     exits = root / "exits" / phase
     exits.mkdir(parents=True)
     # A launcher's variables left in this process by in-process runs of other tests (LOCAL_RANK,
@@ -108,12 +108,11 @@ def _fit(root: Path, phase: str, extra: list[str], stream: bool) -> subprocess.P
     # WANDB_SERVICE, set by another test's wandb run in this process: the fits would share that
     # service (and its working folder), where the killed fit's run stays open and the resume,
     # which continues the same wandb run, would be refused as "in use".
-    env = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARIABLES and
-           k != "WANDB_SERVICE" and not k.startswith(("PL_", "TORCHELASTIC_"))}
-    env = {**env, "PYTHONPATH": str(ROOT), "LOKI_EXIT_DIR": str(exits),
-           "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "MASTER_PORT": "29531",
-           # torchao compiles its 8-bit AdamW step: minutes of inductor on 2 CPU cores
-           "TORCHDYNAMO_DISABLE": "1"}
+    env = launch_env(PYTHONPATH=str(ROOT), LOKI_EXIT_DIR=str(exits), OMP_NUM_THREADS="1",
+                     WANDB_MODE="offline", MASTER_PORT="29531",
+                     # torchao compiles its 8-bit AdamW step: minutes of inductor on 2 CPU cores
+                     TORCHDYNAMO_DISABLE="1")
+    env.pop("WANDB_SERVICE", None)
     cmd = [sys.executable, str(ENTRY), "fit", "--config", str(RECIPE), "--config", str(OVERRIDE),
            *extra]
     out = None if stream else open(root / f"{phase}.log", "w")  # noqa: SIM115

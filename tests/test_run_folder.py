@@ -128,6 +128,21 @@ def test_ckpt_path_last_resumes_the_newest_checkpoint_or_starts_a_new_run(run, c
     assert [r["step"] for r in read_rows(str(csv / "metrics.csv"))[1]] == ["1"]
 
 
+def test_ckpt_path_last_skips_an_incomplete_checkpoint(run, capfd):
+    """A save cut short (here a truncated step=9.ckpt, newer than the run's step 6) is not what
+    a requeued job resumes from: it says so, resumes the newest complete one and sets the
+    incomplete one aside with the steps it replaces."""
+    ckpts = run / "run" / "checkpoints"
+    (ckpts / "step=9.ckpt").write_bytes((ckpts / "step=6.ckpt").read_bytes()[:4096])
+    capfd.readouterr()
+    _fit(run, "--trainer.max_steps", "8", "--ckpt_path", "last")
+    out = capfd.readouterr().out
+    assert f"--ckpt_path last: {ckpts / 'step=9.ckpt'} is incomplete" in out
+    assert [line for line in out.splitlines() if "; from step 6" in line]
+    assert not (ckpts / "step=9.ckpt").exists()
+    assert [p.name for p in ckpts.glob("step=9.ckpt.replaced-*")]
+
+
 # ----------------------------------------------------------------- a fresh fit into a run
 def test_fresh_fit_into_a_run_is_refused(capsys, run):
     before = snapshot(run)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 from lightning.pytorch.callbacks import Callback
@@ -53,6 +54,19 @@ data:
                    every_n_train_steps: {every}, save_top_k: -1, filename: "{{step}}"}}
 {extra_callbacks}""")
     return path
+
+
+# What an in-process distributed fit (Lightning's own launch, even of one process) leaves in
+# os.environ: a `loki fit` started with it would take its ranks as launched from outside.
+LAUNCHER_VARIABLES = {"LOCAL_RANK", "RANK", "GLOBAL_RANK", "NODE_RANK", "GROUP_RANK", "WORLD_SIZE",
+                      "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"}
+
+
+def launch_env(**extra: str) -> dict[str, str]:
+    """This process's environment for a `loki fit` subprocess that starts its own ranks."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in LAUNCHER_VARIABLES and not k.startswith(("PL_", "TORCHELASTIC_"))}
+    return {**env, **extra}
 
 
 def snapshot(folder: Path) -> dict[str, str]:

@@ -1,21 +1,25 @@
 """Kill ``loki fit`` during checkpoint writes, resume, and compare with an uninterrupted run.
 
-    python -m tests.helpers.kill_fit FOLDER KILLS SEED [EXTRA LOKI FIT ARGS...]
+    python -m tests.helpers.kill_fit FOLDER KILLS SEED MAX_DELAY_MS [EXTRA LOKI FIT ARGS...]
 
 Imports torch, Lightning and ``loki.cli`` once, then forks one child per ``loki fit`` (the
 same ``loki.cli.main`` the command runs), so 20+ kills cost a fork each rather than a Python
 start-up each. ``TMPDIR`` points at a folder under ``/dev/shm`` (tmpfs, another filesystem than
-the run folder), as on most clusters.
+the run folder), as on most clusters. EXTRA can choose the strategy: under FSDP2
+(``ModelParallelStrategy``) checkpoints are distributed folders (``loki.checkpoint_sharded``).
 
 1. An uninterrupted run saves a checkpoint at every step (the reference weights).
-2. Kill loop: a child resumes from ``last.ckpt`` (if any) and writes ``last.ckpt`` at every step;
-   the parent watches the checkpoint folder for the temp file of a write, waits a random
-   0-1 ms into the n-th write (n random in 1..2) and sends SIGKILL. A kill counts as mid-write
-   when the temp file is still there afterwards. After every kill ``last.ckpt`` must load and
-   equal the reference at its step, bit for bit: weights and optimizer state.
+2. Kill loop: a child resumes with ``--ckpt_path last`` (a requeued job's resume) and writes
+   ``last.ckpt`` at every step; the parent watches the checkpoint folder for the temp file (or
+   staged folder) of a write, waits a random 0 to MAX_DELAY_MS into the n-th write (n random in
+   1..2) and sends SIGKILL. A kill counts as mid-write when a temp name is still there
+   afterwards. After every kill ``last.ckpt`` must load and equal the reference at its step,
+   bit for bit: weights and optimizer state. A kill between the two renames that move a folder
+   into place leaves no ``last.ckpt`` until the next start completes the move; the parent does
+   that as the next start would, and counts it.
 3. A last child resumes to the end; its weights must equal the uninterrupted run's.
 
-Prints one JSON line: kills, mid-write kills, steps, seconds.
+Prints one JSON line: kills, mid-write kills, kills between renames, steps, seconds.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import torch
 import loki.cli  # noqa: F401  (imported before the forks: each child starts warm)
 import loki.lightning_cli  # noqa: F401
 from loki.atomic import is_temp
+from loki.checkpoint_sharded import SET_ASIDE_PREFIX, finish_interrupted_swaps
 from tests.helpers.fit_run import write_run
 
 MAX_STEPS = 40  # room for 20+ mid-write kills even when a start finishes a few saves
@@ -54,9 +59,34 @@ def _child(argv: list[str]) -> int:
     return pid
 
 
+def _writing(folder: Path) -> set[str]:
+    """The temp names of the writes of ``last.ckpt`` under way in ``folder``."""
+    names = os.listdir(folder) if folder.is_dir() else []
+    return {n for n in names if is_temp(n) and "last.ckpt" in n and not n.startswith(SET_ASIDE_PREFIX)}
+
+
+def _load(path: Path) -> dict:
+    """A checkpoint file, or a distributed checkpoint folder (FSDP2) read as one."""
+    if not path.is_dir():
+        return torch.load(path, map_location="cpu", weights_only=False)
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    fd, tmp = tempfile.mkstemp()
+    os.close(fd)
+    try:
+        dcp_to_torch_save(path, tmp)
+        tensors = torch.load(tmp, map_location="cpu", weights_only=False)
+    finally:
+        os.unlink(tmp)
+    ckpt = torch.load(path / "meta.pt", map_location="cpu", weights_only=False)
+    ckpt["state_dict"] = tensors.pop("state_dict")
+    ckpt["optimizer_states"] = [tensors[k] for k in sorted(tensors) if k.startswith("optimizer_")]
+    return ckpt
+
+
 def _weights(path: Path) -> tuple[int, dict]:
     """(global step, every weight and optimizer-state tensor by name) of a checkpoint."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = _load(path)
     state = dict(ckpt["state_dict"])
     for i, opt in enumerate(ckpt["optimizer_states"]):
         for p, tensors in opt["state"].items():
@@ -68,8 +98,9 @@ def _same(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def main(folder: str, kills: int, seed: int, extra: list[str]) -> dict:
+def main(folder: str, kills: int, seed: int, max_delay_ms: float, extra: list[str]) -> dict:
     rng = random.Random(seed)
+    max_delay = max_delay_ms / 1000
     root = Path(folder)
     tmpdir = Path(tempfile.mkdtemp(prefix="loki-kill-", dir="/dev/shm"))
     os.environ["TMPDIR"] = str(tmpdir)
@@ -85,37 +116,41 @@ def main(folder: str, kills: int, seed: int, extra: list[str]) -> dict:
     yaml.write_text(yaml.read_text().replace("save_top_k: -1", "save_top_k: 0"))
     ckdir = root / "killed" / "run" / "checkpoints"
     last = ckdir / "last.ckpt"
-    done, mid_write, trials, steps = 0, 0, 0, []
+    done, mid_write, between, trials, steps = 0, 0, 0, 0, []
     while mid_write < kills and trials < 3 * kills:
         trials += 1
-        resume = ["--ckpt_path", str(last)] if last.exists() else []
-        # temp files a previous kill left (the child removes them at start) are not writes
-        stale = set(os.listdir(ckdir)) if ckdir.is_dir() else set()
-        pid = _child(["fit", "--config", str(yaml), *resume, *extra])
-        nth, seen, killed = rng.randint(1, 2), set(), False
+        # --ckpt_path last, as a requeued job resumes: the newest checkpoint, or a new run
+        pid = _child(["fit", "--config", str(yaml), "--ckpt_path", "last", *extra])
+        # a write starts when its temp name appears: a staged folder has the same name at every
+        # save, and temp names a previous kill left (the child removes them at start) are not
+        # writes until they reappear; the old folder set aside during a move is no new write
+        before = _writing(ckdir)
+        nth, writes, killed = rng.randint(1, 2), 0, False
         while not killed:
             if os.waitpid(pid, os.WNOHANG)[0]:  # finished before the n-th write
                 pid = 0
                 break
-            names = set(os.listdir(ckdir)) if ckdir.is_dir() else set()
-            new = {n for n in names if n.startswith(".loki-tmp-last.ckpt")} - seen - stale
-            if new:
-                seen |= new
-                if len(seen) >= nth:
-                    # a random instant inside the write: a small checkpoint on a quiet machine is
-                    # written in a few ms, so a longer delay would mostly land after the rename
-                    time.sleep(rng.uniform(0, 0.001))
-                    os.kill(pid, signal.SIGKILL)
-                    os.waitpid(pid, 0)
-                    killed = True
-                    mid_write += any(is_temp(n) for n in set(os.listdir(ckdir)) - stale)
+            now = _writing(ckdir)
+            writes += len(now - before)
+            before = now
+            if writes >= nth:
+                # a random instant inside the write: a small checkpoint on a quiet machine is
+                # written in a few ms, so a longer delay would mostly land after the rename
+                time.sleep(rng.uniform(0, max_delay))
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                killed = True
+                mid_write += any(is_temp(n) for n in os.listdir(ckdir))
             else:
                 time.sleep(0.0005)
         if not killed:
             break
         done += 1
-        print(f"kill {done}: write {nth} of this start, last.ckpt "
-              f"{'present' if last.exists() else 'absent'}", file=sys.stderr)
+        state = "present" if last.exists() else "absent"
+        if not last.exists() and finish_interrupted_swaps(ckdir):  # what the next start does
+            between += 1
+            state = "put back in place"
+        print(f"kill {done}: write {nth} of this start, last.ckpt {state}", file=sys.stderr)
         if last.exists():  # every kill leaves a complete checkpoint equal to the reference
             step, weights = _weights(last)
             ref_step, ref_weights = _weights(reference / f"step={step}.ckpt")
@@ -131,9 +166,11 @@ def main(folder: str, kills: int, seed: int, extra: list[str]) -> dict:
     for p in tmpdir.iterdir():
         p.unlink()
     tmpdir.rmdir()
-    return {"kills": done, "mid_write": mid_write, "steps_at_kills": steps,
+    return {"kills": done, "mid_write": mid_write, "between_renames": between,
+            "steps_at_kills": steps,
             "seconds": round(time.perf_counter() - t0, 1)}
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:])))
+    print(json.dumps(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]),
+                          sys.argv[5:])))
