@@ -170,6 +170,12 @@ def loki_state_dict(ckpt: dict[str, Any], model: torch.nn.Module, path: str | Pa
     return state
 
 
+def is_complete_folder(path: Path) -> bool:
+    """A distributed checkpoint folder holds its ``.metadata`` index and Lightning's ``meta.pt``
+    (written last of all, by rank 0, once every rank's shards are on disk)."""
+    return (path / ".metadata").is_file() and (path / LIGHTNING_META).is_file()
+
+
 def check_distributed(folder: str | Path) -> dict[str, Any]:
     """The ``meta.pt`` of a Lightning distributed checkpoint folder (everything but the tensors:
     the hyper-parameters, the model config), or a one-line LokiError saying what ``folder`` is.

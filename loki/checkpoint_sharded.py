@@ -29,7 +29,7 @@ from typing import Any
 from lightning.pytorch.strategies import ModelParallelStrategy
 
 from loki.atomic import TMP_PREFIX, TMP_SUFFIX, fsync_dir
-from loki.checkpoint_read import LIGHTNING_META
+from loki.checkpoint_read import LIGHTNING_META, is_complete_folder
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +45,6 @@ def staging_path(path: Path) -> Path:
 def set_aside_path(path: Path) -> Path:
     """Where the previous ``path`` waits while the new one is moved into place."""
     return path.with_name(f"{SET_ASIDE_PREFIX}{path.name}{TMP_SUFFIX}")
-
-
-def is_complete_folder(path: Path) -> bool:
-    """A distributed checkpoint folder holds its ``.metadata`` index and Lightning's ``meta.pt``
-    (written last of all, by rank 0, once every rank's shards are on disk)."""
-    return (path / ".metadata").is_file() and (path / LIGHTNING_META).is_file()
 
 
 def _remove(path: Path) -> None:

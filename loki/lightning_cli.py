@@ -37,7 +37,7 @@ from loki.errors import LokiError, one_line
 from loki.metrics_csv import evaluation_log_folder
 from loki.metrics_log import NEW_RUN, ResumableCSVLogger
 from loki.module import LokiLM
-from loki.preflight import SPECIAL_CKPT, check_checkpoint, check_fit, logged_step
+from loki.preflight import SPECIAL_CKPT, check_checkpoint, check_fit, is_complete, logged_step
 from loki.preflight_config import check_config
 from loki.redact import redact
 
@@ -189,13 +189,15 @@ class LokiCLI(LightningCLI):
                 if isinstance(self.datamodule, LokiDataModule):
                     logger.total_tokens = self.datamodule.max_tokens
                 logger.total_steps = self.trainer.max_steps if self.trainer.max_steps > 0 else None
-        if self.trainer.is_global_zero:
-            for folder in self._checkpoint_folders():
-                atomic.clean_stale(folder)
         from loki.resume import ReplaceLastCheckpoint, ResumeHint, SetAsideReplacedCheckpoints
 
         if self.trainer.is_global_zero:
             self._say_start((info or {}).get("global_step") if ckpt_path is not None else None)
+            for folder in self._checkpoint_folders():
+                if removed := atomic.clean_stale(folder):
+                    say(f"{folder}: removed {', '.join(p.name for p in removed)}, left by a "
+                        "checkpoint save that was cut short; the complete checkpoints are as "
+                        "they were")
         self.trainer.callbacks.append(ResumeHint(self._args))
         if ckpt_path is not None:
             self.trainer.callbacks.append(ReplaceLastCheckpoint())
@@ -213,7 +215,7 @@ class LokiCLI(LightningCLI):
         then checked and resumed as if named, or a new run where its folders hold none."""
         if ckpt_path != "last":
             return ckpt_path
-        from loki.resume import checkpoints_newest_first, is_complete
+        from loki.resume import checkpoints_newest_first
 
         folders = [getattr(cb, "dirpath", None) for cb in self.trainer.checkpoint_callbacks]
         if not folders or None in folders:

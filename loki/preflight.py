@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from loki.checkpoint_read import LIGHTNING_META
+from loki.checkpoint_read import LIGHTNING_META, is_complete_folder
 from loki.errors import LokiError
 from loki.output import check_writable
 
@@ -39,12 +39,19 @@ def _zip_ok(path: Path) -> bool:
         return False
 
 
+def is_complete(path: Path) -> bool:
+    """Whether ``path`` is a whole checkpoint: a complete ``torch.save`` archive, or a
+    distributed checkpoint folder with its index and ``meta.pt`` (cheap: reads no tensor)."""
+    return is_complete_folder(path) if path.is_dir() else _zip_ok(path)
+
+
 def _complete(folder: Path) -> list[Path]:
-    """The complete ``*.ckpt`` files in ``folder``, newest first."""
+    """The complete ``*.ckpt`` files and distributed checkpoint folders in ``folder``, newest
+    first."""
     if not folder.is_dir():
         return []
-    found = [p for p in folder.glob("*.ckpt") if p.is_file()]
-    return [p for p in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True) if _zip_ok(p)]
+    found = sorted(folder.glob("*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
+    return [p for p in found if is_complete(p)]
 
 
 def last_good_checkpoint(folder: Path, exclude: Path | None = None) -> Path | None:
@@ -77,7 +84,7 @@ def _load(path: Path) -> Any:
 
 def _weights_only(path: Path) -> str:
     good = next((c for c in _complete(path.parent) if c.resolve() != path.resolve()
-                 and "optimizer_states" in _load(c)), None)
+                 and (c.is_dir() or "optimizer_states" in _load(c))), None)
     return (f"--ckpt_path {path} holds the model's weights only (no optimizer or loop state), "
             "so training cannot continue from it; use it with loki eval, loki compare or loki "
             "generate, and resume from a full checkpoint"
@@ -89,6 +96,10 @@ def _check_folder(p: Path) -> dict[str, Any]:
     ``meta.pt``: the loops, callbacks and data state); its strategy checks the shards."""
     if not any(p.iterdir()):
         raise LokiError(f"--ckpt_path {p} is an empty folder{_hint(p)}")
+    if any(p.glob("*.distcp")) and not is_complete_folder(p):
+        missing = ".metadata index" if not (p / ".metadata").is_file() else LIGHTNING_META
+        raise LokiError(f"--ckpt_path {p} is an incomplete distributed checkpoint (shards without "
+                        f"its {missing}: a save cut short, or a copy that left it out){_hint(p)}")
     if not (p / ".metadata").is_file():
         inside = sorted(c.name for c in p.glob("*.ckpt"))
         raise LokiError(f"--ckpt_path {p} is a folder, not a checkpoint (a distributed "

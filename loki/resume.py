@@ -100,15 +100,6 @@ class ReplaceLastCheckpoint(L.Callback):
                 cb.last_model_path = last
 
 
-def is_complete(path: Path) -> bool:
-    """Whether a resume can take up ``path``: a distributed checkpoint folder with its index and
-    ``meta.pt``, or a complete ``torch.save`` archive (cheap: neither reads a tensor)."""
-    from loki.checkpoint_sharded import is_complete_folder
-    from loki.preflight import _zip_ok
-
-    return is_complete_folder(path) if path.is_dir() else _zip_ok(path)
-
-
 def checkpoints_newest_first(trainer: Any) -> list[tuple[Path, int | None]]:
     """Every checkpoint in the trainer's ModelCheckpoint folders with its step, the highest step
     first (``last.ckpt`` first on a tie); those whose step cannot be read come last."""
@@ -127,6 +118,8 @@ def newest_checkpoint(trainer: Any) -> tuple[Path, int | None] | None:
     """The checkpoint a resume would take up now: the complete one of the highest step in the
     trainer's ModelCheckpoint folders (``last.ckpt`` on a tie), with its step; None when there
     is none."""
+    from loki.preflight import is_complete
+
     return next(((p, s) for p, s in checkpoints_newest_first(trainer) if is_complete(p)), None)
 
 

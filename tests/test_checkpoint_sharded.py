@@ -15,11 +15,11 @@ import torch
 from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy
 
 from loki import atomic
+from loki.checkpoint_read import is_complete_folder
 from loki.checkpoint_sharded import (
     AtomicModelParallelStrategy,
     adopt,
     finish_interrupted_swaps,
-    is_complete_folder,
     move_into_place,
     staging_path,
 )
@@ -187,3 +187,17 @@ def test_kills_during_fsdp2_saves_leave_a_loadable_last_ckpt(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["mid_write"] >= 8, result
+
+
+@pytest.mark.parametrize("missing", [".metadata", "meta.pt"])
+def test_an_incomplete_folder_is_refused_naming_the_last_good_one(tmp_path, missing):
+    from loki.errors import LokiError
+    from loki.preflight import check_checkpoint
+
+    good = _folder(tmp_path / "step=6.ckpt", "step 6")
+    cut = _folder(tmp_path / "step=9.ckpt", "step 9")
+    (cut / missing).unlink()
+    with pytest.raises(LokiError) as err:
+        check_checkpoint(cut, resume=True)
+    assert f"--ckpt_path {cut} is an incomplete distributed checkpoint" in str(err.value)
+    assert f"the last good checkpoint in {tmp_path} is {good}" in str(err.value)

@@ -143,6 +143,21 @@ def test_ckpt_path_last_skips_an_incomplete_checkpoint(run, capfd):
     assert [p.name for p in ckpts.glob("step=9.ckpt.replaced-*")]
 
 
+def test_a_cut_short_save_is_removed_with_a_line(run, capfd):
+    """What a killed save left (a staged distributed checkpoint folder) goes at the next start,
+    said on the console after the first line; the complete checkpoints stay."""
+    ckpts = run / "run" / "checkpoints"
+    staged = ckpts / ".loki-tmp-new-last.ckpt.part"
+    staged.mkdir()
+    (staged / "__0_0.distcp").write_bytes(b"half a shard")
+    capfd.readouterr()
+    _fit(run, "--trainer.max_steps", "7", "--ckpt_path", "last")
+    lines = capfd.readouterr().out.splitlines()
+    assert lines[0].endswith("; from step 6")
+    assert f"{ckpts}: removed .loki-tmp-new-last.ckpt.part, left by a checkpoint save" in lines[1]
+    assert not staged.exists() and (ckpts / "step=6.ckpt").is_file()
+
+
 # ----------------------------------------------------------------- a fresh fit into a run
 def test_fresh_fit_into_a_run_is_refused(capsys, run):
     before = snapshot(run)

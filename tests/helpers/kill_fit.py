@@ -156,7 +156,7 @@ def main(folder: str, kills: int, seed: int, max_delay_ms: float, extra: list[st
             ref_step, ref_weights = _weights(reference / f"step={step}.ckpt")
             assert ref_step == step and _same(weights, ref_weights), f"last.ckpt at {step} differs"
             steps.append(step)
-    pid = _child(["fit", "--config", str(yaml), "--ckpt_path", str(last), *extra])
+    pid = _child(["fit", "--config", str(yaml), "--ckpt_path", "last", *extra])
     assert os.waitpid(pid, 0)[1] == 0, "the final resume failed"
     step, weights = _weights(last)
     ref_step, ref_weights = _weights(reference / f"step={MAX_STEPS}.ckpt")
