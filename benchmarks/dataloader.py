@@ -32,7 +32,7 @@ B, T, A = 8, 256, 4
 
 
 def write_corpus(folder: Path, tokens: int) -> Path:
-    from loki.data.shards import ShardWriter
+    from loki.data.shard_writer import ShardWriter
 
     rng = np.random.default_rng(0)
     writer = ShardWriter(folder, "web", TOKENIZER, shard_tokens=1 << 24)

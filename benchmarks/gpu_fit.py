@@ -66,7 +66,7 @@ def _run_fit(root: Path, args: argparse.Namespace, device: torch.device, seq: in
     from callbacks.wandb_dashboard import WandbDashboard
     from loki.data.datamodule import LokiDataModule
     from loki.data.schedules import BatchSizeWarmup
-    from loki.data.shards import ShardWriter
+    from loki.data.shard_writer import ShardWriter
     from loki.module import LokiLM
     from loki.sharding import ShardingConfig
 

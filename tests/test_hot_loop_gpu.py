@@ -27,7 +27,7 @@ from callbacks.throughput import TokenThroughput
 from callbacks.wandb_dashboard import WandbDashboard
 from loki.console_metrics import ConsoleLogger
 from loki.data.datamodule import LokiDataModule
-from loki.data.shards import ShardWriter
+from loki.data.shard_writer import ShardWriter
 from loki.module import LokiLM
 
 TOKENIZER = {"spec": "test", "vocab_size": 8192, "vocab_hash": "test-8192", "eot_id": 8191}

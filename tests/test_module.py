@@ -45,7 +45,7 @@ def test_training_logs_only_tensors_that_need_no_host_to_gpu_copy(tmp_path, monk
 
     from callbacks.spike_rollback import LossSpikeRollback
     from loki.data.datamodule import LokiDataModule
-    from loki.data.shards import ShardWriter
+    from loki.data.shard_writer import ShardWriter
 
     tokenizer = {"spec": "test", "vocab_size": 512, "vocab_hash": "test-512", "eot_id": 511}
     writer = ShardWriter(tmp_path / "web", "web", tokenizer, shard_tokens=1 << 12)

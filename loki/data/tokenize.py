@@ -74,7 +74,7 @@ def tokenize_part(files: list[Path], folder: Path, tokenizer: str, shard_tokens:
     Documents with empty text are skipped and counted. Returns {source: {"documents", "tokens",
     "empty"}}, also written as ``<folder>/summary.json``.
     """
-    from loki.data.shards import ShardWriter
+    from loki.data.shard_writer import ShardWriter
 
     tok = load_tokenizer(tokenizer)
     info = tokenizer_info(tok, tokenizer)

@@ -24,7 +24,7 @@ from callbacks.fault_injection import InjectLossSpike
 from callbacks.spike_rollback import LossSpikeRollback, derive_seed
 from loki.data.datamodule import LokiDataModule
 from loki.data.schedules import BatchSizeWarmup
-from loki.data.shards import ShardWriter
+from loki.data.shard_writer import ShardWriter
 from loki.errors import LokiError
 from loki.module import LokiLM
 from tests.helpers.synthetic import SyntheticSteps

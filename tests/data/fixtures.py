@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from loki.data.shards import ShardWriter
+from loki.data.shard_writer import ShardWriter
 
 TOKENIZER = {"spec": "test-256", "name": "test", "vocab_hash": "testhash00000000",
              "vocab_size": 256, "eot_id": 255}

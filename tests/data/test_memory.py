@@ -8,7 +8,7 @@ import numpy as np
 
 from loki.data.datamodule import LokiDataModule
 from loki.data.schedules import BatchSizeWarmup
-from loki.data.shards import ShardWriter
+from loki.data.shard_writer import ShardWriter
 from tests.data.fixtures import TOKENIZER
 
 

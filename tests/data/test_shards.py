@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from loki.data.datamodule import LokiDataModule
-from loki.data.shards import ShardWriter, TokenShardSet, token_dtype
+from loki.data.shard_writer import ShardWriter
+from loki.data.shards import TokenShardSet, token_dtype
 from loki.errors import LokiError
 from tests.data.fixtures import TOKENIZER, write_source
 

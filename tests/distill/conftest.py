@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from loki.config import LokiConfig
-from loki.data.shards import ShardWriter
+from loki.data.shard_writer import ShardWriter
 from loki.data.tokenize import tokenizer_info
 from loki.distill.build import build_shard, finalize_cache
 from loki.distill.build_config import BuildConfig
