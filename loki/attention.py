@@ -49,9 +49,11 @@ from loki.config import ATTENTION_BACKENDS
 from loki.flex_alibi import (
     FLEX_FLASH_NEEDS,
     _causal_block_mask,
+    cached_check,
     flex_alibi_attention,
     flex_available,
     flex_flash_available,
+    importable,
 )
 
 log = logging.getLogger(__name__)
@@ -157,12 +159,12 @@ def clear_caches() -> None:
 
 
 # ----------------------------------------------------------------- choosing a backend
+@torch.compiler.assume_constant_result
 def flash_available() -> bool:
-    try:
-        import flash_attn  # noqa: F401
-    except ImportError:
-        return False
-    return torch.cuda.is_available()
+    """Whether flash-attn is importable and CUDA is there (a constant to the compiler, cached:
+    see ``loki.flex_alibi``)."""
+    return cached_check("flash", "", lambda: importable("flash_attn", load=True)
+                   and torch.cuda.is_available())
 
 
 _warned: set[tuple[str, str]] = set()

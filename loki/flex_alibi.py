@@ -9,6 +9,7 @@ newer GPU.
 
 from __future__ import annotations
 
+import importlib.util
 from functools import lru_cache
 from typing import Any
 
@@ -21,12 +22,36 @@ FLEX_FLASH_NEEDS = (
 )
 
 
-def flex_available() -> bool:
+# The availability checks below run in every layer's call, also inside compiled blocks. Marked
+# as constants to the compiler: Dynamo calls them once while tracing and keeps the answer,
+# where tracing their import probes would split every block's graph at its attention (a failed
+# import is a graph break). Their answers never change within a process, so they are cached.
+_AVAILABLE: dict[tuple[str, str], bool] = {}
+
+
+def cached_check(name: str, key: str, probe: Any) -> bool:
+    if (name, key) not in _AVAILABLE:
+        _AVAILABLE[name, key] = bool(probe())
+    return _AVAILABLE[name, key]
+
+
+def importable(module: str, load: bool = False) -> bool:
+    """Whether ``module`` is installed; ``load``: and imports (a compiled extension built for
+    another torch or CUDA fails only then)."""
     try:
-        import torch.nn.attention.flex_attention  # noqa: F401
-    except ImportError:
+        if load:
+            importlib.import_module(module)
+            return True
+        return importlib.util.find_spec(module) is not None
+    except ImportError:  # a parent package missing, or the import itself failed
         return False
-    return True
+
+
+@torch.compiler.assume_constant_result
+def flex_available() -> bool:
+    """Whether this torch has FlexAttention."""
+    return cached_check("flex", "", lambda: importable("torch.nn.attention.flex_attention",
+                                                       load=True))
 
 
 def _causal(b: Any, h: Any, q_idx: Any, kv_idx: Any) -> Any:
@@ -82,18 +107,13 @@ def flex_alibi_attention(
     return fn(q, k, v, score_mod=alibi, block_mask=block_mask, kernel_options=options)
 
 
-@lru_cache(maxsize=8)
+@torch.compiler.assume_constant_result
 def flex_flash_available(device: torch.device | None = None) -> bool:
     """Whether ``flex-flash`` can run: FlashAttention-4's ``flash_attn.cute`` importable and a
-    CUDA device of compute capability 9.0 or newer (``device``, default the current one).
-    Cached: every layer asks on every call."""
-    import importlib.util
+    CUDA device of compute capability 9.0 or newer (``device``, default the current one)."""
 
-    if not (flex_available() and torch.cuda.is_available()):
-        return False
-    if torch.cuda.get_device_capability(device)[0] < 9:
-        return False
-    try:
-        return importlib.util.find_spec("flash_attn.cute") is not None
-    except ImportError:  # a flash_attn without the cute subpackage
-        return False
+    def probe() -> bool:
+        return (flex_available() and importable("flash_attn.cute")
+                and torch.cuda.is_available() and torch.cuda.get_device_capability(device)[0] >= 9)
+
+    return cached_check("flex-flash", str(device), probe)

@@ -67,6 +67,31 @@ def test_flex_flash_asks_for_the_flash_kernels_and_names_what_it_needs(monkeypat
     assert LokiConfig.from_name("tiny", attention_backend="flex-flash").attention_backend
 
 
+def test_availability_checks_are_constants_to_the_compiler(monkeypatch):
+    # Every layer's call asks which kernels exist, inside the compiled blocks too. Without
+    # flash-attn (as on the GPU machine), tracing `import flash_attn` or a find_spec of
+    # flash_attn.cute fails ("Import failure") and would split every block's graph at its
+    # attention; the checks are called once at trace time instead, with the eager answers.
+    import warnings
+
+    from loki.attention import flash_available
+
+    monkeypatch.setattr(flex_alibi, "_AVAILABLE", {}, raising=False)  # nothing answered yet
+
+    def checks(x):
+        return x + flash_available() + 2 * flex_alibi.flex_available() \
+            + 4 * flex_alibi.flex_flash_available(x.device)
+
+    x = torch.zeros(3)
+    torch._dynamo.reset()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        traced = torch.compile(checks, backend="eager", fullgraph=True)(x)
+    assert torch.equal(traced, checks(x))
+    assert traced[0] == 2 * flex_alibi.flex_available()  # flex: yes; flash: no; flex-flash: no
+    assert not [w for w in caught if "lru_cache" in str(w.message)]
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("backend", ["flex", "flex-flash"])
 def test_flex_matches_eager_on_gpu_at_training_shape(backend):
@@ -91,3 +116,17 @@ def test_flex_matches_eager_on_gpu_at_training_shape(backend):
     for got, want in ((gq, rq), (gk, rk), (gv, rv)):
         torch.testing.assert_close(got.float(), want, atol=5e-2, rtol=5e-2)
     assert resolve_backend("auto", q, k) in ("flash", "flex")
+
+
+@pytest.mark.gpu
+def test_a_block_on_auto_traces_as_one_graph_on_gpu():
+    # The recipe's path: attention_backend auto on CUDA in bf16, inside a compiled block. One
+    # graph, forward and backward (Dynamo's trace only: the eager backend compiles nothing).
+    from loki.model import Loki
+
+    torch._dynamo.reset()
+    block = Loki(LokiConfig.from_name("tiny")).blocks[0].cuda().to(torch.bfloat16)
+    x = torch.randn(2, 256, block.attn.qkv.in_features, device="cuda", dtype=torch.bfloat16,
+                    requires_grad=True)
+    torch.compile(block, backend="eager", fullgraph=True)(x).float().sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
