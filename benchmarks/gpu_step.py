@@ -36,7 +36,9 @@ loss is the chunked LM head + cross-entropy of ``loki.loss`` unless the row says
 
 MFU = tokens/s x FLOPs/token (``loki.flops``: 6N + causal attention, the same count for both
 models since their matmul shapes agree) / the device's dense bf16 peak; FP8 rows also show the
-FP8-peak MFU. ``first s`` is the first step's time: the compilation, printed once per row.
+FP8-peak MFU. ``first s`` is the first step's time: the compilation, printed once per row. A row
+whose compiled graphs broke says how often and why after its figures (and in the JSON:
+``graphs``, ``graph_breaks``).
 Nothing is downloaded; a variant that fails (a missing package, out of memory, any error) prints
 "skipped: <why>" and the run goes on. The summary after the table (``gpu_summary.py``) sets the
 rows against each other and against the targets at micro-batch 8 x 2048: fit bf16 MFU >= 52%;
@@ -55,6 +57,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch._dynamo.utils import counters
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # step_throughput, beside this file
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # callbacks/, for the fit row
@@ -187,6 +190,21 @@ def variants(args: argparse.Namespace, device: torch.device) -> list[tuple[str, 
 
 
 # ----------------------------------------------------------------- the LM head's memory
+def graph_report() -> dict:
+    """What torch.compile made of the row: its graphs, and its graph breaks by reason (each
+    break splits a compiled block or model, losing fusions and adding a call per step)."""
+    return {"graphs": int(counters["stats"].get("unique_graphs", 0)),
+            "graph_breaks": dict(counters["graph_break"])}
+
+
+def breaks_note(breaks: dict) -> str:
+    if not breaks:
+        return ""
+    reason, _ = max(breaks.items(), key=lambda kv: kv[1])
+    n = sum(breaks.values())
+    return f"  ({n} graph break{'s' * (n != 1)}, most: {reason.splitlines()[0][:80]})"
+
+
 def head_memory(device: torch.device, rows: int, config: LokiConfig) -> dict[str, float]:
     """Peak memory (GiB) of the LM head + loss forward and backward over ``rows`` positions:
     full fp32 logits against ``loki.loss.linear_cross_entropy``. CUDA: the allocator's peak;
@@ -297,6 +315,7 @@ def main(argv: list[str] | None = None) -> None:
     for label, build in todo:
         row: dict = {"variant": label}
         model = None
+        counters.clear()  # the graphs and graph breaks of this row only
         try:
             torch.manual_seed(0)
             if build is None:
@@ -310,8 +329,10 @@ def main(argv: list[str] | None = None) -> None:
             row.update(result, tokens_per_s=tps,
                        mfu=tps * per_token / bf16_peak if bf16_peak else None,
                        mfu_fp8=tps * per_token / fp8_peak if fp8_peak and "fp8" in label else None)
+            row.update(graph_report())
             print(f"{label:32} {tps:10.0f} {pct(row['mfu']):>7} {pct(row['mfu_fp8']):>9} "
-                  f"{gib(row['peak_mem_gib']):>9} {row['first_s'] or 0:8.1f}", flush=True)
+                  f"{gib(row['peak_mem_gib']):>9} {row['first_s'] or 0:8.1f}"
+                  f"{breaks_note(row['graph_breaks'])}", flush=True)
         except Exception as err:  # noqa: BLE001 - one failing variant must not cost the others
             first_line = (str(err).splitlines() or [""])[0][:150]
             row["skipped"] = f"{type(err).__name__}: {first_line}"

@@ -227,6 +227,27 @@ def test_gpu_benchmark_summary_sets_each_fit_option_against_the_recipe(capsys):
     assert "fit fp8 / bf16: tensorwise,fp8-gather 1.23x" in printed
 
 
+def test_gpu_benchmark_rows_report_graph_breaks():
+    # A graph break inside a compiled block is a cost the tokens/s alone does not explain;
+    # each row reports its graphs and breaks by reason, and says so next to its figures.
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from gpu_step import breaks_note, graph_report
+    from torch._dynamo.utils import counters
+
+    def split(x):
+        x = x + 1
+        torch._dynamo.graph_break()
+        return x * 2
+
+    torch._dynamo.reset()
+    counters.clear()
+    torch.compile(split, backend="eager")(torch.ones(2))
+    report = graph_report()
+    assert report["graphs"] == 2 and sum(report["graph_breaks"].values()) == 1
+    assert breaks_note(report["graph_breaks"]).startswith("  (1 graph break, most: ")
+    assert breaks_note({}) == ""
+
+
 def test_attention_benchmark_counts_flops_like_the_model_and_runs_on_the_cpu(tmp_path):
     import subprocess
 
