@@ -172,8 +172,8 @@ class LokiCLI(LightningCLI):
         for folder in self._checkpoint_folders():  # every rank, before any looks for a checkpoint
             for path in finish_interrupted_swaps(folder):
                 if self.trainer.is_global_zero:
-                    say(f"{path}: a save killed while moving into place left it aside; "
-                        "put back in place")
+                    say(f"{path}: moved into place; a save was killed between setting the "
+                        "previous one aside and moving this one in")
         ckpt_path = self._resolve_last(self.config_init[self.subcommand].get("ckpt_path"))
         info = check_fit(self.trainer, self.model, self.datamodule, ckpt_path)
         resume = NEW_RUN if ckpt_path is None else (info or {}).get("log_step")
@@ -235,9 +235,13 @@ class LokiCLI(LightningCLI):
         return resolved
 
     def _say_start(self, step: int | None) -> None:
-        strategy = type(self.trainer.strategy).__name__.removeprefix("Atomic")
-        strategy = {"ModelParallelStrategy": "FSDP2", "DDPStrategy": "DDP", "FSDPStrategy": "FSDP",
-                    "SingleDeviceStrategy": ""}.get(strategy, strategy.removesuffix("Strategy"))
+        from lightning.pytorch import strategies as st
+
+        names = ((st.ModelParallelStrategy, "FSDP2"), (st.FSDPStrategy, "FSDP"),
+                 (st.DDPStrategy, "DDP"), (st.SingleDeviceStrategy, ""))
+        used = self.trainer.strategy
+        strategy = next((name for cls, name in names if isinstance(used, cls)),
+                        type(used).__name__.removesuffix("Strategy"))
         config = self.model.hparams.get("config")
         dm = self.datamodule
         say(start_line(config if isinstance(config, str) else "Loki", self.model.config,
