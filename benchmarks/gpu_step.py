@@ -63,7 +63,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # step_throughput, bes
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # callbacks/, for the fit row
 
 from gpu_fit import FITS, FITS_ON_REQUEST, run_fit  # noqa: E402
-from gpu_summary import gib, pct, print_summary, split_names  # noqa: E402
+from gpu_summary import breaks_note, gib, graph_report, pct, print_summary, split_names  # noqa: E402
 
 from loki._optional import available  # noqa: E402
 from loki.attention import flash_available  # noqa: E402
@@ -190,21 +190,6 @@ def variants(args: argparse.Namespace, device: torch.device) -> list[tuple[str, 
 
 
 # ----------------------------------------------------------------- the LM head's memory
-def graph_report() -> dict:
-    """What torch.compile made of the row: its graphs, and its graph breaks by reason (each
-    break splits a compiled block or model, losing fusions and adding a call per step)."""
-    return {"graphs": int(counters["stats"].get("unique_graphs", 0)),
-            "graph_breaks": dict(counters["graph_break"])}
-
-
-def breaks_note(breaks: dict) -> str:
-    if not breaks:
-        return ""
-    reason, _ = max(breaks.items(), key=lambda kv: kv[1])
-    n = sum(breaks.values())
-    return f"  ({n} graph break{'s' * (n != 1)}, most: {reason.splitlines()[0][:80]})"
-
-
 def head_memory(device: torch.device, rows: int, config: LokiConfig) -> dict[str, float]:
     """Peak memory (GiB) of the LM head + loss forward and backward over ``rows`` positions:
     full fp32 logits against ``loki.loss.linear_cross_entropy``. CUDA: the allocator's peak;
@@ -315,7 +300,7 @@ def main(argv: list[str] | None = None) -> None:
     for label, build in todo:
         row: dict = {"variant": label}
         model = None
-        counters.clear()  # the graphs and graph breaks of this row only
+        counters.clear()  # the graphs and graph breaks of this row only (graph_report)
         try:
             torch.manual_seed(0)
             if build is None:

@@ -1,5 +1,6 @@
 """The summary under ``benchmarks/gpu_step.py``'s table: ratios between its rows, each set
-against its target, and the helpers that format the table's cells and read ``--only``.
+against its target, and the helpers that format the table's cells (a row's graph breaks among
+them) and read ``--only``.
 """
 
 from __future__ import annotations
@@ -7,6 +8,7 @@ from __future__ import annotations
 import re
 
 from gpu_fit import FITS
+from torch._dynamo.utils import counters
 
 
 def split_names(text: str) -> list[str]:
@@ -20,6 +22,21 @@ def pct(x: float | None) -> str:
 
 def gib(x: float | None) -> str:
     return "-" if x is None else f"{x:.1f}"
+
+
+def graph_report() -> dict:
+    """What torch.compile made of the row: its graphs, and its graph breaks by reason (each
+    break splits a compiled block or model, losing fusions and adding a call per step)."""
+    return {"graphs": int(counters["stats"].get("unique_graphs", 0)),
+            "graph_breaks": dict(counters["graph_break"])}
+
+
+def breaks_note(breaks: dict) -> str:
+    if not breaks:
+        return ""
+    reason, _ = max(breaks.items(), key=lambda kv: kv[1])
+    n = sum(breaks.values())
+    return f"  ({n} graph break{'s' * (n != 1)}, most: {reason.splitlines()[0][:80]})"
 
 
 def print_summary(rows: list[dict]) -> None:

@@ -231,7 +231,7 @@ def test_gpu_benchmark_rows_report_graph_breaks():
     # A graph break inside a compiled block is a cost the tokens/s alone does not explain;
     # each row reports its graphs and breaks by reason, and says so next to its figures.
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from gpu_step import breaks_note, graph_report
+    from gpu_summary import breaks_note, graph_report
     from torch._dynamo.utils import counters
 
     def split(x):
