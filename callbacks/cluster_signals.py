@@ -1,6 +1,6 @@
 """``ClusterSignals``: a cluster's stop signals, acted on at step boundaries that every rank shares.
 
-Two things Lightning does with signals do not suit a sharded run of many hours:
+Three things Lightning does with signals do not suit a sharded run of many hours:
 
 - **The SLURM requeue signal.** With ``#SBATCH --signal=USR1@300`` SLURM warns the job before its
   time limit. Lightning's handler saves a checkpoint inside the signal handler, wherever each
@@ -17,6 +17,15 @@ Two things Lightning does with signals do not suit a sharded run of many hours:
   is then noticed up to ``check_every_n_steps - 1`` steps later; SLURM's grace before SIGKILL is
   30 s or more.
 
+- **Ctrl-C.** Lightning stops at once, wherever each rank is, and nothing is saved: at 1.4B the
+  steps since the last periodic checkpoint (up to 2000, hours of a node) are lost. Here the first
+  Ctrl-C (SIGINT) is noted, and at the next check step the ranks agree, save
+  ``interrupted-step=<N>.ckpt`` and then stop as Lightning does after Ctrl-C (its shutdown, and
+  ``loki fit``'s closing line with the command that resumes from that checkpoint). A second Ctrl-C
+  stops at once, as without this callback. The loader's worker processes ignore SIGINT
+  (``LokiDataModule``), so that the Ctrl-C a terminal sends to every process does not end the
+  loader first.
+
 Check steps are every ``check_every_n_steps`` optimizer steps, by default the trainer's
 ``log_every_n_steps``, when the logging reads values back anyway. Outside SLURM (no
 ``SLURM_JOB_ID``) the requeue signal is left to Lightning.
@@ -28,6 +37,7 @@ import os
 import re
 import signal
 import subprocess
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -46,13 +56,15 @@ def slurm_job_id() -> str | None:
 
 
 class ClusterSignals(L.Callback):
-    def __init__(self, requeue_signal: str = "SIGUSR1", check_every_n_steps: int | None = None
-                 ) -> None:
+    def __init__(self, requeue_signal: str = "SIGUSR1", check_every_n_steps: int | None = None,
+                 save_on_interrupt: bool = True) -> None:
         """
         Args:
             requeue_signal: the signal of ``#SBATCH --signal`` (without ``B:``: every rank
                 must get it).
             check_every_n_steps: optimizer steps between checks (default: log_every_n_steps).
+            save_on_interrupt: the first Ctrl-C saves a checkpoint at the next check step and
+                then stops the run; False leaves Ctrl-C to Lightning (stop at once, no save).
         """
         try:
             self.signum = signal.Signals[requeue_signal]
@@ -63,8 +75,12 @@ class ClusterSignals(L.Callback):
             raise LokiError(f"ClusterSignals check_every_n_steps must be >= 1, got "
                             f"{check_every_n_steps}")
         self.check_every = check_every_n_steps
+        self.save_on_interrupt = save_on_interrupt
         self.requested = False  # set by the signal handler; nothing else happens there
+        self.interrupted = False  # set by the first Ctrl-C
         self._previous_handler: Any = None
+        self._previous_sigint: Any = None
+        self._trainer: L.Trainer | None = None
 
     # ------------------------------------------------------------------ setup
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -82,6 +98,11 @@ class ClusterSignals(L.Callback):
             loop._broadcast_sigterm_tensor = self._throttled(trainer, broadcast)
         if slurm_job_id() is not None:
             self._previous_handler = signal.signal(self.signum, self._note)
+        folder = getattr(trainer.checkpoint_callback, "dirpath", None)
+        if (self.save_on_interrupt and folder and self._previous_sigint is None
+                and threading.current_thread() is threading.main_thread()):
+            self._trainer = trainer
+            self._previous_sigint = signal.signal(signal.SIGINT, self._note_interrupt)
 
     def _throttled(self, trainer: L.Trainer, broadcast: Any) -> Any:
         def on_check_steps() -> None:  # called at the start of each step with global_step done
@@ -94,25 +115,63 @@ class ClusterSignals(L.Callback):
     def _note(self, signum: int, frame: Any) -> None:
         self.requested = True
 
+    def _note_interrupt(self, signum: int, frame: Any) -> None:
+        if self.interrupted:  # the second Ctrl-C: stop now, as Lightning does
+            self._restore_sigint()
+            raise KeyboardInterrupt
+        self.interrupted = True
+        trainer = self._trainer
+        if trainer is not None and trainer.is_global_zero:
+            from loki.console import say
+
+            step = (trainer.global_step // self.every + 1) * self.every  # the next check step
+            say(f"\nCtrl-C: the run stops after step {step}, once its checkpoint is saved; "
+                "press Ctrl-C again to stop now without one")
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore_sigint()  # no check step comes any more: Ctrl-C stops at once again
+
+    def _restore_sigint(self) -> None:
+        if self._previous_sigint is not None:
+            signal.signal(signal.SIGINT, self._previous_sigint)
+            self._previous_sigint = None
+
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self._previous_handler is not None:
             signal.signal(self.signum, self._previous_handler)
             self._previous_handler = None
+        self._restore_sigint()
+        self._trainer = None
 
     # ------------------------------------------------------------------ the check
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
                            outputs: Any, batch: Any, batch_idx: int) -> None:
-        if trainer.global_step % self.every or not self._agreed(trainer):
+        if trainer.global_step % self.every:
             return
-        self._save_and_requeue(trainer)
+        requeue, interrupt = self._agreed(trainer)
+        if requeue:
+            self._save_and_requeue(trainer)
+        elif interrupt:
+            self._save_and_stop(trainer)
 
-    def _agreed(self, trainer: L.Trainer) -> bool:
-        """Whether any rank got the requeue signal: one all-reduce on check steps."""
+    def _agreed(self, trainer: L.Trainer) -> tuple[bool, bool]:
+        """Whether any rank got the requeue signal, and any a Ctrl-C: one all-reduce on check
+        steps."""
         if trainer.world_size == 1 or not torch.distributed.is_initialized():
-            return self.requested
-        flag = torch.tensor([int(self.requested)], device=trainer.strategy.root_device)
-        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-        return bool(flag.item())
+            return self.requested, self.interrupted
+        flags = torch.tensor([int(self.requested), int(self.interrupted)],
+                             device=trainer.strategy.root_device)
+        torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+        requeue, interrupt = flags.tolist()
+        return bool(requeue), bool(interrupt)
+
+    def _save_and_stop(self, trainer: L.Trainer) -> None:
+        step = trainer.global_step
+        path = Path(trainer.checkpoint_callback.dirpath) / f"interrupted-step={step}.ckpt"
+        trainer.save_checkpoint(path)  # collective under FSDP2: every rank is here
+        trainer.strategy.barrier("cluster-signals-interrupted")
+        self._restore_sigint()
+        raise KeyboardInterrupt  # Lightning's own Ctrl-C shutdown; loki fit names the checkpoint
 
     def _save_and_requeue(self, trainer: L.Trainer) -> None:
         from loki.console import say

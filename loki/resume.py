@@ -153,9 +153,9 @@ def fit_was_interrupted() -> bool:
 class ResumeHint(L.Callback):
     """The fit's closing line on rank 0: where the run ended and the newest checkpoint. After
     Ctrl-C (once Lightning's own shutdown has run) it also gives the command that resumes from
-    there. A checkpoint is not written at the interrupt: it can come in the middle of an
-    optimizer step, so the steps since the newest checkpoint are lost (``every_n_train_steps``
-    bounds them)."""
+    there. A checkpoint is not written at the interrupt itself, which can come in the middle of
+    an optimizer step: the steps since the newest checkpoint are lost (``every_n_train_steps``
+    bounds them), unless ``ClusterSignals`` saved one at the step the ranks stopped at."""
 
     def __init__(self, args: list[str]) -> None:
         self.args = list(args)

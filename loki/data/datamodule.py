@@ -33,7 +33,7 @@ from typing import Any, Literal
 import lightning as L
 from torch.utils.data import DataLoader
 
-from loki.data.loaders import TAG, Cursor, TrainSteps, ValBatches
+from loki.data.loaders import TAG, Cursor, TrainSteps, ValBatches, leave_ctrl_c_to_training
 from loki.data.schedules import BatchSizeWarmup, MixtureSchedule, parse_tokens
 from loki.data.shards import TokenShardSet, expand_locations
 from loki.data.sources import (
@@ -228,7 +228,7 @@ class LokiDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         self._require_setup()
         return DataLoader(TrainSteps(self.stream, self.cursor), batch_size=None,
-                          num_workers=self.num_workers,
+                          num_workers=self.num_workers, worker_init_fn=leave_ctrl_c_to_training,
                           persistent_workers=False, prefetch_factor=2 if self.num_workers else None)
 
     def val_dataloader(self) -> DataLoader | list:
@@ -238,7 +238,8 @@ class LokiDataModule(L.LightningDataModule):
             log.warning("no validation batches (corpus too small or val_fraction 0)")
             return []
         return DataLoader(ValBatches(self.stream, batches), batch_size=None,
-                          num_workers=min(self.num_workers, 1))
+                          num_workers=min(self.num_workers, 1),
+                          worker_init_fn=leave_ctrl_c_to_training)
 
     def test_dataloader(self) -> DataLoader | list:
         """``loki test``: the held-out validation sequences (the data has no test split of its

@@ -10,6 +10,7 @@ copy it took at start, and the DataModule rebuilds any batch whose tag no longer
 from __future__ import annotations
 
 import copy
+import signal
 from collections.abc import Iterator
 
 from torch.utils.data import IterableDataset, get_worker_info
@@ -17,6 +18,14 @@ from torch.utils.data import IterableDataset, get_worker_info
 from loki.data.stream import TrainStream
 
 TAG = "_loki_step"
+
+
+def leave_ctrl_c_to_training(worker_id: int) -> None:
+    """A loader worker's ``worker_init_fn``: ignore SIGINT. A terminal's Ctrl-C reaches every
+    process of the run; a worker it ended would end the loader before the training process could
+    save at its next check step (``callbacks.cluster_signals``). Workers stop when the training
+    process shuts its loader down, or when it dies."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class Cursor:

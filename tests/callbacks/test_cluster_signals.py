@@ -9,6 +9,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 from callbacks.cluster_signals import ClusterSignals, slurm_job_id
 from loki.cli import main
@@ -42,7 +43,7 @@ def test_the_sigterm_broadcast_runs_on_check_steps_only(monkeypatch):
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     calls = []
     loop = SimpleNamespace(_broadcast_sigterm_tensor=lambda: calls.append(trainer.global_step))
-    trainer = SimpleNamespace(global_step=0, log_every_n_steps=10,
+    trainer = SimpleNamespace(global_step=0, log_every_n_steps=10, checkpoint_callback=None,
                               fit_loop=SimpleNamespace(epoch_loop=loop))
     cb = ClusterSignals()
     cb.on_train_start(trainer, None)
@@ -126,3 +127,87 @@ def test_without_a_checkpoint_folder_nothing_could_resume(tmp_path, slurm, capsy
     del callbacks[0]["init_args"]["dirpath"]
     assert "--ckpt_path last looks for the run's checkpoints in its ModelCheckpoint folders" in \
         refused(config["trainer"], "--ckpt_path", "last")
+
+
+# ----------------------------------------------------------------- Ctrl-C
+def _interrupted_fit(tmp_path, presses: int) -> tuple[Path, str, int]:
+    run = write_run(tmp_path, extra_callbacks=CALLBACKS.splitlines(keepends=True)[0] + (
+        "    - class_path: tests.helpers.fit_run.SigintAtStep5\n"
+        f"      init_args: {{presses: {presses}}}\n"))  # log_every_n_steps: 2, max_steps: 12
+    with pytest.raises(SystemExit) as exited:  # Lightning's Ctrl-C shutdown exits with 1
+        main(["fit", "--config", str(run)])
+    return run, str(exited.value.code), signal.getsignal(signal.SIGINT)
+
+
+def test_ctrl_c_saves_at_the_next_check_step_and_names_the_resume(tmp_path, capfd,
+                                                                  monkeypatch):
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)  # a terminal, not a cluster job
+    capfd.readouterr()
+    run, code, handler = _interrupted_fit(tmp_path, presses=1)
+    assert code == "1" and handler is signal.default_int_handler  # put back
+    saved = tmp_path / "run" / "checkpoints" / "interrupted-step=6.ckpt"
+    assert torch.load(saved, weights_only=False)["global_step"] == 6
+    out = capfd.readouterr().out
+    assert ("Ctrl-C: the run stops after step 6, once its checkpoint is saved; press Ctrl-C "
+            "again to stop now without one") in out
+    last = out.strip().splitlines()[-1]
+    assert last.startswith(f"interrupted at step 6; its newest checkpoint is {saved} (step 6). "
+                           "Resume with: loki fit --config "), last
+    # the command as printed (without the test's Ctrl-C) runs the rest; so does the requeue's
+    write_run(tmp_path, extra_callbacks=CALLBACKS.splitlines(keepends=True)[0])
+    main(["fit", "--config", str(run), "--ckpt_path", "last"])
+    out = capfd.readouterr().out.splitlines()
+    assert out[0].endswith("; from step 6") and out[-2].startswith("fit done at step 12")
+
+
+def test_a_second_ctrl_c_stops_at_once(tmp_path, capfd, monkeypatch):
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    capfd.readouterr()
+    _, code, handler = _interrupted_fit(tmp_path, presses=2)
+    assert code == "1" and handler is signal.default_int_handler
+    assert not list((tmp_path / "run" / "checkpoints").glob("interrupted-*"))
+    assert "interrupted at step 5; its newest checkpoint is" in capfd.readouterr().out
+
+
+@pytest.mark.slow
+def test_a_terminals_ctrl_c_reaches_every_process_and_the_run_still_saves(tmp_path):
+    """A terminal sends SIGINT to the whole process group: both FSDP2 ranks of `loki fit`
+    (Lightning starts rank 1) and their loader workers. The workers ignore it (before, one ended
+    by it ended the loader: "DataLoader worker exited unexpectedly", and nothing was saved); the
+    ranks agree at the next check step, save interrupted-step=<N>.ckpt and stop."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from tests.helpers.fit_run import launch_env
+
+    root = Path(__file__).resolve().parents[2]
+    run = write_run(tmp_path, max_steps=400, extra_callbacks=CALLBACKS.splitlines(
+        keepends=True)[0])
+    env = launch_env(PYTHONPATH=str(root), OMP_NUM_THREADS="1", TORCHDYNAMO_DISABLE="1")
+    env.pop("SLURM_JOB_ID", None)
+    cmd = [sys.executable, str(root / "tests" / "helpers" / "loki_entry.py"), "fit", "--config",
+           str(run), "--data.num_workers", "1", "--trainer.devices", "2",
+           "--trainer.strategy=lightning.pytorch.strategies.ModelParallelStrategy",
+           "--trainer.strategy.data_parallel_size=2", "--trainer.strategy.tensor_parallel_size=1"]
+    log = tmp_path / "fit.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    checkpoints = tmp_path / "run" / "checkpoints"
+    deadline = time.time() + 300
+    while not (checkpoints / "step=3.ckpt").exists():  # training is under way
+        assert proc.poll() is None and time.time() < deadline, log.read_text()[-3000:]
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        assert proc.wait(timeout=300) == 1, log.read_text()[-3000:]  # Lightning's Ctrl-C exit
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    (saved,) = checkpoints.glob("interrupted-step=*.ckpt")
+    text = log.read_text()
+    assert "exited unexpectedly" not in text and "Ctrl-C: the run stops after step" in text
+    assert f"its newest checkpoint is run/checkpoints/{saved.name}" in text
+    assert (saved / ".metadata").is_file() and (saved / "meta.pt").is_file()  # both ranks' save

@@ -103,3 +103,18 @@ class RequeueSignalAtStep5(Callback):
             import signal
 
             os.kill(os.getpid(), signal.SIGUSR1)
+
+
+class SigintAtStep5(Callback):
+    """``--trainer.callbacks+=tests.helpers.fit_run.SigintAtStep5``: the user presses Ctrl-C
+    (SIGINT) as step 6 begins; ``presses=2`` presses it twice."""
+
+    def __init__(self, presses: int = 1) -> None:
+        self.presses = presses
+
+    def on_train_batch_start(self, trainer, *args) -> None:
+        if trainer.global_step == 5:
+            import signal
+
+            for _ in range(self.presses):
+                os.kill(os.getpid(), signal.SIGINT)
