@@ -251,11 +251,19 @@ class LokiCLI(LightningCLI):
     def _before_evaluation(self) -> None:
         """validate/test/predict log into their own folder beside the training run's metrics
         (``<csv>/<subcommand>-<UTC time>/``), at the checkpoint's step, so they neither add a
-        row to the training history nor replace its ``config.yaml``; a fit's console lines are
+        row to the training history nor replace its ``config.yaml``; into a wandb run of their
+        own (``<name>-validate-step<N>``, job type ``validate``); a fit's console lines are
         left out."""
         for logger in self.trainer.loggers:
             if isinstance(logger, ResumableCSVLogger) and logger._experiment is None:
                 logger._version = evaluation_log_folder(self.subcommand)
+            if type(logger).__name__ == "WandbLogger" and logger._experiment is None:
+                # a wandb run of its own, named for what it is, never the training run's
+                init = logger._wandb_init
+                at = "" if self._ckpt_step is None else f"-step{self._ckpt_step}"
+                init.update(id=None, job_type=self.subcommand,
+                            name=f"{init.get('name') or 'loki'}-{self.subcommand}{at}")
+                logger._id, logger._name = None, init["name"]
         # the closing line (``_after_evaluation``) says what a ConsoleLogger would, once
         self.trainer.loggers = [lg for lg in self.trainer.loggers
                                 if not isinstance(lg, ConsoleLogger)]

@@ -234,6 +234,25 @@ def test_validate_logs_beside_the_training_history(run, capfd):
         csv / "metrics.csv")
 
 
+def test_validate_logs_to_a_wandb_run_of_its_own(run, monkeypatch, tmp_path):
+    """Not a second run that looks like the training run on the dashboard: named and typed for
+    what it is, at the checkpoint's step."""
+    import wandb
+
+    _with_wandb(run, monkeypatch, tmp_path)
+    started = []
+    real = wandb.init
+    monkeypatch.setattr(wandb, "init", lambda **kw: started.append(kw) or real(**kw))
+    ckpt_path = run / "run" / "checkpoints" / "step=3.ckpt"
+    main(["validate", "--config", str(run / "run.yaml"), "--ckpt_path", str(ckpt_path)])
+    wandb.finish()
+    stepped = torch.load(ckpt_path, weights_only=False)["loops"]["fit_loop"][
+        "epoch_loop.state_dict"]["_batches_that_stepped"]
+    (init,) = started
+    assert init["job_type"] == "validate" and init["id"] is None
+    assert init["name"] == f"loki-validate-step{stepped}"
+
+
 def test_logger_changes_nothing_until_its_first_row(tmp_path):
     from loki.metrics_log import NEW_RUN, ResumableCSVLogger
 
@@ -320,10 +339,13 @@ def test_a_resumed_fit_continues_the_checkpoints_wandb_run(tmp_path, monkeypatch
     _fit(run)
     wandb.finish()  # a resume is a new process; here the same one, so end the first run
     (first,) = (run / "run" / "wandb").glob("offline-run-*")
-    run_id = first.name.rsplit("-", 1)[1]
+
+    def id_of(folder: Path) -> str:  # offline-run-<date>_<time>-<id>, then -1 when a second run
+        return folder.name.split("-")[3]  # of the id starts within the same second
+
+    run_id = id_of(first)
     last = torch.load(run / "run" / "checkpoints" / "last.ckpt", weights_only=False)
     assert last["callbacks"]["WandbDashboard"] == {"run_ids": [run_id]}
     _fit(run, "--trainer.max_steps", "6", "--ckpt_path", "last")
     wandb.finish()
-    assert sorted(p.name.rsplit("-", 1)[1] for p in (run / "run" / "wandb").glob(
-        "offline-run-*")) == [run_id, run_id]
+    assert [id_of(p) for p in (run / "run" / "wandb").glob("offline-run-*")] == [run_id, run_id]
