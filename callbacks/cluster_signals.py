@@ -100,7 +100,8 @@ class ClusterSignals(L.Callback):
             self._previous_handler = signal.signal(self.signum, self._note)
         folder = getattr(trainer.checkpoint_callback, "dirpath", None)
         if (self.save_on_interrupt and folder and self._previous_sigint is None
-                and threading.current_thread() is threading.main_thread()):
+                and threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN):  # e.g. nohup ... &
             self._trainer = trainer
             self._previous_sigint = signal.signal(signal.SIGINT, self._note_interrupt)
 
