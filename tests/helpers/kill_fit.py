@@ -117,7 +117,8 @@ def main(folder: str, kills: int, seed: int, max_delay_ms: float, extra: list[st
     ckdir = root / "killed" / "run" / "checkpoints"
     last = ckdir / "last.ckpt"
     done, mid_write, between, trials, steps = 0, 0, 0, 0, []
-    while mid_write < kills and trials < 3 * kills:
+    # room for a faster machine, where more kills land after a short write has finished
+    while mid_write < kills and trials < 6 * kills:
         trials += 1
         # --ckpt_path last, as a requeued job resumes: the newest checkpoint, or a new run
         pid = _child(["fit", "--config", str(yaml), "--ckpt_path", "last", *extra])
