@@ -40,6 +40,7 @@ import math
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +51,7 @@ from loki.flex_alibi import (
     FLEX_FLASH_NEEDS,
     _causal_block_mask,
     cached_check,
+    causal_block_mask,
     flex_alibi_attention,
     flex_available,
     flex_flash_available,
@@ -207,6 +209,18 @@ def resolve_backend(backend: str, q: torch.Tensor, k: torch.Tensor | None = None
     return backend
 
 
+def shared_block_mask(backend: str, x: torch.Tensor, length: int,
+                      dropout_p: float = 0.0) -> Any | None:
+    """The causal ``BlockMask`` that every layer's FlexAttention call of one forward shares, or
+    None where the layers will not run flex. ``x`` (the layers' input) stands for the queries:
+    their device and autograd state decide the backend as they will for each layer. Built once
+    per (length, device) and cached; in a whole-model graph, once per forward. Without it each
+    compiled block would build its own mask in its graph: a dozen small kernels per layer."""
+    if resolve_backend(backend, x, dropout_p=dropout_p) not in ("flex", "flex-flash"):
+        return None
+    return causal_block_mask(length, x.device)
+
+
 def causal_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -215,13 +229,16 @@ def causal_attention(
     backend: str = "auto",
     dropout_p: float = 0.0,
     key: tuple[float, ...] | None = None,
+    block_mask: Any | None = None,
 ) -> torch.Tensor:
     """ALiBi causal attention. q (B, nh, Tq, hs), k and v (B, nh, Tk, hs) with Tq <= Tk; the
     queries are the last Tq positions. Returns (B, nh, Tq, hs).
 
     ``slopes`` (nh,) fp32 lives on q's device (flash and flex read it there); ``key`` is the
     same slopes as a tuple for the bias cache (default: read from ``slopes``, which must then
-    be on the CPU). Neither path copies anything between host and device per call."""
+    be on the CPU). Neither path copies anything between host and device per call.
+    ``block_mask``: flex's causal mask, shared across layers (:func:`shared_block_mask`);
+    other backends ignore it."""
     backend = resolve_backend(backend, q, k, dropout_p)
     q_len, k_len = q.size(-2), k.size(-2)
     if backend == "flash":
@@ -240,7 +257,7 @@ def causal_attention(
         return y.transpose(1, 2)
     if backend in ("flex", "flex-flash"):
         kernel = "flash" if backend == "flex-flash" else "triton"
-        return flex_alibi_attention(q, k, v, slopes.float(), kernel=kernel)
+        return flex_alibi_attention(q, k, v, slopes.float(), kernel=kernel, block_mask=block_mask)
     if backend == "sdpa":
         bias = alibi_bias(key if key is not None else slopes, q_len, k_len, q.dtype, q.device)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias[None], dropout_p=dropout_p)

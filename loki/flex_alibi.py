@@ -1,7 +1,9 @@
 """FlexAttention with ALiBi: the ``flex`` and ``flex-flash`` backends of :mod:`loki.attention`.
 
 ALiBi is a ``score_mod`` (``score - slope[h] * (q - kv)``, in fp32 inside the kernel) and the
-causal mask a ``BlockMask``, built once per (length, device) and shared by every layer and head.
+causal mask a ``BlockMask``, built once per (length, device) and shared by every layer and head:
+the model builds it once per forward (:func:`loki.attention.shared_block_mask`) and hands it to
+each layer, so a compiled block takes it as an input instead of building its own.
 ``flex`` runs Inductor's Triton template; ``flex-flash`` asks for FlashAttention-4's CuTe-DSL
 kernels (``kernel_options={"BACKEND": "FLASH"}``), which need ``flash_attn.cute`` and a Hopper or
 newer GPU.
@@ -69,6 +71,17 @@ def _causal_block_mask(length: int, device: str) -> Any:
         return create_block_mask(_causal, None, None, length, length, device=device)
 
 
+def causal_block_mask(length: int, device: torch.device | str) -> Any:
+    """The causal ``BlockMask`` of ``length`` queries and keys: from the (length, device) cache,
+    or, while ``torch.compile`` traces, built in the graph (Dynamo would look through the cache
+    and warn; in a whole-model graph this runs once per forward)."""
+    if torch.compiler.is_compiling():
+        from torch.nn.attention.flex_attention import create_block_mask
+
+        return create_block_mask(_causal, None, None, length, length, device=device)
+    return _causal_block_mask(length, str(torch.device(device)))
+
+
 @lru_cache(maxsize=1)
 def _compiled_flex() -> Any:
     """One compiled FlexAttention for every layer and length (the first call compiles; later
@@ -80,30 +93,30 @@ def _compiled_flex() -> Any:
 
 def flex_alibi_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slopes: torch.Tensor, compiled: bool = True,
-    kernel: str = "triton",
+    kernel: str = "triton", block_mask: Any = None,
 ) -> torch.Tensor:
     """FlexAttention with ALiBi; q, k, v (B, nh, T, hs), ``slopes`` (nh,) on q's device.
     Queries and keys cover the same positions (training, validation, prefill). ``kernel``:
-    "triton" (Inductor's own template) or "flash" (FlashAttention-4's CuTe kernels)."""
-    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+    "triton" (Inductor's own template) or "flash" (FlashAttention-4's CuTe kernels).
+    ``block_mask``: the causal mask of this length (default :func:`causal_block_mask`)."""
+    from torch.nn.attention.flex_attention import flex_attention
 
     q_len, k_len = q.size(-2), k.size(-2)
     if q_len != k_len:
         raise ValueError(f"flex_alibi_attention needs Tq == Tk, got {q_len} and {k_len}")
+    if block_mask is None:
+        block_mask = causal_block_mask(q_len, q.device)
+    elif tuple(block_mask.seq_lengths) != (q_len, k_len):
+        raise ValueError(f"block_mask covers {tuple(block_mask.seq_lengths)} positions, "
+                         f"the attention {(q_len, k_len)}")
 
     def alibi(score: torch.Tensor, b: Any, h: Any, q_idx: Any, kv_idx: Any) -> torch.Tensor:
         return score - slopes[h] * (q_idx - kv_idx)  # fp32 score, fp32 slope
 
     options = {"BACKEND": "FLASH"} if kernel == "flash" else None
-    if torch.compiler.is_compiling():
-        # Traced into a compiled block or model, which would look through the caches anyway:
-        # the mask is built in the graph (a few small kernels per call) and flex is the graph's
-        # own operator.
-        block_mask = create_block_mask(_causal, None, None, q_len, k_len, device=q.device)
-        return flex_attention(q, k, v, score_mod=alibi, block_mask=block_mask,
-                              kernel_options=options)
-    block_mask = _causal_block_mask(q_len, str(q.device))
-    fn = _compiled_flex() if compiled else flex_attention
+    # Traced into a compiled block or model, flex is the graph's own operator; run eagerly, it
+    # goes through one compiled flex (without compilation flex materializes the scores).
+    fn = flex_attention if torch.compiler.is_compiling() or not compiled else _compiled_flex()
     return fn(q, k, v, score_mod=alibi, block_mask=block_mask, kernel_options=options)
 
 

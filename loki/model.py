@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from loki.attention import alibi_slopes, causal_attention, slope_key
+from loki.attention import alibi_slopes, causal_attention, shared_block_mask, slope_key
 from loki.config import LokiConfig
 from loki.loss import linear_cross_entropy
 
@@ -67,7 +68,8 @@ class CausalSelfAttention(nn.Module):
         return self
 
     def forward(
-        self, x: torch.Tensor, kv_cache: KVCache | None = None, layer: int = 0
+        self, x: torch.Tensor, kv_cache: KVCache | None = None, layer: int = 0,
+        block_mask: Any = None,
     ) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
@@ -77,7 +79,8 @@ class CausalSelfAttention(nn.Module):
         if kv_cache is not None:
             k, v = kv_cache.update(layer, k, v)  # (B, nh, past + T, hs)
         dropout = self.dropout if self.training else 0.0
-        y = causal_attention(q, k, v, self.slopes, self.backend, dropout, self.slope_key)
+        y = causal_attention(q, k, v, self.slopes, self.backend, dropout, self.slope_key,
+                             block_mask)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return F.dropout(self.proj(y), p=dropout, training=self.training)
 
@@ -105,9 +108,10 @@ class Block(nn.Module):
         self.mlp = SwiGLU(config)
 
     def forward(
-        self, x: torch.Tensor, kv_cache: KVCache | None = None, layer: int = 0
+        self, x: torch.Tensor, kv_cache: KVCache | None = None, layer: int = 0,
+        block_mask: Any = None,
     ) -> torch.Tensor:
-        x = x + self.attn(self.norm_attn(x), kv_cache, layer)
+        x = x + self.attn(self.norm_attn(x), kv_cache, layer, block_mask)
         return x + self.mlp(self.norm_mlp(x))
 
 
@@ -149,8 +153,14 @@ class Loki(nn.Module):
         next-token cross-entropy over targets != -100. ``return_logits=False`` (with targets)
         returns (None, loss) from the chunked head + loss, never holding the full logits."""
         x = self.wte(idx)  # (B, T, C)
+        # flex's causal mask, made once for all layers (compiled blocks take it as an input);
+        # decoding past a filled cache attends to more keys than queries and runs sdpa
+        block_mask = None
+        if kv_cache is None or kv_cache.pos == 0:
+            dropout = self.config.dropout if self.training else 0.0
+            block_mask = shared_block_mask(self.config.attention_backend, x, idx.size(1), dropout)
         for i, block in enumerate(self.blocks):
-            x = block(x, kv_cache, i)
+            x = block(x, kv_cache, i, block_mask)
         if kv_cache is not None:
             kv_cache.pos += idx.size(1)
         x = self.norm(x)

@@ -41,6 +41,94 @@ def test_flex_traced_inside_a_compiled_block_builds_its_mask_in_the_graph():
     assert not [w for w in caught if "lru_cache" in str(w.message)]
 
 
+def _flex_model(n_layer: int = 2) -> torch.nn.Module:
+    from loki.model import Loki
+
+    torch.manual_seed(0)
+    return Loki(LokiConfig.from_name("tiny", n_layer=n_layer, block_size=256,
+                                     attention_backend="flex")).eval()
+
+
+def test_the_model_builds_one_block_mask_for_all_layers(monkeypatch):
+    # One causal mask per (length, device), shared by every layer: 3 layers and 2 forwards at
+    # one length build it once, a second length once more.
+    import torch.nn.attention.flex_attention as flex_module
+
+    from loki.attention import clear_caches
+
+    clear_caches()
+    built = []
+    real = flex_module.create_block_mask
+
+    def counting(*args, **kwargs):
+        built.append(args[3:5])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(flex_module, "create_block_mask", counting)
+    model = _flex_model(n_layer=3)
+    with torch.no_grad():
+        for length in (150, 150, 64):
+            model(torch.randint(0, 512, (1, length)))
+    assert built == [(150, 150), (64, 64)]
+
+
+def test_compiled_blocks_take_the_shared_mask_as_an_input():
+    # Per-block compilation (the recipe's): without the shared mask each block's graph built its
+    # own (arange, vmap'd mask_mod, argsort: ~100 of a block's ~145 nodes, a dozen small kernels
+    # per layer per forward). Now the graph holds the block's own work; both blocks and a second
+    # forward reuse one graph (no recompilation on the mask), with the eager model's values.
+    graphs = []
+
+    def capture(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    model = _flex_model()
+    idx = torch.randint(0, 512, (2, 256))
+    with torch.no_grad():
+        for block in model.blocks:
+            block.attn.backend = "eager"
+        want = model(idx)[0]
+        for block in model.blocks:
+            block.attn.backend = "flex"
+        torch._dynamo.reset()
+        for block in model.blocks:
+            block.compile(backend=capture, fullgraph=True)
+        model(idx)
+        got = model(idx)[0]
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    assert len(graphs) == 1
+    ops = [str(node.target) for node in graphs[0].graph.nodes if node.op == "call_function"]
+    assert not [op for op in ops if "arange" in op or "argsort" in op or "vmap" in op], ops
+    assert "flex_attention" in ops
+
+
+def test_the_shared_mask_only_where_flex_runs():
+    from loki.attention import shared_block_mask
+
+    x = torch.randn(1, 64, 8)
+    assert shared_block_mask("flex", x, 64) is not None
+    assert shared_block_mask("sdpa", x, 64) is None
+    assert shared_block_mask("auto", x, 64) is None  # the CPU picks sdpa
+    assert shared_block_mask("flex", x, 64, dropout_p=0.1) is None  # flex has no dropout
+    assert shared_block_mask("flex", x.requires_grad_(), 64) is None  # no CPU flex backward
+    q = torch.randn(1, 2, 64, 8)
+    mask = shared_block_mask("flex", torch.randn(1, 32, 8), 32)
+    with pytest.raises(ValueError, match=r"block_mask covers \(32, 32\) positions"):
+        flex_alibi_attention(q, q, q, alibi_slopes(2), compiled=False, block_mask=mask)
+
+
+def test_a_model_with_a_kv_cache_decodes_past_the_mask():
+    # Prefill (Tq == Tk) runs flex with the shared mask; each decoding step runs sdpa. Greedy
+    # decoding gives the eager model's tokens.
+    model = _flex_model()
+    prompt = torch.randint(0, 512, (1, 20))
+    out = model.generate(prompt, 5, temperature=0)
+    for block in model.blocks:
+        block.attn.backend = "eager"
+    assert torch.equal(out, model.generate(prompt, 5, temperature=0))
+
+
 def test_flex_flash_asks_for_the_flash_kernels_and_names_what_it_needs(monkeypatch):
     # flex-flash is flex with kernel_options BACKEND=FLASH; the CPU cannot run it, and the error
     # names both the GPU and the package (decoding still falls back to sdpa, as flex does).
@@ -130,3 +218,26 @@ def test_a_block_on_auto_traces_as_one_graph_on_gpu():
                     requires_grad=True)
     torch.compile(block, backend="eager", fullgraph=True)(x).float().sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+@pytest.mark.gpu
+def test_compiled_blocks_on_auto_train_with_the_shared_mask_on_gpu():
+    # The fit path: auto on CUDA in bf16, per-block compiled, forward and backward. The blocks
+    # take the model's one mask as an input (their graph builds none) and share one graph.
+    from loki.model import Loki
+
+    graphs = []
+
+    def capture(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    model = Loki(LokiConfig.from_name("tiny", block_size=256)).cuda().to(torch.bfloat16)
+    for block in model.blocks:
+        block.compile(backend=capture, fullgraph=True)
+    idx = torch.randint(0, 512, (2, 256), device="cuda")
+    model(idx, targets=idx, return_logits=False)[1].backward()
+    assert len(graphs) == 1
+    ops = [str(node.target) for node in graphs[0].graph.nodes if node.op == "call_function"]
+    assert "flex_attention" in ops and not [op for op in ops if "argsort" in op]
