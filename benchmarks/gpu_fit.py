@@ -4,7 +4,7 @@
 data_parallel_size=1, bf16 params / fp32 reduce), compiled blocks, torchao 8-bit AdamW (torch
 AdamW when torchao is missing), ``FIT_ACCUM`` micro-batches per step, and the recipe's callbacks
 except distillation and the end-of-fit benchmark suite: throughput, the dashboard with an offline
-wandb logger, loss-spike rollback. Tokens/s are timed over the steps after warmup with one CUDA
+wandb logger, loss-spike rollback, the cluster signals; and the console logger's line. Tokens/s are timed over the steps after warmup with one CUDA
 sync at each end. The rows (``FITS``) vary one choice of the recipe each.
 """
 
@@ -61,9 +61,11 @@ def _run_fit(root: Path, args: argparse.Namespace, device: torch.device, seq: in
     import numpy as np
     from lightning.pytorch.strategies import ModelParallelStrategy
 
+    from callbacks.cluster_signals import ClusterSignals
     from callbacks.spike_rollback import LossSpikeRollback
     from callbacks.throughput import TokenThroughput
     from callbacks.wandb_dashboard import WandbDashboard
+    from loki.console_metrics import ConsoleLogger
     from loki.data.datamodule import LokiDataModule
     from loki.data.schedules import BatchSizeWarmup
     from loki.data.shard_writer import ShardWriter
@@ -109,16 +111,16 @@ def _run_fit(root: Path, args: argparse.Namespace, device: torch.device, seq: in
     timer = _StepTimer(warmup, profile)
     callbacks = [TokenThroughput(window_size=10), WandbDashboard(),
                  LossSpikeRollback(warmup_steps=2, snapshot_every_n_steps=100, persistence=2),
-                 timer]
+                 ClusterSignals(), timer]
     os.environ.setdefault("WANDB_MODE", "offline")
-    loggers = []
+    loggers: list = [ConsoleLogger()]
     if available("wandb"):
         from lightning.pytorch.loggers import WandbLogger
 
         loggers.append(WandbLogger(save_dir=str(root), offline=True, project="gpu-step"))
     strategy = ModelParallelStrategy(data_parallel_size=1, tensor_parallel_size=1)
     trainer = L.Trainer(accelerator="gpu" if on_gpu else "cpu", devices=1, strategy=strategy,
-                        precision="32-true", max_steps=warmup + steps, logger=loggers or False,
+                        precision="32-true", max_steps=warmup + steps, logger=loggers,
                         log_every_n_steps=10, enable_progress_bar=False,
                         enable_model_summary=False, enable_checkpointing=False,
                         limit_val_batches=0, default_root_dir=root, callbacks=callbacks)

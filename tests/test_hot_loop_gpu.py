@@ -1,10 +1,10 @@
 """The training hot loop on a GPU: no host synchronization on steps that do not log.
 
 Runs 20 steps of a small LokiLM (flex attention, chunked loss) through ``Trainer.fit`` with the
-recipe's loss-spike rollback, token throughput and dashboard callbacks, a progress bar and the
-console logger, with ``torch.cuda.set_sync_debug_mode("warn")`` armed from step 6 (after the first
-compilations) and every synchronizing CUDA call counted per step, from one step's batch start to
-the next. Steps that do not log must have none; logging steps (every 5th) may read their metrics
+recipe's loss-spike rollback, token throughput, dashboard and cluster-signal callbacks, a progress
+bar and the console logger, with ``torch.cuda.set_sync_debug_mode("warn")`` armed from step 6
+(after the first compilations) and every synchronizing CUDA call counted per step, from one
+step's batch start to the next. Steps that do not log must have none; logging steps (every 5th) may read their metrics
 back. A failure lists each sync with its thread and Python stack.
 """
 
@@ -22,6 +22,7 @@ import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger
 
+from callbacks.cluster_signals import ClusterSignals
 from callbacks.spike_rollback import LossSpikeRollback
 from callbacks.throughput import TokenThroughput
 from callbacks.wandb_dashboard import WandbDashboard
@@ -101,7 +102,7 @@ def test_no_host_sync_on_steps_that_do_not_log(tmp_path):
         limit_val_batches=0, default_root_dir=tmp_path,
         callbacks=[TokenThroughput(window_size=5), WandbDashboard(),
                    LossSpikeRollback(warmup_steps=2, snapshot_every_n_steps=100, persistence=2),
-                   counter])
+                   ClusterSignals(), counter])
     try:
         trainer.fit(module, data)
     finally:
