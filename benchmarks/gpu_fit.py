@@ -4,8 +4,9 @@
 data_parallel_size=1, bf16 params / fp32 reduce), compiled blocks, torchao 8-bit AdamW (torch
 AdamW when torchao is missing), ``FIT_ACCUM`` micro-batches per step, and the recipe's callbacks
 except distillation and the end-of-fit benchmark suite: throughput, the dashboard with an offline
-wandb logger, loss-spike rollback, the cluster signals; and the console logger's line. Tokens/s are timed over the steps after warmup with one CUDA
-sync at each end. The rows (``FITS``) vary one choice of the recipe each.
+wandb logger, loss-spike rollback and the cluster signals, with the console logger's line.
+Tokens/s are timed over the steps after warmup with one CUDA sync at each end. The rows
+(``FITS``) vary one choice of the recipe each.
 """
 
 from __future__ import annotations

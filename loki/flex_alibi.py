@@ -60,15 +60,19 @@ def _causal(b: Any, h: Any, q_idx: Any, kv_idx: Any) -> Any:
     return q_idx >= kv_idx
 
 
+def _build_causal_mask(length: int, device: torch.device | str) -> Any:
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    return create_block_mask(_causal, None, None, length, length, device=device)
+
+
 @lru_cache(maxsize=16)
 def _causal_block_mask(length: int, device: str) -> Any:
     """The causal ``BlockMask`` of one sequence length, built once per (length, device) and
     outside inference mode (see :func:`loki.attention.alibi_bias`); shared by every layer
     and head."""
-    from torch.nn.attention.flex_attention import create_block_mask
-
     with torch.inference_mode(False), torch.no_grad():
-        return create_block_mask(_causal, None, None, length, length, device=device)
+        return _build_causal_mask(length, device)
 
 
 def causal_block_mask(length: int, device: torch.device | str) -> Any:
@@ -76,9 +80,7 @@ def causal_block_mask(length: int, device: torch.device | str) -> Any:
     or, while ``torch.compile`` traces, built in the graph (Dynamo would look through the cache
     and warn; in a whole-model graph this runs once per forward)."""
     if torch.compiler.is_compiling():
-        from torch.nn.attention.flex_attention import create_block_mask
-
-        return create_block_mask(_causal, None, None, length, length, device=device)
+        return _build_causal_mask(length, device)
     return _causal_block_mask(length, str(torch.device(device)))
 
 
